@@ -1,0 +1,10 @@
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+namespace sutra::bindings {
+
+void bind_ops(pybind11::module_& m);   // ops_bindings.cc: windows, aggregation, pooling, quantize
+void bind_cuda(pybind11::module_& m);  // cuda_bindings.cc: device queries and the smoke op
+
+}  // namespace sutra::bindings

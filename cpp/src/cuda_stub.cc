@@ -1,0 +1,18 @@
+// cuda_info.h for a build without CUDA: no devices, and device work fails loudly.
+#include "sutra/cuda_info.h"
+#include "sutra/error.h"
+
+namespace sutra {
+
+bool cuda_compiled() { return false; }
+int cuda_device_count() { return 0; }
+std::vector<DeviceInfo> cuda_devices() { return {}; }
+std::string cuda_runtime_version() { return {}; }
+int cuda_driver_version() { return 0; }
+size_t cuda_cublaslt_version() { return 0; }
+
+void cuda_l2_normalize_rows(const float*, int64_t, int64_t, float*, int) {
+  throw Error("this build of sutra has no CUDA support");
+}
+
+}  // namespace sutra

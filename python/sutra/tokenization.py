@@ -1,0 +1,79 @@
+"""Tokenization with Hugging Face `tokenizers` (Rust, parallel, the GIL released)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+
+class TextTokenizer:
+    """Turns texts into token ids with the model's special tokens, without truncation.
+
+    Truncation and windowing happen afterwards (see :meth:`truncate`), so the caller knows which
+    texts were cut and long texts can be split into windows instead.
+    """
+
+    def __init__(self, path: str | Path, pad_token_id: int | None = None) -> None:
+        self._tokenizer = Tokenizer.from_file(str(path))
+        # tokenizer.json files often carry the padding and truncation their authors trained with;
+        # sutra pads per batch and truncates itself.
+        self._tokenizer.no_padding()
+        self._tokenizer.no_truncation()
+        self.pad_token_id = self._find_pad_id() if pad_token_id is None else int(pad_token_id)
+        self.num_prefix_special, self.num_suffix_special = self._special_layout()
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self._tokenizer.get_vocab_size(with_added_tokens=True))
+
+    @property
+    def num_special(self) -> int:
+        return self.num_prefix_special + self.num_suffix_special
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text, special tokens included, no truncation."""
+        if not texts:
+            return []
+        encode_batch = getattr(self._tokenizer, "encode_batch_fast", self._tokenizer.encode_batch)
+        return [e.ids for e in encode_batch(texts, add_special_tokens=True)]
+
+    def truncate(self, ids: list[int], max_length: int) -> list[int]:
+        """Cut a sequence to ``max_length`` tokens keeping its leading and trailing special tokens,
+        as Hugging Face truncation does for a single sequence."""
+        if len(ids) <= max_length:
+            return ids
+        suffix = ids[len(ids) - self.num_suffix_special:] if self.num_suffix_special else []
+        return ids[: max_length - len(suffix)] + suffix
+
+    def _find_pad_id(self) -> int:
+        padding = self._tokenizer.padding
+        if padding and padding.get("pad_id") is not None:
+            return int(padding["pad_id"])
+        for token in ("[PAD]", "<pad>", "<PAD>"):
+            token_id = self._tokenizer.token_to_id(token)
+            if token_id is not None:
+                return int(token_id)
+        return 0
+
+    def _special_layout(self) -> tuple[int, int]:
+        """How many special tokens the post-processor puts before and after a text."""
+        probe = self._tokenizer.encode("hello", add_special_tokens=True)
+        content = self._tokenizer.encode("hello", add_special_tokens=False).ids
+        ids = probe.ids
+        for start in range(len(ids) - len(content) + 1):
+            if ids[start:start + len(content)] == content:
+                return start, len(ids) - start - len(content)
+        return 0, 0
+
+
+def pad_batch(sequences: list[list[int]], pad_token_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad sequences into ``input_ids`` and ``attention_mask``, both int64 ``[B, L]``."""
+    length = max(len(s) for s in sequences)
+    input_ids = np.full((len(sequences), length), pad_token_id, dtype=np.int64)
+    attention_mask = np.zeros((len(sequences), length), dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        input_ids[row, : len(seq)] = seq
+        attention_mask[row, : len(seq)] = 1
+    return input_ids, attention_mask
