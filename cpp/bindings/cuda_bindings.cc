@@ -3,6 +3,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#include <pybind11/typing.h>
 
 #include <vector>
 
@@ -23,15 +24,15 @@ void bind_cuda(py::module_& m) {
 
   m.def(
       "cuda_devices",
-      [] {
+      []() -> py::typing::List<py::typing::Dict<py::str, py::object>> {
         std::vector<DeviceInfo> devices;
         {
           py::gil_scoped_release release;
           devices = cuda_devices();
         }
-        py::list out;
+        py::typing::List<py::typing::Dict<py::str, py::object>> out;
         for (const DeviceInfo& d : devices) {
-          py::dict info;
+          py::typing::Dict<py::str, py::object> info;
           info["index"] = d.index;
           info["name"] = d.name;
           info["major"] = d.major;
@@ -55,8 +56,8 @@ void bind_cuda(py::module_& m) {
 
   m.def(
       "cuda_l2_normalize_rows",
-      [](py::handle x, int device) {
-        auto in = require_array<float>(x, "x", {-1, -1}, "(n, d)");
+      [](ArrayArg<float> x, int device) {
+        auto in = require_array<float>(x.object, "x", {-1, -1}, "(n, d)");
         py::array_t<float> out({in.shape(0), in.shape(1)});
         {
           py::gil_scoped_release release;

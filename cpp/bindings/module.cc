@@ -1,6 +1,7 @@
 // sutra._core: the native core as seen from Python. Translation only; the work is in cpp/ and cuda/.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#include <pybind11/typing.h>
 
 #include "bindings.h"
 #include "sutra/build_info.h"
@@ -9,6 +10,8 @@
 #include "sutra/error.h"
 
 namespace py = pybind11;
+
+using InfoDict = py::typing::Dict<py::str, py::object>;
 
 PYBIND11_MODULE(_core, m) {
   m.doc() =
@@ -24,9 +27,9 @@ PYBIND11_MODULE(_core, m) {
 
   m.def(
       "cpu_features",
-      [] {
+      []() -> InfoDict {
         const sutra::CpuInfo info = sutra::cpu_info();
-        py::dict out;
+        InfoDict out;
         out["arch"] = info.arch;
         out["cores"] = info.logical_cores;
         for (const auto& [name, present] : info.features) out[py::str(name)] = present;
@@ -38,10 +41,10 @@ PYBIND11_MODULE(_core, m) {
 
   m.def(
       "build_info",
-      [] {
+      []() -> InfoDict {
         const sutra::BuildInfo info = sutra::build_info();
         const bool cuda = sutra::cuda_compiled();
-        py::dict out;
+        InfoDict out;
         out["version"] = info.version;
         out["cuda"] = cuda;
         out["cuda_runtime"] = cuda ? py::object(py::str(sutra::cuda_runtime_version())) : py::none();

@@ -4,6 +4,7 @@
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstdint>
 #include <initializer_list>
@@ -16,6 +17,14 @@
 namespace sutra::bindings {
 
 namespace py = pybind11;
+
+/// An array argument taken as the raw Python object, so that require_array can refuse it with a
+/// ValueError naming the argument (pybind11's own conversion would copy, or raise TypeError).
+/// Its only other job is to show as numpy.typing.NDArray[<dtype>] in signatures and stubs.
+template <typename T>
+struct ArrayArg {
+  py::handle object;
+};
 
 /// "numpy.ndarray of dtype float64 with shape (3, 4), not C-contiguous" or "list".
 inline std::string describe(py::handle obj) {
@@ -73,3 +82,20 @@ py::array_t<T> to_numpy(std::vector<T>&& values, std::vector<py::ssize_t> shape)
 }
 
 }  // namespace sutra::bindings
+
+namespace pybind11::detail {
+
+template <typename T>
+struct type_caster<sutra::bindings::ArrayArg<T>> {
+  // Spelled as an output array: the argument is taken as it is, never converted.
+  PYBIND11_TYPE_CASTER(sutra::bindings::ArrayArg<T>, const_name("numpy.typing.NDArray[") +
+                                                         npy_format_descriptor<T>::name +
+                                                         const_name("]"));
+  bool load(handle src, bool /*convert*/) {
+    value.object = src;
+    return true;
+  }
+};
+
+}  // namespace pybind11::detail
+

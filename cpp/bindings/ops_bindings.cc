@@ -3,8 +3,10 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#include <pybind11/typing.h>
 
 #include <algorithm>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,6 +19,11 @@
 
 namespace sutra::bindings {
 namespace {
+
+// Return types spelled out for signatures and the generated stubs.
+using WindowsResult =
+    py::typing::Tuple<py::typing::List<py::array_t<int64_t>>, py::array_t<int64_t>>;
+using QuantizeResult = py::typing::Union<py::array_t<int8_t>, py::array_t<uint8_t>>;
 
 AggregationMethod parse_method(const std::string& method) {
   if (method == "mean") return AggregationMethod::kMean;
@@ -34,9 +41,9 @@ Precision parse_precision(const std::string& precision) {
                         precision + "'");
 }
 
-py::tuple create_windows_py(py::handle token_ids, int64_t window_size, int64_t overlap,
+WindowsResult create_windows_py(ArrayArg<int64_t> token_ids, int64_t window_size, int64_t overlap,
                             int64_t num_prefix_special, int64_t num_suffix_special) {
-  auto ids = require_array<int64_t>(token_ids, "token_ids", {-1}, "(n,)");
+  auto ids = require_array<int64_t>(token_ids.object, "token_ids", {-1}, "(n,)");
   WindowParams params{window_size, overlap, num_prefix_special, num_suffix_special};
   std::vector<Window> windows;
   {
@@ -53,12 +60,13 @@ py::tuple create_windows_py(py::handle token_ids, int64_t window_size, int64_t o
     tokens.append(to_numpy(std::move(w.token_ids), {length}));
   }
   const auto count = static_cast<py::ssize_t>(windows.size());
-  return py::make_tuple(tokens, to_numpy(std::move(offsets), {count, 2}));
+  return WindowsResult(py::make_tuple(tokens, to_numpy(std::move(offsets), {count, 2})));
 }
 
-py::array_t<float> aggregate_embeddings_py(py::handle embeddings, const std::string& method,
-                                           py::handle offsets, int64_t total_length) {
-  auto emb = require_array<float>(embeddings, "embeddings", {-1, -1}, "(n, d)");
+py::array_t<float> aggregate_embeddings_py(ArrayArg<float> embeddings, const std::string& method,
+                                           std::optional<ArrayArg<int64_t>> offsets,
+                                           int64_t total_length) {
+  auto emb = require_array<float>(embeddings.object, "embeddings", {-1, -1}, "(n, d)");
   const AggregationMethod how = parse_method(method);
   const int64_t n = emb.shape(0);
   const int64_t dim = emb.shape(1);
@@ -66,8 +74,8 @@ py::array_t<float> aggregate_embeddings_py(py::handle embeddings, const std::str
                                    std::to_string(dim) + ")");
   std::vector<int64_t> starts;
   std::vector<int64_t> ends;
-  if (!offsets.is_none()) {
-    auto spans = require_array<int64_t>(offsets, "offsets", {n, 2}, "(n, 2) with n = embeddings rows");
+  if (offsets) {
+    auto spans = require_array<int64_t>(offsets->object, "offsets", {n, 2}, "(n, 2) with n = embeddings rows");
     starts.resize(static_cast<size_t>(n));
     ends.resize(static_cast<size_t>(n));
     for (int64_t w = 0; w < n; ++w) {
@@ -87,9 +95,9 @@ py::array_t<float> aggregate_embeddings_py(py::handle embeddings, const std::str
 }
 
 template <void (*Pool)(const PoolParams&)>
-py::array_t<float> pool_py(py::handle token_embeddings, py::handle attention_mask) {
-  auto x = require_array<float>(token_embeddings, "token_embeddings", {-1, -1, -1}, "(b, s, h)");
-  auto mask = require_array<int64_t>(attention_mask, "attention_mask", {x.shape(0), x.shape(1)},
+py::array_t<float> pool_py(ArrayArg<float> token_embeddings, ArrayArg<int64_t> attention_mask) {
+  auto x = require_array<float>(token_embeddings.object, "token_embeddings", {-1, -1, -1}, "(b, s, h)");
+  auto mask = require_array<int64_t>(attention_mask.object, "attention_mask", {x.shape(0), x.shape(1)},
                                      "(b, s) matching token_embeddings");
   py::array_t<float> out({x.shape(0), x.shape(2)});
   PoolParams params;
@@ -106,8 +114,8 @@ py::array_t<float> pool_py(py::handle token_embeddings, py::handle attention_mas
   return out;
 }
 
-py::array_t<float> l2_normalize_rows_py(py::handle x) {
-  auto in = require_array<float>(x, "x", {-1, -1}, "(n, d)");
+py::array_t<float> l2_normalize_rows_py(ArrayArg<float> x) {
+  auto in = require_array<float>(x.object, "x", {-1, -1}, "(n, d)");
   py::array_t<float> out({in.shape(0), in.shape(1)});
   {
     py::gil_scoped_release release;
@@ -117,20 +125,21 @@ py::array_t<float> l2_normalize_rows_py(py::handle x) {
   return out;
 }
 
-py::array quantize_py(py::handle embeddings, const std::string& precision, py::handle ranges) {
-  auto emb = require_array<float>(embeddings, "embeddings", {-1, -1}, "(n, d)");
+QuantizeResult quantize_py(ArrayArg<float> embeddings, const std::string& precision,
+                           std::optional<ArrayArg<float>> ranges) {
+  auto emb = require_array<float>(embeddings.object, "embeddings", {-1, -1}, "(n, d)");
   QuantizeParams params;
   params.precision = parse_precision(precision);
   params.embeddings = emb.data();
   params.rows = emb.shape(0);
   params.dim = emb.shape(1);
   py::array_t<float, py::array::c_style> range_array;
-  if (!ranges.is_none()) {
+  if (ranges) {
     if (params.precision == Precision::kBinary || params.precision == Precision::kUbinary) {
       throw py::value_error("ranges applies to precision 'int8' and 'uint8' only, got precision='" +
                             precision + "'");
     }
-    range_array = require_array<float>(ranges, "ranges", {2, params.dim}, "(2, d)");
+    range_array = require_array<float>(ranges->object, "ranges", {2, params.dim}, "(2, d)");
     params.ranges = range_array.data();
   }
   const std::vector<py::ssize_t> shape = {params.rows,
@@ -144,7 +153,7 @@ py::array quantize_py(py::handle embeddings, const std::string& precision, py::h
     py::gil_scoped_release release;
     quantize(params);
   }
-  return out;
+  return QuantizeResult(out);
 }
 
 }  // namespace

@@ -1,0 +1,254 @@
+"""The Embedder API: encode() semantics, batching, long texts, precisions and bad input."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import sutra
+
+SENTENCES = [
+    "A man is eating food.",
+    "A man is eating a piece of bread.",
+    "The girl is carrying a baby.",
+    "A man is riding a horse.",
+    "A woman is playing violin.",
+    "Two men pushed carts through the woods.",
+    "A man is riding a white horse on an enclosed ground.",
+    "A monkey is playing drums.",
+    "Someone in a gorilla costume is playing a set of drums.",
+    "",
+    "Le chat dort sur le canapé.",
+    "東京は日本の首都です。",
+]
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _st_quantize(embeddings: np.ndarray, precision: str) -> np.ndarray:
+    """sentence-transformers 6.2 `quantize_embeddings`, written out in numpy."""
+    if precision in ("int8", "uint8"):
+        ranges = np.vstack((embeddings.min(0), embeddings.max(0))).astype(np.float32)
+        steps = (ranges[1] - ranges[0]) / 255
+        steps = np.where(steps == 0, 1, steps)
+        q = np.clip(np.floor((embeddings - ranges[0]) / steps), 0, 255)
+        return q.astype(np.uint8) if precision == "uint8" else (q - 128).astype(np.int8)
+    packed = np.packbits(embeddings > 0, axis=-1)
+    return packed if precision == "ubinary" else (packed - 128).astype(np.int8)
+
+
+def test_single_text_is_1d_and_list_is_2d(minilm):
+    one = minilm.encode(SENTENCES[0])
+    many = minilm.encode(SENTENCES[:2])
+    assert one.shape == (384,) and one.dtype == np.float32
+    assert many.shape == (2, 384)
+    np.testing.assert_allclose(one, many[0], atol=1e-5)
+
+
+def test_batch_order_and_size_do_not_change_embeddings(minilm):
+    whole = minilm.encode(SENTENCES, batch_size=32)
+    small = minilm.encode(SENTENCES, batch_size=3)
+    alone = np.stack([minilm.encode(s) for s in SENTENCES])
+    shuffled_order = np.random.default_rng(0).permutation(len(SENTENCES))
+    shuffled = minilm.encode([SENTENCES[i] for i in shuffled_order])
+    np.testing.assert_allclose(small, whole, atol=2e-5)
+    np.testing.assert_allclose(alone, whole, atol=2e-5)
+    np.testing.assert_allclose(shuffled, whole[shuffled_order], atol=2e-5)
+    # Related sentences are closer than unrelated ones: the vectors carry meaning.
+    sims = whole @ whole.T
+    assert sims[0, 1] > sims[0, 7] + 0.3
+
+
+def test_token_budget_batching_matches_plain_batching(efficient_folder):
+    tight = sutra.Embedder(efficient_folder, max_batch_tokens=40, batch_size=64)
+    loose = sutra.Embedder(efficient_folder, max_batch_tokens=100_000, batch_size=64)
+    np.testing.assert_allclose(tight.encode(SENTENCES), loose.encode(SENTENCES), atol=2e-5)
+
+
+def test_empty_input_list_gives_empty_matrix(minilm):
+    out = minilm.encode([])
+    assert out.shape == (0, 384) and out.dtype == np.float32
+    assert minilm.encode([], precision="ubinary").shape == (0, 48)
+
+
+@pytest.mark.parametrize("bad, index", [([None], 0), (["ok", 3], 1), (["a", "b", b"bytes"], 2)])
+def test_non_string_items_name_their_index(minilm, bad, index):
+    with pytest.raises(TypeError, match=rf"sentences\[{index}\]"):
+        minilm.encode(bad)
+
+
+def test_none_is_a_type_error(minilm):
+    with pytest.raises(TypeError, match="got None"):
+        minilm.encode(None)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"precision": "float16"}, "precision must be one of float32, int8, uint8, binary, ubinary"),
+        ({"batch_size": 0}, "batch_size must be a positive int"),
+        ({"truncate_dim": 0}, r"truncate_dim must be an int in 1\.\.384"),
+        ({"truncate_dim": 385}, r"truncate_dim must be an int in 1\.\.384"),
+        ({"output_value": "cls"}, "output_value must be one of"),
+        ({"long_text": "split"}, "long_text must be 'truncate' or 'window'"),
+        ({"prompt_name": "query"}, "prompt_name='query' is not a prompt"),
+    ],
+)
+def test_invalid_arguments_list_what_is_allowed(minilm, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        minilm.encode(SENTENCES[:2], **kwargs)
+
+
+def test_matryoshka_truncation_renormalizes(minilm):
+    full = minilm.encode(SENTENCES)
+    cut = minilm.encode(SENTENCES, truncate_dim=128)
+    assert cut.shape == (len(SENTENCES), 128)
+    np.testing.assert_allclose(cut, _unit(full[:, :128]), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(cut, axis=1), 1.0, atol=1e-5)
+
+
+def test_dimensions_config_sets_the_default_truncation(efficient_folder, minilm):
+    small = sutra.Embedder(sutra.EmbedderConfig(model=efficient_folder, dimensions=64))
+    assert small.dimensions == 64
+    np.testing.assert_allclose(small.embed(SENTENCES[0]), minilm.encode(SENTENCES[0], truncate_dim=64),
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["int8", "uint8", "binary", "ubinary"])
+def test_precisions_follow_sentence_transformers(minilm, precision):
+    floats = minilm.encode(SENTENCES)
+    quantized = minilm.encode(SENTENCES, precision=precision)
+    expected = _st_quantize(floats, precision)
+    assert quantized.dtype == expected.dtype and quantized.shape == expected.shape
+    # Float ties at bucket edges may land one bucket apart; bits are exact.
+    if precision.endswith("binary"):
+        np.testing.assert_array_equal(quantized, expected)
+    else:
+        diff = np.abs(quantized.astype(int) - expected.astype(int))
+        assert diff.max() <= 1 and (diff == 0).mean() > 0.99
+
+
+def test_int8_of_a_single_text_needs_ranges(minilm):
+    with pytest.raises(ValueError, match="at least two texts"):
+        minilm.encode("one text", precision="int8")
+
+
+def test_normalize_embeddings_and_similarity(minilm):
+    out = minilm.encode(SENTENCES[:3], normalize_embeddings=True)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    sims = minilm.similarity(out, out)
+    np.testing.assert_allclose(np.diag(sims), 1.0, atol=1e-5)
+
+
+def test_prompt_is_prepended(minilm):
+    with_prompt = minilm.encode(["eating food"], prompt="query: ")
+    manual = minilm.encode(["query: eating food"])
+    np.testing.assert_allclose(with_prompt, manual, atol=1e-6)
+
+
+def test_embed_tokens_equals_encoding_the_text(minilm):
+    ids = minilm.tokenizer.encode([SENTENCES[1]])[0]
+    np.testing.assert_allclose(minilm.embed_tokens(ids), minilm.embed(SENTENCES[1]), atol=1e-6)
+    batch = minilm.embed_tokens([ids, ids[:3] + ids[-1:]])
+    assert batch.shape == (2, 384)
+    with pytest.raises(ValueError, match=r"token_ids\[0\] holds -1"):
+        minilm.embed_tokens([-1, 5])
+
+
+def test_embed_batch_matches_encode(minilm):
+    np.testing.assert_allclose(minilm.embed_batch(SENTENCES), minilm.encode(SENTENCES), atol=1e-6)
+
+
+def test_truncation_warns_once_and_equals_the_cut_text(efficient_folder):
+    embedder = sutra.Embedder(efficient_folder)
+    long_text = "The quick brown fox jumps over the lazy dog. " * 100
+    with pytest.warns(sutra.LongTextTruncatedWarning, match="truncated to max_sequence_length=256"):
+        first = embedder.encode(long_text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        embedder.encode(long_text)  # no second warning
+    ids = embedder.tokenizer.encode([long_text])[0]
+    cut = ids[:255] + ids[-1:]
+    np.testing.assert_allclose(first, embedder.embed_tokens(cut), atol=1e-6)
+
+
+def test_window_mode_aggregates_the_windows(efficient_folder):
+    embedder = sutra.Embedder(efficient_folder, long_text="window", window_overlap=16)
+    text = " ".join(f"Sentence number {i} talks about a different topic." for i in range(120))
+    ids = embedder.tokenizer.encode([text])[0]
+    assert len(ids) > 2 * 256
+    got = embedder.encode(text)
+    windows = sutra.SlidingWindowAttention(256, 16).create_windows(ids)
+    assert len(windows) >= 3
+    parts = embedder.embed_tokens([w.tolist() for w in windows.token_ids])
+    expected = _unit(parts.mean(0))
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    # A short text is one window: identical to truncate mode.
+    np.testing.assert_allclose(embedder.encode("short"), embedder.encode("short", long_text="truncate"),
+                               atol=1e-6)
+
+
+def test_text_of_several_megabytes(minilm):
+    huge = ("Embeddings turn text into vectors that can be searched. " * 60_000)[:3_000_000]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sutra.LongTextTruncatedWarning)
+        vector = minilm.encode(huge)
+    assert vector.shape == (384,) and np.isfinite(vector).all()
+
+
+def test_config_from_name_and_fields():
+    config = sutra.EmbedderConfig.from_name("efficient")
+    assert (config.dimensions, config.max_sequence_length) == (384, 256)
+    assert sutra.EmbedderConfig.from_name("high-quality").dimensions == 768
+    with pytest.raises(ValueError, match="unknown preset 'fast'.*efficient"):
+        sutra.EmbedderConfig.from_name("fast")
+    with pytest.raises(ValueError, match="backend must be one of 'auto', 'cpu', 'cuda'"):
+        sutra.EmbedderConfig(backend="tpu")
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        sutra.EmbedderConfig(batch_size=-1)
+
+
+@pytest.mark.parametrize(
+    "field, message",
+    [
+        ({"use_fp16": True}, "use_fp16=True: fp16 compute runs only on the cuda backend"),
+        ({"use_flash_attention": True}, "use_flash_attention=True: flash attention runs only"),
+        ({"backend": "cuda"}, "backend='cuda' cannot run"),
+    ],
+)
+def test_fields_that_cannot_take_effect_raise(efficient_folder, field, message):
+    with pytest.raises(sutra.BackendUnavailableError, match=message):
+        sutra.Embedder(efficient_folder, **field)
+
+
+def test_out_of_range_config_for_the_model(efficient_folder):
+    with pytest.raises(ValueError, match="dimensions=1000 exceeds the model's width 384"):
+        sutra.Embedder(efficient_folder, dimensions=1000)
+    with pytest.raises(ValueError, match="max_sequence_length=600 exceeds"):
+        sutra.Embedder(efficient_folder, max_sequence_length=600)
+
+
+def test_shorter_max_sequence_length_truncates_earlier(efficient_folder, minilm):
+    short = sutra.Embedder(efficient_folder, max_sequence_length=8)
+    text = "one two three four five six seven eight nine ten"
+    ids = minilm.tokenizer.encode([text])[0]
+    with pytest.warns(sutra.LongTextTruncatedWarning):
+        got = short.encode(text)
+    np.testing.assert_allclose(got, minilm.embed_tokens(ids[:7] + ids[-1:]), atol=1e-6)
+
+
+def test_unknown_model_is_a_clear_error(tmp_path):
+    with pytest.raises(sutra.ModelNotFoundError, match="unknown model 'no-such-model'"):
+        sutra.Embedder("no-such-model")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(sutra.ModelNotFoundError, match="model.safetensors is missing"):
+        sutra.Embedder(str(tmp_path))
+
+
+def test_own_onnx_file_is_required_for_onnx_source_model(efficient_folder):
+    with pytest.raises(sutra.BackendUnavailableError, match="has no onnx/model.onnx"):
+        sutra.Embedder(efficient_folder, onnx_source="model")
