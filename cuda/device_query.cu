@@ -17,7 +17,7 @@ int cuda_device_count() {
   int count = 0;
   const cudaError_t status = cudaGetDeviceCount(&count);
   if (status != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky-free error so later calls start clean
+    cudaGetLastError();  // consume the error so that a later cudaGetLastError() does not report it
     return 0;
   }
   return count;

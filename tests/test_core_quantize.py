@@ -1,7 +1,8 @@
 """sutra._core.quantize against sentence-transformers' quantize_embeddings, replicated in numpy.
 
-The int8/uint8 results must be bit-identical, including values outside the calibration ranges
-(numpy's float -> int8 cast wraps around) and constant dimensions (0 / 0).
+The formulas are those of sentence-transformers 6.2 (sentence_transformers/util/quantization.py):
+buckets are floored and clipped to 0..255, a constant dimension gets a step of 1, and ranges
+cannot be computed from a single embedding. The int8/uint8 results must be bit-identical.
 """
 
 import numpy as np
@@ -11,40 +12,40 @@ from sutra import _core
 
 
 def st_quantize(embeddings, precision, ranges=None):
-    """sentence_transformers.quantization.quantize_embeddings, numpy part, verbatim formulas."""
+    """sentence-transformers 6.2 quantize_embeddings, numpy part, verbatim formulas."""
     if precision in ("int8", "uint8"):
         if ranges is None:
             ranges = np.vstack((np.min(embeddings, axis=0), np.max(embeddings, axis=0)))
+        ranges = ranges.astype(np.float32, copy=False)
         starts = ranges[0, :]
-        steps = (ranges[1, :] - ranges[0, :]) / 255
-        # out-of-range values and 0/0 warn in numpy; the wrapped results are what we compare
-        with np.errstate(all="ignore"):
-            if precision == "uint8":
-                return ((embeddings - starts) / steps).astype(np.uint8)
-            return ((embeddings - starts) / steps - 128).astype(np.int8)
+        steps = (ranges[1, :] - starts) / 255
+        steps = np.where(steps == 0, 1, steps)
+        with np.errstate(all="ignore"):  # inf - inf in the specials test
+            q_vals = np.clip(np.floor((embeddings - starts) / steps), 0, 255)
+        q_vals = np.nan_to_num(q_vals, nan=0.0)  # sutra maps NaN to bucket 0 (numpy: undefined)
+        if precision == "uint8":
+            return q_vals.astype(np.uint8)
+        return (q_vals - 128).astype(np.int8)
     if precision == "binary":
-        return (np.packbits(embeddings > 0).reshape(embeddings.shape[0], -1) - 128).astype(np.int8)
+        return (np.packbits(embeddings > 0, axis=-1) - 128).astype(np.int8)
     if precision == "ubinary":
-        return np.packbits(embeddings > 0).reshape(embeddings.shape[0], -1)
+        return np.packbits(embeddings > 0, axis=-1)
     raise AssertionError(precision)
 
 
 def packbits_rows(embeddings, signed):
-    """np.packbits per row: what sentence-transformers computes when dim % 8 == 0, and the
-    well-defined answer otherwise (its flatten-then-reshape mixes rows or fails there)."""
+    """np.packbits per row, padded with zero bits, computed independently of st_quantize."""
     packed = np.packbits(embeddings > 0, axis=1)
     return (packed.astype(np.int16) - 128).astype(np.int8) if signed else packed
 
 
 PRECISIONS = ["int8", "uint8", "binary", "ubinary"]
-SHAPES = [(1, 8), (7, 16), (100, 384), (33, 1024), (3, 1)]
+SHAPES = [(2, 8), (7, 16), (100, 384), (33, 1024), (3, 1)]
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_matches_sentence_transformers(precision, shape):
-    if precision in ("binary", "ubinary") and shape[1] % 8:
-        pytest.skip("sentence-transformers packs the flattened array; see test_binary_odd_dims")
     emb = np.random.default_rng(shape[0] * 1000 + shape[1]).standard_normal(shape)
     emb = emb.astype(np.float32)
     got = _core.quantize(emb, precision, None)
@@ -54,7 +55,7 @@ def test_matches_sentence_transformers(precision, shape):
 
 
 @pytest.mark.parametrize("precision", ["int8", "uint8"])
-def test_given_ranges_with_values_outside(precision):
+def test_given_ranges_with_values_outside_are_clipped(precision):
     rng = np.random.default_rng(5)
     calibration = rng.standard_normal((50, 97)).astype(np.float32)
     ranges = np.vstack((calibration.min(axis=0), calibration.max(axis=0))).astype(np.float32)
@@ -62,6 +63,8 @@ def test_given_ranges_with_values_outside(precision):
     emb[0, :5] = [1e6, -1e6, 3e9, -3e9, 1e30]  # far outside int32 as well
     got = _core.quantize(emb, precision, ranges)
     np.testing.assert_array_equal(got, st_quantize(emb, precision, ranges))
+    low, high = (-128, 127) if precision == "int8" else (0, 255)
+    assert got[0, :5].tolist() == [high, low, high, low, high]
 
 
 @pytest.mark.parametrize("precision", ["int8", "uint8"])
@@ -95,6 +98,16 @@ def test_binary_zero_is_not_positive():
     emb = np.array([[0.0, -0.0, 1e-45, -1, 2, 0, 0, 0]], dtype=np.float32)
     assert _core.quantize(emb, "ubinary", None).tolist() == [[0b00101000]]
     assert _core.quantize(emb, "binary", None).tolist() == [[0b00101000 - 128]]
+
+
+@pytest.mark.parametrize("precision", ["int8", "uint8"])
+def test_single_embedding_needs_ranges(precision):
+    emb = np.ones((1, 4), dtype=np.float32)
+    with pytest.raises(ValueError, match="single embedding; pass ranges"):
+        _core.quantize(emb, precision, None)
+    ranges = np.array([[0, 0, 0, 0], [2, 2, 2, 2]], dtype=np.float32)
+    np.testing.assert_array_equal(_core.quantize(emb, precision, ranges),
+                                  st_quantize(emb, precision, ranges))
 
 
 def test_empty_batch():

@@ -1,7 +1,6 @@
 #include "sutra/quantize.h"
 
 #include <cmath>
-#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -9,35 +8,33 @@
 namespace sutra {
 namespace {
 
-// numpy's float -> int8/uint8 cast is a C cast, which x86-64 compiles to a truncating conversion
-// to int32 (cvttss2si: NaN and out-of-range values give INT32_MIN) and keeps the low byte.
-// The C++ cast of an out-of-range float is undefined, so do the same steps explicitly.
-inline uint8_t numpy_low_byte(float v) {
-  const double d = v;
-  int32_t truncated = std::numeric_limits<int32_t>::min();
-  if (d > -2147483649.0 && d < 2147483648.0) truncated = static_cast<int32_t>(d);  // NaN fails
-  return static_cast<uint8_t>(static_cast<uint32_t>(truncated) & 0xFFu);
-}
-
-inline int8_t as_int8(uint8_t byte) {
-  return static_cast<int8_t>(byte >= 128 ? static_cast<int>(byte) - 256 : static_cast<int>(byte));
+// sentence-transformers (>= 6.2): steps = (max - min) / 255, with 1 where that is 0, then
+// q = clip(floor((x - min) / steps), 0, 255), all in float32; int8 stores q - 128. NaN, which
+// numpy would carry into an undefined cast, becomes bucket 0.
+inline float bucket(float x, float start, float step) {
+  const float q = std::floor((x - start) / step);
+  if (!(q >= 0.0f)) return 0.0f;
+  return q > 255.0f ? 255.0f : q;
 }
 
 void quantize_scalar(const QuantizeParams& p, const float* ranges) {
-  // All float32, in sentence-transformers' order: steps = (max - min) / 255, then
-  // (x - starts) / steps, then - 128 for int8.
   std::vector<float> steps(static_cast<size_t>(p.dim));
-  for (int64_t d = 0; d < p.dim; ++d) steps[d] = (ranges[p.dim + d] - ranges[d]) / 255.0f;
+  for (int64_t d = 0; d < p.dim; ++d) {
+    const float step = (ranges[p.dim + d] - ranges[d]) / 255.0f;
+    steps[d] = step == 0.0f ? 1.0f : step;
+  }
   const float* starts = ranges;
   for (int64_t r = 0; r < p.rows; ++r) {
     const float* x = p.embeddings + r * p.dim;
     if (p.precision == Precision::kUint8) {
       uint8_t* out = static_cast<uint8_t*>(p.out) + r * p.dim;
-      for (int64_t d = 0; d < p.dim; ++d) out[d] = numpy_low_byte((x[d] - starts[d]) / steps[d]);
+      for (int64_t d = 0; d < p.dim; ++d) {
+        out[d] = static_cast<uint8_t>(bucket(x[d], starts[d], steps[d]));
+      }
     } else {
       int8_t* out = static_cast<int8_t*>(p.out) + r * p.dim;
       for (int64_t d = 0; d < p.dim; ++d) {
-        out[d] = as_int8(numpy_low_byte((x[d] - starts[d]) / steps[d] - 128.0f));
+        out[d] = static_cast<int8_t>(static_cast<int>(bucket(x[d], starts[d], steps[d])) - 128);
       }
     }
   }
@@ -111,6 +108,11 @@ void quantize(const QuantizeParams& p) {
     return;
   }
   if (p.rows == 0) return;  // nothing to quantize and nothing to compute ranges from
+  if (p.rows == 1) {
+    throw std::invalid_argument(
+        "int8/uint8 ranges cannot be computed from a single embedding; pass ranges ([2, dim] "
+        "per-dimension min and max from a representative set of embeddings)");
+  }
   std::vector<float> ranges(static_cast<size_t>(2 * p.dim));
   embedding_ranges(p.embeddings, p.rows, p.dim, ranges.data());
   quantize_scalar(p, ranges.data());

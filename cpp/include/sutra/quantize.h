@@ -1,5 +1,5 @@
 // Embedding quantization with the semantics of sentence_transformers.quantize_embeddings,
-// bit-for-bit equal to its numpy code on x86-64.
+// bit-for-bit equal to its numpy code.
 #pragma once
 
 #include <cstdint>
@@ -21,14 +21,13 @@ struct QuantizeParams {
   Precision precision = Precision::kInt8;
 };
 
-/// int8:    (x - min) / ((max - min) / 255) - 128, cast like numpy's float32 -> int8
-/// uint8:   (x - min) / ((max - min) / 255),       cast like numpy's float32 -> uint8
+/// int8:    clip(floor((x - min) / step), 0, 255) - 128, step = (max - min) / 255 or 1 if 0
+/// uint8:   clip(floor((x - min) / step), 0, 255)
 /// ubinary: bits (x > 0) of each row packed big-endian (np.packbits(x > 0, axis=-1));
 ///          a dim that is not a multiple of 8 is padded with zero bits
 /// binary:  the ubinary byte minus 128 as int8
-/// numpy casts float to a small integer by truncating to int32 (NaN and values outside int32
-/// become INT32_MIN on x86-64) and keeping the low byte, so out-of-range values wrap; this does
-/// the same. A dimension with max == min divides 0 by 0 and yields 0, as numpy does.
+/// These are sentence-transformers' (>= 6.2) formulas, in float32 like its numpy code. Computing
+/// the ranges needs at least two rows (std::invalid_argument otherwise, as sentence-transformers).
 void quantize(const QuantizeParams& p);
 
 /// The default ranges: per-dimension min (row 0) and max (row 1) of `embeddings` ([rows, dim],
