@@ -8,8 +8,8 @@ relative position bias; they are resolved here so the graph builder sees a singl
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -80,12 +80,21 @@ class EncoderSpec:
     position_embeddings: np.ndarray
     emb_ln_g: np.ndarray
     emb_ln_b: np.ndarray
-    layers: list[LayerWeights] = field(default_factory=list)
-    relative_bias: np.ndarray | None = None  # [num_buckets, heads], MPNet only
+    relative_bias: np.ndarray | None  # [num_buckets, heads], MPNet only
+    _weights: _Weights
 
     @property
     def head_size(self) -> int:
         return self.hidden_size // self.num_heads
+
+    def layers(self) -> Iterator[LayerWeights]:
+        """Layers one at a time, so only one layer's transposed copies are alive while building."""
+        for i in range(self.num_layers):
+            yield _layer(self._weights, _layer_names(self.family, i), self.hidden_size, self.intermediate_size)
+
+    def layer_bytes(self) -> int:
+        h, i = self.hidden_size, self.intermediate_size
+        return self.num_layers * 4 * (4 * h * h + 2 * h * i + 9 * h + i)
 
 
 def _f32(name: str, arr: np.ndarray) -> np.ndarray:
@@ -118,6 +127,16 @@ class _Weights:
         if tuple(arr.shape) != shape:
             raise ValueError(f"weight tensor {full!r} has shape {tuple(arr.shape)}; expected {shape}")
         return arr
+
+    def check(self, name: str, shape: tuple[int, ...]) -> None:
+        """Presence and shape only (no dtype conversion)."""
+        full = self.prefix + name
+        if full not in self._w:
+            raise ValueError(f"missing weight tensor {full!r}")
+        if tuple(np.shape(self._w[full])) != shape:
+            raise ValueError(
+                f"weight tensor {full!r} has shape {tuple(np.shape(self._w[full]))}; expected {shape}"
+            )
 
     def rows(self, name: str) -> int:
         """Leading dimension of a table whose size the config may not state (vocab, positions)."""
@@ -264,8 +283,19 @@ def parse_encoder(config: Mapping, weights: Mapping[str, np.ndarray]) -> Encoder
                 f"relative_attention_num_buckets is {n_buckets}; MPNet needs at least {MPNET_NUM_BUCKETS}"
             )
 
+    # Fail on a missing or mis-shaped tensor now rather than halfway through the graph.
+    for i in range(n_layers):
+        names = _layer_names(family, i)
+        for key, (n_out, n_in) in (("q", (hidden, hidden)), ("k", (hidden, hidden)), ("v", (hidden, hidden)),
+                                   ("o", (hidden, hidden)), ("ffn_in", (inter, hidden)), ("ffn_out", (hidden, inter))):
+            w.check(names[key] + ".weight", (n_out, n_in))
+            w.check(names[key] + ".bias", (n_out,))
+        for key in ("ln1", "ln2"):
+            w.check(names[key] + ".weight", (hidden,))
+            w.check(names[key] + ".bias", (hidden,))
+
     ln = "embeddings.LayerNorm"
-    spec = EncoderSpec(
+    return EncoderSpec(
         model_type=model_type,
         family=family,
         hidden_size=hidden,
@@ -281,10 +311,8 @@ def parse_encoder(config: Mapping, weights: Mapping[str, np.ndarray]) -> Encoder
         emb_ln_g=w.get(ln + ".weight", (hidden,)),
         emb_ln_b=w.get(ln + ".bias", (hidden,)),
         relative_bias=relative_bias,
+        _weights=w,
     )
-    for i in range(n_layers):
-        spec.layers.append(_layer(w, _layer_names(family, i), hidden, inter))
-    return spec
 
 
 def mpnet_relative_buckets(

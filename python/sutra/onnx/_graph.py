@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 MS_DOMAIN = "com.microsoft"
 
 
 class GraphBuilder:
+    """Writes straight into one ModelProto: ``helper.make_graph`` / ``make_model`` would copy every
+    initializer once more (a model-sized transient on a 400 MB checkpoint)."""
+
     def __init__(self, opset: int) -> None:
         self.opset = opset
-        self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
+        self.model = onnx.ModelProto()
+        self.graph = self.model.graph
         self.initializer_bytes = 0
         self.uses_ms_domain = False
         self._counter = 0
@@ -25,7 +28,12 @@ class GraphBuilder:
 
     def weight(self, name: str, array: np.ndarray) -> str:
         """Register a named initializer; ``array`` is serialized once, not kept."""
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        array = np.asarray(array)
+        tensor = self.graph.initializer.add()
+        tensor.name = name
+        tensor.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
+        tensor.dims.extend(array.shape)
+        tensor.raw_data = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
         self.initializer_bytes += array.nbytes
         return name
 
@@ -45,7 +53,7 @@ class GraphBuilder:
         node_name = self._fresh(op_type) if name is None else name + "_node"
         if domain == MS_DOMAIN:
             self.uses_ms_domain = True
-        self.nodes.append(
+        self.graph.node.append(
             helper.make_node(op_type, inputs, outputs, name=node_name, domain=domain, **attrs)
         )
         return outputs[0] if len(outputs) == 1 else outputs
