@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -252,3 +253,23 @@ def test_unknown_model_is_a_clear_error(tmp_path):
 def test_own_onnx_file_is_required_for_onnx_source_model(efficient_folder):
     with pytest.raises(sutra.BackendUnavailableError, match="has no onnx/model.onnx"):
         sutra.Embedder(efficient_folder, onnx_source="model")
+
+
+@pytest.mark.parametrize("keep_sentence_output", [True, False])
+def test_the_models_own_onnx_file(tmp_path, efficient_folder, minilm, keep_sentence_output):
+    """onnx_source='model' runs the folder's onnx/model.onnx; a graph that stops at the token
+    embeddings (as Hugging Face exports do) is pooled and normalized by the C++ core."""
+    import onnx
+
+    folder = tmp_path / "model"
+    (folder / "onnx").mkdir(parents=True)
+    for item in Path(efficient_folder).iterdir():
+        (folder / item.name).symlink_to(item)
+    graph = onnx.load(str(minilm.backend.graph_path))
+    if not keep_sentence_output:
+        kept = [o for o in graph.graph.output if o.name != "sentence_embedding"]
+        del graph.graph.output[:]
+        graph.graph.output.extend(kept)
+    onnx.save(graph, str(folder / "onnx" / "model.onnx"))
+    own = sutra.Embedder(str(folder), onnx_source="model")
+    np.testing.assert_allclose(own.encode(SENTENCES), minilm.encode(SENTENCES), atol=1e-5)

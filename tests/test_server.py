@@ -1,0 +1,404 @@
+"""Live tests of `sutra serve` on loopback: the official openai client, a websockets client, raw
+HTTP for malformed requests and limits, 250 concurrent clients, a full buffer, and SIGTERM under
+load. Every server is a subprocess on 127.0.0.1 with an ephemeral port."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import anyio
+import httpx
+import numpy as np
+import openai
+import pytest
+import websockets.exceptions
+from prometheus_client.parser import text_string_to_metric_families
+from websockets.sync.client import connect as ws_connect
+
+API_KEY = "test-key-\u00e9t\u00e9".encode().hex()  # any printable token works
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+MODEL = "all-MiniLM-L6-v2"
+TEXTS = ["A cat sits on the mat.", "Stock markets fell sharply today.",
+         "Le chat est sur le tapis \u00e9l\u00e9gant.", "\U0001F600 emoji and caf\u00e9", ""]
+
+
+class ServerProcess:
+    """`python -m sutra serve ... --port 0` with its stderr in a file; knows its URL once up."""
+
+    def __init__(self, model_folder: str, *args: str, env: dict[str, str] | None = None) -> None:
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="sutra-serve-", suffix=".log")
+        command = [sys.executable, "-m", "sutra", "serve", "--model", model_folder,
+                   "--host", "127.0.0.1", "--port", "0", "--log-level", "warning", *args]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self.log,
+                                        env={**os.environ, **(env or {})})
+        self.url = self._wait_for_address(timeout=120)
+        self._wait_until_ready(timeout=120)
+
+    def _wait_for_address(self, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with open(self.log.name, encoding="utf-8") as f:
+                for line in f:
+                    if "listening on http://" in line:
+                        return line.split("listening on ", 1)[1].strip()
+            if self.process.poll() is not None:
+                raise RuntimeError(f"sutra serve exited early:\n{self.output()}")
+            time.sleep(0.05)
+        raise TimeoutError(f"sutra serve printed no address:\n{self.output()}")
+
+    def _wait_until_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=5).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"sutra serve never became ready:\n{self.output()}")
+
+    def output(self) -> str:
+        with open(self.log.name, encoding="utf-8") as f:
+            return f.read()
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The value of one sample from /metrics (0.0 when absent)."""
+        text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v
+                                               for k, v in labels.items()):
+                    return sample.value
+        return 0.0
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def server(efficient_folder):
+    """The server most tests share: API key from the environment, small limits to test."""
+    process = ServerProcess(efficient_folder, "--max-items", "300", "--max-body-bytes",
+                            str(256 * 1024), env={"SUTRA_API_KEY": API_KEY})
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY, max_retries=0)
+
+
+def assert_rows_match(actual, expected) -> None:
+    actual = np.asarray(actual, dtype=np.float32)
+    expected = np.asarray(expected, dtype=np.float32)
+    assert actual.shape == expected.shape
+    cosine = (actual * expected).sum(1) / (
+        np.linalg.norm(actual, axis=1) * np.linalg.norm(expected, axis=1))
+    assert cosine.min() > 0.99999, cosine
+
+
+# -- the openai client --------------------------------------------------------------------------
+
+
+def test_openai_client_texts_match_embedder_encode(client, minilm):
+    response = client.embeddings.create(model=MODEL, input=TEXTS)  # the client asks for base64
+    assert [d.index for d in response.data] == list(range(len(TEXTS)))
+    assert_rows_match([d.embedding for d in response.data], minilm.encode(TEXTS))
+    token_counts = [len(ids) for ids in minilm.tokenizer.encode(TEXTS)]
+    assert response.usage.prompt_tokens == response.usage.total_tokens == sum(token_counts)
+    assert response.model == f"sentence-transformers/{MODEL}" or response.model == MODEL
+
+    single = client.embeddings.create(model=MODEL, input=TEXTS[0], encoding_format="float")
+    assert len(single.data) == 1
+    assert_rows_match([single.data[0].embedding], minilm.encode(TEXTS[:1]))
+
+
+def test_openai_client_token_ids_and_dimensions(client, minilm):
+    ids = minilm.tokenizer.encode(TEXTS[:3])
+    one = client.embeddings.create(model=MODEL, input=ids[0])
+    assert_rows_match([one.data[0].embedding], minilm.encode(TEXTS[:1]))
+    many = client.embeddings.create(model=MODEL, input=ids)
+    assert_rows_match([d.embedding for d in many.data], minilm.encode(TEXTS[:3]))
+    assert many.usage.prompt_tokens == sum(map(len, ids))
+
+    cut = client.embeddings.create(model=MODEL, input=TEXTS[:3], dimensions=64)
+    vectors = np.asarray([d.embedding for d in cut.data])
+    assert vectors.shape == (3, 64)
+    assert_rows_match(vectors, minilm.encode(TEXTS[:3], truncate_dim=64))
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_base64_is_little_endian_float32_as_openai_sends_it(server, minilm):
+    response = httpx.post(f"{server.url}/v1/embeddings", headers=AUTH, json={
+        "model": MODEL, "input": "hello", "encoding_format": "base64"})
+    assert response.status_code == 200
+    raw = base64.b64decode(response.json()["data"][0]["embedding"])
+    vector = np.frombuffer(raw, dtype="<f4")
+    assert vector.shape == (384,)
+    assert_rows_match([vector], minilm.encode(["hello"]))
+
+
+def test_openai_client_errors_map_to_the_right_exceptions(server, client):
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        client.embeddings.create(model="text-embedding-3-small", input="x")
+    wrong = openai.OpenAI(base_url=f"{server.url}/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        wrong.embeddings.create(model=MODEL, input="x")
+    assert [m.id for m in client.models.list().data] == [MODEL]
+
+
+# -- raw HTTP: malformed requests, limits, auth, probes, metrics -----------------------------------
+
+
+@pytest.mark.parametrize(("body", "param", "code"), [
+    (b"{not json", None, "invalid_json"),
+    (b"[1, 2]", None, "invalid_type"),
+    (b'{"model": "all-MiniLM-L6-v2"}', "input", "missing_required_parameter"),
+    (b'{"input": 5}', "input", "invalid_type"),
+    (b'{"input": []}', "input", "invalid_type"),
+    (b'{"input": [1, "a"]}', "input", "invalid_type"),
+    (b'{"input": [[101, 102], []]}', "input", "invalid_type"),
+    (b'{"input": [[101, -3, 102]]}', "input", "invalid_type"),
+    (b'{"input": [[101, 99999999, 102]]}', "input", "invalid_value"),
+    (b'{"input": "x", "model": 5}', "model", "invalid_type"),
+    (b'{"input": "x", "dimensions": 0}', "dimensions", "invalid_value"),
+    (b'{"input": "x", "dimensions": 385}', "dimensions", "invalid_value"),
+    (b'{"input": "x", "encoding_format": "hex"}', "encoding_format", "invalid_value"),
+    (b'{"input": "x", "truncate": "yes"}', "truncate", "invalid_type"),
+])
+def test_malformed_requests_get_400_in_openai_error_shape(server, body, param, code):
+    response = httpx.post(f"{server.url}/v1/embeddings", content=body,
+                          headers={**AUTH, "Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == "invalid_request_error" and error["message"]
+    assert (error["param"], error["code"]) == (param, code)
+
+
+def test_limits_on_items_tokens_and_body_size(server, minilm):
+    url = f"{server.url}/v1/embeddings"
+    response = httpx.post(url, headers=AUTH, json={"input": ["x"] * 301})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "too_many_inputs"
+    assert "at most 300" in response.json()["error"]["message"]
+
+    long_text = "the river winds through the valley " * 60  # ~360 tokens > 256
+    response = httpx.post(url, headers=AUTH, json={"input": ["ok", long_text]})
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["code"] == "input_too_long"
+    assert "input[1]" in error["message"] and '"truncate": true' in error["message"]
+
+    response = httpx.post(url, headers=AUTH, json={"input": long_text, "truncate": True})
+    assert response.status_code == 200
+    ids = minilm.tokenizer.encode([long_text])[0]
+    expected = minilm.embed_tokens(minilm.tokenizer.truncate(ids, minilm.max_seq_length))
+    assert_rows_match([response.json()["data"][0]["embedding"]], [expected])
+    assert response.json()["usage"]["prompt_tokens"] == minilm.max_seq_length
+
+    oversized = json.dumps({"input": "y" * (300 * 1024)}).encode()
+    response = httpx.post(url, headers={**AUTH, "Content-Type": "application/json"},
+                          content=oversized)
+    assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+
+    def chunked():  # no Content-Length: the server must count while reading
+        for start in range(0, len(oversized), 16 * 1024):
+            yield oversized[start:start + 16 * 1024]
+
+    response = httpx.post(url, headers={**AUTH, "Content-Type": "application/json"},
+                          content=chunked())
+    assert response.status_code == 413
+
+
+def test_api_key_guards_v1_but_not_the_probes(server):
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": API_KEY}):
+        response = httpx.post(f"{server.url}/v1/embeddings", json={"input": "x"}, headers=headers)
+        assert response.status_code == 401
+        assert response.json()["error"]["type"] == "authentication_error"
+        assert httpx.get(f"{server.url}/v1/models", headers=headers).status_code == 401
+    assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
+    assert httpx.get(f"{server.url}/ready").status_code == 200
+    assert httpx.get(f"{server.url}/metrics").status_code == 200
+    unknown = httpx.get(f"{server.url}/v2/nothing")
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
+
+
+def test_metrics_count_requests_batches_and_tokens(server):
+    before_ok = server.metric("sutra_requests_total", endpoint="/v1/embeddings", status="200")
+    before_bad = server.metric("sutra_requests_total", endpoint="/v1/embeddings", status="400")
+    before_tokens = server.metric("sutra_tokens_embedded_total")
+    before_batches = server.metric("sutra_batch_size_count")
+    ok = httpx.post(f"{server.url}/v1/embeddings", headers=AUTH, json={"input": ["one", "two"]})
+    httpx.post(f"{server.url}/v1/embeddings", headers=AUTH, json={"input": 3})
+    assert server.metric("sutra_requests_total", endpoint="/v1/embeddings",
+                         status="200") == before_ok + 1
+    assert server.metric("sutra_requests_total", endpoint="/v1/embeddings",
+                         status="400") == before_bad + 1
+    assert server.metric("sutra_tokens_embedded_total") == (
+        before_tokens + ok.json()["usage"]["total_tokens"])
+    assert server.metric("sutra_batch_size_count") >= before_batches + 1
+    assert server.metric("sutra_request_duration_seconds_count", endpoint="/v1/embeddings") > 0
+    assert server.metric("sutra_batch_duration_seconds_count") > 0
+    assert server.metric("sutra_ready") == 1.0
+    assert server.metric("sutra_queue_depth") == 0.0  # idle
+
+
+# -- the WebSocket stream ------------------------------------------------------------------------
+
+
+def test_websocket_stream_protocol(server, minilm):
+    url = server.url.replace("http://", "ws://") + "/v1/stream"
+    with ws_connect(url, additional_headers=AUTH) as ws:
+        ws.send(json.dumps({"type": "embed", "id": "a", "input": TEXTS[0]}))
+        ws.send(json.dumps({"type": "embed", "id": 2, "input": TEXTS[1:3], "dimensions": 32}))
+        answers = {m["id"]: m for m in (json.loads(ws.recv(timeout=30)) for _ in range(2))}
+        assert_rows_match([answers["a"]["embedding"]], minilm.encode(TEXTS[:1]))
+        assert_rows_match(answers[2]["embeddings"], minilm.encode(TEXTS[1:3], truncate_dim=32))
+
+        ws.send("definitely not json")
+        error = json.loads(ws.recv(timeout=30))
+        assert error["type"] == "error" and error["error"]["code"] == "invalid_json"
+
+        document = "Tides rise and fall with the moon. " * 40
+        ws.send(json.dumps({"type": "embed_chunks", "id": "doc", "input": document,
+                            "chunk_size": 200, "chunk_overlap": 40, "aggregate": True}))
+        messages = []
+        while not messages or messages[-1]["type"] != "done":
+            messages.append(json.loads(ws.recv(timeout=30)))
+        chunks, done = messages[:-1], messages[-1]
+        assert [m["index"] for m in chunks] == list(range(len(chunks))) and len(chunks) > 1
+        assert done["chunks"] == len(chunks) and len(done["embedding"]) == 384
+        texts = [document[m["start"]:m["end"]] for m in chunks]
+        assert_rows_match([m["embedding"] for m in chunks], minilm.encode(texts))
+
+        ws.send(json.dumps({"type": "stats", "id": "s"}))
+        stats = json.loads(ws.recv(timeout=30))
+        assert stats["id"] == "s" and stats["stats"]["completed"] >= 3 + len(chunks)
+
+    with pytest.raises(websockets.exceptions.InvalidStatus):
+        with ws_connect(url):  # no API key: the handshake is refused
+            pass
+
+
+# -- concurrency ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_250_concurrent_clients_each_get_their_own_answer_exactly_once(server, minilm):
+    texts = [f"client {i} asks about {['rivers', 'stars', 'bread', 'jazz'][i % 4]} #{i * 7919}"
+             for i in range(250)]
+    expected = minilm.encode(texts)
+    before = server.metric("sutra_requests_total", endpoint="/v1/embeddings", status="200")
+    answers: dict[int, np.ndarray] = {}
+    limits = httpx.Limits(max_connections=300, max_keepalive_connections=0)
+
+    async def one_client(index: int, http: httpx.AsyncClient) -> None:
+        response = await http.post("/v1/embeddings", json={"model": MODEL, "input": texts[index]})
+        assert response.status_code == 200, response.text
+        assert index not in answers
+        answers[index] = np.asarray(response.json()["data"][0]["embedding"], np.float32)
+
+    async with httpx.AsyncClient(base_url=server.url, headers=AUTH, limits=limits,
+                                 timeout=120) as http:
+        async with anyio.create_task_group() as tasks:
+            for index in range(len(texts)):
+                tasks.start_soon(one_client, index, http)
+    assert sorted(answers) == list(range(250))
+    assert_rows_match([answers[i] for i in range(250)], expected)
+    after = server.metric("sutra_requests_total", endpoint="/v1/embeddings", status="200")
+    assert after - before == 250
+
+
+# -- a slow server: full buffer and graceful shutdown ---------------------------------------------
+
+
+def _slow_server(folder: str, buffer_size: int) -> ServerProcess:
+    """Batches close only after 1.5 s (or 256 inputs), so requests sit in the buffer on cue."""
+    return ServerProcess(folder, "--max-latency-ms", "1500", "--batch-size", "256",
+                         "--buffer-size", str(buffer_size))
+
+
+def _wait_for_queue_depth(server: ServerProcess, depth: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while server.metric("sutra_queue_depth") != depth:
+        assert time.monotonic() < deadline, f"queue depth never reached {depth}"
+        time.sleep(0.02)
+
+
+@pytest.mark.anyio
+async def test_full_buffer_answers_503_with_retry_after(efficient_folder, minilm):
+    server = _slow_server(efficient_folder, buffer_size=8)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http, \
+                anyio.create_task_group() as tasks:
+            first: dict[str, httpx.Response] = {}
+
+            async def fill() -> None:
+                first["response"] = await http.post("/v1/embeddings", json={"input": TEXTS[:4] * 2})
+
+            tasks.start_soon(fill)
+            await anyio.to_thread.run_sync(_wait_for_queue_depth, server, 8)
+            overflow = await http.post("/v1/embeddings", json={"input": "one more"})
+        assert overflow.status_code == 503 and overflow.headers["Retry-After"] == "1"
+        assert overflow.json()["error"]["code"] == "server_overloaded"
+        assert first["response"].status_code == 200
+        assert_rows_match([d["embedding"] for d in first["response"].json()["data"]],
+                          minilm.encode(TEXTS[:4] * 2))
+    finally:
+        server.stop()
+
+
+@pytest.mark.anyio
+async def test_sigterm_finishes_in_flight_requests_then_exits_zero(efficient_folder, minilm):
+    server = _slow_server(efficient_folder, buffer_size=256)
+    texts = [f"in flight during shutdown {i}" for i in range(40)]
+    try:
+        answers: dict[int, httpx.Response] = {}
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=60) as http:
+
+            async def request(index: int) -> None:
+                answers[index] = await http.post("/v1/embeddings", json={"input": texts[index]})
+
+            async with anyio.create_task_group() as tasks:
+                for index in range(len(texts)):
+                    tasks.start_soon(request, index)
+                # All 40 are queued (the batch waits 1.5 s): terminate now.
+                await anyio.to_thread.run_sync(_wait_for_queue_depth, server, len(texts))
+                server.process.send_signal(signal.SIGTERM)
+                # New connections are refused while the in-flight requests finish.
+                with anyio.fail_after(10):
+                    while True:
+                        try:
+                            async with httpx.AsyncClient(timeout=1) as fresh:
+                                await fresh.get(f"{server.url}/health")
+                        except httpx.TransportError:
+                            break
+                        await anyio.sleep(0.02)
+        exit_code = await anyio.to_thread.run_sync(lambda: server.process.wait(timeout=60))
+        assert sorted(answers) == list(range(len(texts)))
+        assert all(r.status_code == 200 for r in answers.values())
+        assert_rows_match([answers[i].json()["data"][0]["embedding"] for i in range(len(texts))],
+                          minilm.encode(texts))
+        assert exit_code == 0, server.output()
+    finally:
+        server.stop()
