@@ -112,6 +112,35 @@ def assert_rows_match(actual, expected) -> None:
     assert cosine.min() > 0.99999, cosine
 
 
+def test_accepted_connections_disable_nagle():
+    """The server binds its own socket; asyncio turns on TCP_NODELAY for accepted connections only
+    when that socket declares IPPROTO_TCP. Without it every small response waited ~40 ms for a
+    delayed ACK."""
+    import asyncio
+    import socket
+
+    from sutra.server import bind_socket
+
+    async def check() -> int:
+        accepted: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        async def on_connect(reader, writer):
+            sock = writer.get_extra_info("socket")
+            accepted.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(on_connect, sock=bind_socket("127.0.0.1", 0))
+        port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        nodelay = await asyncio.wait_for(accepted, 10)
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        return nodelay
+
+    assert asyncio.run(check()) != 0
+
+
 # -- the openai client --------------------------------------------------------------------------
 
 

@@ -6,5 +6,6 @@ namespace sutra::bindings {
 
 void bind_ops(pybind11::module_& m);   // ops_bindings.cc: windows, aggregation, pooling, quantize
 void bind_cuda(pybind11::module_& m);  // cuda_bindings.cc: device queries and the smoke op
+void bind_attention(pybind11::module_& m);  // attention_bindings.cc: flash attention forward
 
 }  // namespace sutra::bindings

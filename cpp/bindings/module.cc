@@ -24,6 +24,7 @@ PYBIND11_MODULE(_core, m) {
 
   sutra::bindings::bind_ops(m);
   sutra::bindings::bind_cuda(m);
+  sutra::bindings::bind_attention(m);
 
   m.def(
       "cpu_features",

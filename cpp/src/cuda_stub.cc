@@ -1,4 +1,5 @@
 // cuda_info.h for a build without CUDA: no devices, and device work fails loudly.
+#include "sutra/attention.h"
 #include "sutra/cuda_info.h"
 #include "sutra/error.h"
 
@@ -12,6 +13,14 @@ int cuda_driver_version() { return 0; }
 size_t cuda_cublaslt_version() { return 0; }
 
 void cuda_l2_normalize_rows(const float*, int64_t, int64_t, float*, int) {
+  throw Error("this build of sutra has no CUDA support");
+}
+
+FlashAttnKernelInfo flash_attention_kernel_info(int, bool) {
+  throw Error("this build of sutra has no CUDA support");
+}
+
+void flash_attention_forward(const FlashAttnParams&, cudaStream_t) {
   throw Error("this build of sutra has no CUDA support");
 }
 

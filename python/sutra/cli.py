@@ -71,6 +71,40 @@ def _parser() -> argparse.ArgumentParser:
     hardware = sub.add_parser("hardware", help="CPU features, GPUs and available backends")
     hardware.add_argument("--json", action="store_true")
     hardware.set_defaults(run=_cmd_hardware)
+
+    serve = sub.add_parser(
+        "serve", help="serve embeddings over HTTP (OpenAI-compatible) and WebSocket",
+        description="An OpenAI-compatible POST /v1/embeddings, GET /v1/models, WebSocket "
+        "/v1/stream, /health, /ready and /metrics (Prometheus). SIGTERM shuts down gracefully.",
+    )
+    _model_options(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a "
+                       "free one, printed on standard error)")
+    serve.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on "
+                       "/v1/* (default: the SUTRA_API_KEY environment variable; none: open)")
+    serve.add_argument("--served-model-name", action="append", metavar="NAME",
+                       help="a name clients may use in 'model' (repeatable; the first is reported)")
+    serve.add_argument("--batch-size", type=int, default=32, help="most inputs per batch")
+    serve.add_argument("--max-latency-ms", type=float, default=5.0,
+                       help="longest wait for a batch to fill (default: 5)")
+    serve.add_argument("--buffer-size", type=int, default=1024, help="most inputs queued or "
+                       "computing; beyond it requests get 503 with Retry-After")
+    serve.add_argument("--timeout", type=float, default=30.0, help="seconds before a request "
+                       "gives up with 504")
+    serve.add_argument("--max-items", type=int, default=2048, help="most inputs per request")
+    serve.add_argument("--max-tokens-per-item", type=int, default=None,
+                       help="most tokens per input (default: the model's maximum length)")
+    serve.add_argument("--max-body-bytes", type=int, default=16 * 2**20,
+                       help="largest request body (default: 16 MiB)")
+    serve.add_argument("--threads", type=int, default=None, help="compute threads (default: all)")
+    serve.add_argument("--graceful-timeout", type=float, default=None,
+                       help="on SIGTERM, cancel requests still running after this many seconds "
+                       "(default: wait for all)")
+    serve.add_argument("--log-level", default="info",
+                       choices=("critical", "error", "warning", "info", "debug"))
+    serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.set_defaults(run=_cmd_serve)
     return parser
 
 
@@ -228,6 +262,12 @@ def _cmd_hardware(args: argparse.Namespace) -> int:
     for name, status in info["backends"].items():
         print(f"backend   {name}: {status}")
     return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .server import serve_from_args
+
+    return serve_from_args(args)
 
 
 if __name__ == "__main__":  # pragma: no cover

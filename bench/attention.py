@@ -1,0 +1,172 @@
+"""Flash attention forward: sutra vs torch SDPA (FLASH and CUDNN backends), same run, same GPU.
+
+TFLOP/s = 4 * B * H * L^2 * d / time (non-causal), 32768 tokens per call (B = 32768 / L),
+hidden = 2048 (H = 2048 / d). CUDA events, warm-up, median of --repeats timed calls, inputs
+rotated over --sets buffers (larger than L2) so every call starts cold.
+
+    python bench/attention.py [--lengths 512 1024 ...] [--window] [--markdown out.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from sutra.ops import flash_attention
+
+
+def time_ms(fn, sets, repeats, warmup=3):
+    for i in range(warmup):
+        fn(*sets[i % len(sets)])
+    times = []
+    for i in range(repeats):
+        args = sets[i % len(sets)]
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn(*args)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def sdpa(backend):
+    def run(q, k, v):  # q, k, v [B, L, H, d] -> SDPA's [B, H, L, d] views (no copy)
+        with sdpa_kernel(backend):
+            return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
+                                                  v.transpose(1, 2))
+    return run
+
+
+def dense(args, rows):
+    for dtype_name in args.dtypes:
+        dtype = getattr(torch, dtype_name)
+        for d in args.head_dims:
+            heads = 2048 // d
+            for length in args.lengths:
+                batch = max(1, args.tokens // length)
+                sets = [tuple(torch.randn(batch, length, heads, d, dtype=dtype, device="cuda")
+                              for _ in range(3)) for _ in range(args.sets)]
+                flops = 4 * batch * heads * length * length * d
+                res = {}
+                for name, fn in (("sutra", lambda q, k, v: flash_attention(q, k, v)),
+                                 ("sdpa_flash", sdpa(SDPBackend.FLASH_ATTENTION)),
+                                 ("sdpa_cudnn", sdpa(SDPBackend.CUDNN_ATTENTION))):
+                    try:
+                        res[name] = flops / time_ms(fn, sets, args.repeats) / 1e9
+                    except RuntimeError as exc:  # a backend that refuses this shape
+                        print(f"# {name} failed: {exc}".splitlines()[0])
+                        res[name] = float("nan")
+                row = (dtype_name, d, length, batch, heads, res["sutra"], res["sdpa_flash"],
+                       res["sdpa_cudnn"], res["sutra"] / res["sdpa_flash"],
+                       res["sutra"] / res["sdpa_cudnn"])
+                rows.append(row)
+                print("| %s | %d | %d | %d | %d | %.0f | %.0f | %.0f | %.2fx | %.2fx |" % row,
+                      flush=True)
+                del sets
+                torch.cuda.empty_cache()
+
+
+def windowed(args, lines):
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    flex = torch.compile(flex_attention)
+    d, heads, tokens = 64, 12, 32768
+    for w in (64, 256):
+        for length in (4096, 16384):
+            batch = tokens // length
+            sets = [tuple(torch.randn(batch, length, heads, d, dtype=torch.float16,
+                                      device="cuda") for _ in range(3)) for _ in range(args.sets)]
+            t_sutra = time_ms(lambda q, k, v: flash_attention(q, k, v, window=(w, w)), sets,
+                              args.repeats)
+
+            def mask_mod(b, h, q_idx, kv_idx, w=w):
+                return (q_idx - kv_idx <= w) & (kv_idx - q_idx <= w)
+
+            bm = create_block_mask(mask_mod, None, None, length, length, device="cuda")
+            t_flex = time_ms(lambda q, k, v: flex(q.transpose(1, 2), k.transpose(1, 2),
+                                                  v.transpose(1, 2), block_mask=bm),
+                             sets, args.repeats)
+            floor_ms = 4 * batch * length * heads * d * 2 / 3.0e12 * 1e3  # 3.0 TB/s measured copy
+            line = (f"| +-{w} | {length} | {batch} | {t_sutra:.3f} | {t_flex:.3f} | "
+                    f"{t_flex / t_sutra:.2f}x | {floor_ms:.3f} | {t_sutra / floor_ms:.1f}x |")
+            lines.append(line)
+            print(line, flush=True)
+
+
+def memory(args, lines):
+    """Peak device memory of one call beyond its inputs and output: must not grow like L^2."""
+    d, heads = 64, 16
+    for length in args.lengths:
+        q, k, v = (torch.randn(1, length, heads, d, dtype=torch.float16, device="cuda")
+                   for _ in range(3))
+        o = torch.empty_like(q)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        flash_attention(q, k, v, out=o)
+        torch.cuda.synchronize()
+        extra = torch.cuda.max_memory_allocated() - base
+        line = f"| {length} | {q.numel() * 2 * 4 / 2**20:.1f} | {extra / 2**20:.3f} |"
+        lines.append(line)
+        print(line, flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lengths", type=int, nargs="+",
+                    default=[512, 1024, 2048, 4096, 8192, 16384])
+    ap.add_argument("--head-dims", type=int, nargs="+", default=[64, 128])
+    ap.add_argument("--dtypes", nargs="+", default=["float16", "bfloat16"])
+    ap.add_argument("--tokens", type=int, default=32768)
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--sets", type=int, default=3)
+    ap.add_argument("--window", action="store_true", help="also sliding window vs flex_attention")
+    ap.add_argument("--memory", action="store_true", help="also peak extra memory vs L")
+    ap.add_argument("--skip-dense", action="store_true", help="only the optional sections")
+    ap.add_argument("--markdown", help="write the tables to this file")
+    args = ap.parse_args()
+
+    prop = torch.cuda.get_device_properties(0)
+    header = (f"device: {prop.name} (sm_{prop.major}{prop.minor}, {prop.multi_processor_count} "
+              f"SMs), torch {torch.__version__}, CUDA {torch.version.cuda}; tokens/call "
+              f"{args.tokens}, median of {args.repeats}, {args.sets} rotated input sets")
+    print(header)
+    print("| dtype | d | L | B | H | sutra TFLOP/s | SDPA-flash | SDPA-cuDNN | vs flash | vs cuDNN |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    if not args.skip_dense:
+        dense(args, rows)
+    wlines = []
+    if args.window:
+        print("| window | L | B | sutra ms | flex ms | sutra speedup | HBM floor ms | vs floor |")
+        print("|---|---|---|---|---|---|---|---|")
+        windowed(args, wlines)
+    mlines = []
+    if args.memory:
+        print("| L (B=1, H=16, d=64, fp16) | q+k+v+o MiB | extra peak MiB |\n|---|---|---|")
+        memory(args, mlines)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(header + "\n\n")
+            f.write("| dtype | d | L | B | H | sutra TFLOP/s | SDPA-flash | SDPA-cuDNN | "
+                    "vs flash | vs cuDNN |\n|---|---|---|---|---|---|---|---|---|---|\n")
+            for r in rows:
+                f.write("| %s | %d | %d | %d | %d | %.0f | %.0f | %.0f | %.2fx | %.2fx |\n" % r)
+            if wlines:
+                f.write("\nSliding window, fp16, d=64, H=12, 32768 tokens:\n\n| window | L | B | "
+                        "sutra ms | flex ms | sutra speedup | HBM floor ms | vs floor |\n"
+                        "|---|---|---|---|---|---|---|---|\n")
+                f.write("\n".join(wlines) + "\n")
+            if mlines:
+                f.write("\nPeak device memory beyond q, k, v, o (B=1, H=16, d=64, fp16):\n\n"
+                        "| L | q+k+v+o MiB | extra peak MiB |\n|---|---|---|\n")
+                f.write("\n".join(mlines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

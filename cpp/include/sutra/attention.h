@@ -1,0 +1,81 @@
+// Flash attention forward: the params struct the dispatch layer fills and the launcher that runs
+// it. Plain C++ (no CUDA headers): implemented in cuda/attention/ by a CUDA build and by
+// cpp/src/cuda_stub.cc (which raises) in a CPU-only one.
+//
+// Shapes (element strides, the head dimension contiguous):
+//   padded: q, k, v, o [batch, seqlen, heads, head_dim];    lse float32 [batch, heads, seqlen]
+//   varlen: q, k, v, o [total_tokens, heads, head_dim] with cu_seqlens int32 [batch + 1];
+//           lse float32 [heads, total_tokens]
+#pragma once
+
+#include <cstdint>
+
+// The CUDA runtime's own declaration of the stream handle, so this header needs no CUDA headers.
+struct CUstream_st;
+typedef struct CUstream_st* cudaStream_t;
+
+namespace sutra {
+
+enum class AttnDtype : int { kFloat16 = 0, kBFloat16 = 1 };
+enum class AttnBias : int { kNone = 0, kAlibi = 1, kRelative = 2 };
+
+/// Largest |j - i| the relative-bias bucket map can distinguish; farther pairs use the edge bucket.
+constexpr int kAttnMaxRelDistance = 512;
+
+struct FlashAttnParams {
+  const void* q = nullptr;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  void* o = nullptr;
+  float* lse = nullptr;  // optional: natural-log log-sum-exp of the scaled scores per query row
+  // Varlen when non-null: sequence b holds tokens [cu_seqlens[b], cu_seqlens[b+1]); the batch
+  // strides are then unused.
+  const int32_t* cu_seqlens = nullptr;
+
+  int64_t q_batch_stride = 0, q_row_stride = 0, q_head_stride = 0;
+  int64_t k_batch_stride = 0, k_row_stride = 0, k_head_stride = 0;
+  int64_t v_batch_stride = 0, v_row_stride = 0, v_head_stride = 0;
+  int64_t o_batch_stride = 0, o_row_stride = 0, o_head_stride = 0;
+  int64_t lse_batch_stride = 0, lse_head_stride = 0;  // lse rows are contiguous
+
+  int batch = 0;
+  int heads = 0;
+  int head_dim = 0;   // 32, 64 or 128
+  int max_seqlen = 0;  // padded: the sequence length; varlen: an upper bound of every length
+  float softmax_scale = 1.0f;
+  // Key j is visible from query i iff (window_left < 0 || j - i >= -window_left) and
+  // (window_right < 0 || j - i <= window_right): inclusive bounds, -1 unbounded; causal is right=0.
+  int window_left = -1;
+  int window_right = -1;
+  AttnDtype dtype = AttnDtype::kFloat16;
+
+  AttnBias bias = AttnBias::kNone;
+  const float* alibi_slopes = nullptr;  // [heads]: score += -slope * |j - i|
+  // [heads, rel_num_buckets]: score += rel_bias[h, rel_bucket[clamp(j - i) + rel_max_distance]]
+  const float* rel_bias = nullptr;
+  int rel_num_buckets = 0;
+  int rel_max_distance = 0;  // <= kAttnMaxRelDistance
+  uint8_t rel_bucket[2 * kAttnMaxRelDistance + 1] = {};
+
+  int device = 0;
+};
+
+/// The kernel configuration a head dimension runs with (what get_stats reports).
+struct FlashAttnKernelInfo {
+  int block_m = 0;
+  int block_n = 0;
+  int threads = 0;
+  int stages = 0;
+  int smem_bytes = 0;  // dynamic shared memory per block, bias variant included when asked
+  const char* path = "";
+};
+
+/// Tile configuration of the kernel for `head_dim` (32, 64, 128). Throws std::invalid_argument
+/// for another head dim, sutra::Error in a CPU-only build.
+FlashAttnKernelInfo flash_attention_kernel_info(int head_dim, bool with_bias);
+
+/// Runs the forward pass on `stream` (of `p.device`). Throws std::invalid_argument for
+/// inconsistent parameters, sutra::Error for CUDA failures or a device older than sm_80.
+void flash_attention_forward(const FlashAttnParams& p, cudaStream_t stream);
+
+}  // namespace sutra

@@ -1,0 +1,10 @@
+// Instantiations for head dim 32: {fp16, bf16} x {no bias, bias (ALiBi / relative buckets)}.
+#include "flash_fwd_launch.cuh"
+
+namespace sutra::cuda::attn {
+
+void run_flash_fwd_hdim32(const FlashAttnParams& p, cudaStream_t stream) {
+  run_flash_fwd<32>(p, stream);
+}
+
+}  // namespace sutra::cuda::attn

@@ -1,0 +1,10 @@
+// Instantiations for head dim 64: {fp16, bf16} x {no bias, bias (ALiBi / relative buckets)}.
+#include "flash_fwd_launch.cuh"
+
+namespace sutra::cuda::attn {
+
+void run_flash_fwd_hdim64(const FlashAttnParams& p, cudaStream_t stream) {
+  run_flash_fwd<64>(p, stream);
+}
+
+}  // namespace sutra::cuda::attn

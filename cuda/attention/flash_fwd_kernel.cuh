@@ -1,0 +1,441 @@
+// Flash attention forward for sm_80+: mma.sync m16n8k16 (fp16/bf16 in, fp32 accumulate),
+// ldmatrix fragments, cp.async double-buffered K/V tiles, exact online softmax in base 2.
+//
+// One block computes kBlockM query rows of one (sequence, head); each warp owns kBlockM / kNWarps
+// rows and walks the key tiles [n_block_lo, n_block_hi) that its window can see. Tiles wholly
+// outside the window are never loaded; only tiles that straddle a window edge or the sequence end
+// pay for the per-element mask. Bias variants (ALiBi, relative buckets) are the kHasBias flag plus
+// a uniform runtime switch inside the score hook.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "sutra/attention.h"
+
+namespace sutra::cuda::attn {
+
+template <int kHeadDim_, int kBlockM_, int kBlockN_, int kNWarps_, bool kQInRegs_>
+struct FwdTraits {
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kBlockM = kBlockM_;
+  static constexpr int kBlockN = kBlockN_;
+  static constexpr int kNWarps = kNWarps_;
+  // Q fragments loaded once into registers instead of re-read from smem for every key tile.
+  static constexpr bool kQInRegs = kQInRegs_;
+  static constexpr int kThreads = kNWarps * 32;
+  static constexpr int kWarpRows = kBlockM / kNWarps;
+  static constexpr int kMT = kWarpRows / 16;  // m16 tiles per warp
+  static constexpr int kNT = kBlockN / 8;     // n8 tiles of S = Q K^T per warp
+  static constexpr int kDT = kHeadDim / 8;    // n8 tiles of O per warp
+  static constexpr int kKD = kHeadDim / 16;   // k16 steps of Q K^T
+  static constexpr int kKN = kBlockN / 16;    // k16 steps of P V
+  // One 16-byte pad per smem row: 8 consecutive rows read by ldmatrix land in 8 distinct
+  // 16-byte bank groups, so neither ldmatrix nor the cp.async stores conflict.
+  static constexpr int kPad = 8;
+  static constexpr int kRowStride = kHeadDim + kPad;  // elements
+  static constexpr int kStages = 2;
+  static constexpr int kSmemQ = kBlockM * kRowStride;
+  static constexpr int kSmemKV = kBlockN * kRowStride;
+  static constexpr int kSmemBytes = (kSmemQ + 2 * kStages * kSmemKV) * 2;
+  static constexpr int kSmemLutBytes = (2 * kAttnMaxRelDistance + 1) * 4;
+
+  static_assert(kHeadDim % 16 == 0 && kDT % 2 == 0, "head dim: whole k16 steps, pairs of n8 tiles");
+  static_assert(kBlockN % 16 == 0 && kNT % 2 == 0, "key tile: whole k16 steps, pairs of n8 tiles");
+  static_assert(kBlockM % (16 * kNWarps) == 0, "each warp owns whole m16 tiles");
+  static_assert((kRowStride * 2) % 16 == 0, "smem rows stay 16-byte aligned for cp.async/ldmatrix");
+  static_assert(kSmemBytes + kSmemLutBytes <= 227 * 1024, "fits the opt-in shared memory of sm_90");
+};
+
+// ---------------------------------------------------------------------------------------------
+// PTX wrappers
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {
+  // src-size 0 writes 16 zero bytes: rows past the sequence end read as zeros, never as garbage.
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(smem)),
+               "l"(gmem), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void* smem) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(smem)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void* smem) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(smem)));
+}
+
+template <typename T>
+struct Mma;
+template <>
+struct Mma<__half> {
+  __device__ __forceinline__ static void run(float c[4], const uint32_t a[4], uint32_t b0,
+                                             uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+  __device__ __forceinline__ static uint32_t pack(float lo, float hi) {
+    __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+};
+template <>
+struct Mma<__nv_bfloat16> {
+  __device__ __forceinline__ static void run(float c[4], const uint32_t a[4], uint32_t b0,
+                                             uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+  __device__ __forceinline__ static uint32_t pack(float lo, float hi) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+
+/// Copies rows [row0, row0 + kRows) of one head (row stride `stride` elements) into smem with
+/// padded rows; rows at or past `rows_valid` become zeros.
+template <typename Tr, int kRows, typename T>
+__device__ __forceinline__ void load_tile(T* smem, const T* gmem, int64_t stride, int row0,
+                                          int rows_valid, int tid) {
+  constexpr int kChunks = Tr::kHeadDim / 8;  // 16-byte chunks per row
+  static_assert((kRows * kChunks) % Tr::kThreads == 0, "every thread copies the same count");
+#pragma unroll
+  for (int i = 0; i < kRows * kChunks / Tr::kThreads; ++i) {
+    const int idx = tid + i * Tr::kThreads;
+    const int r = idx / kChunks;
+    const int c = idx % kChunks;
+    const bool valid = row0 + r < rows_valid;
+    const T* src = gmem + (valid ? static_cast<int64_t>(row0 + r) * stride : 0) + c * 8;
+    cp_async_16(smem + r * Tr::kRowStride + c * 8, src, valid);
+  }
+}
+
+// exp2 on the SFU with denormals flushed: the plain exp2f adds range fix-ups around ex2.approx.
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+__device__ __forceinline__ float quad_max(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+__device__ __forceinline__ float quad_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+/// Adds the bias (kHasBias: scores become log2 units) and masks keys outside the window or past
+/// the sequence end with -inf (kMask). Element r of n8 tile nt of m16 tile mt sits at query row
+/// row_base + mt * 16 + (r / 2) * 8 and key col_base + nt * 8 + (r % 2).
+template <typename Tr, bool kHasBias, bool kMask>
+__device__ __forceinline__ void score_hook(float (&s)[Tr::kMT][Tr::kNT][4],
+                                           const FlashAttnParams& p, int row_base, int col_base,
+                                           int seqlen, float scale_log2, float slope_log2,
+                                           const float* sLut) {
+#pragma unroll
+  for (int mt = 0; mt < Tr::kMT; ++mt) {
+#pragma unroll
+    for (int nt = 0; nt < Tr::kNT; ++nt) {
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        float x = s[mt][nt][r];
+        const int row = row_base + mt * 16 + (r / 2) * 8;
+        const int col = col_base + nt * 8 + (r % 2);
+        const int rel = col - row;
+        if constexpr (kHasBias) {
+          x *= scale_log2;
+          if (p.bias == AttnBias::kAlibi) {
+            x -= slope_log2 * static_cast<float>(abs(rel));
+          } else {
+            const int d = min(max(rel, -p.rel_max_distance), p.rel_max_distance);
+            x += sLut[d + p.rel_max_distance];
+          }
+        }
+        if constexpr (kMask) {
+          if (col >= seqlen || (p.window_left >= 0 && rel < -p.window_left) ||
+              (p.window_right >= 0 && rel > p.window_right)) {
+            x = -INFINITY;
+          }
+        }
+        s[mt][nt][r] = x;
+      }
+    }
+  }
+}
+
+template <typename Tr, typename T, bool kHasBias>
+__global__ void __launch_bounds__(Tr::kThreads)
+    flash_fwd_kernel(const __grid_constant__ FlashAttnParams p) {
+  constexpr float kLog2e = 1.4426950408889634f;
+  const int m_block = blockIdx.x;
+  const int head = blockIdx.y;
+  const int b = blockIdx.z;
+  const int tid = threadIdx.x;
+  const int lane = tid % 32;
+  const int warp = tid / 32;
+
+  int64_t tok0 = 0;  // first token of the sequence (varlen)
+  int seqlen = p.max_seqlen;
+  if (p.cu_seqlens != nullptr) {
+    tok0 = p.cu_seqlens[b];
+    seqlen = p.cu_seqlens[b + 1] - p.cu_seqlens[b];
+  }
+  const int m_start = m_block * Tr::kBlockM;
+  if (m_start >= seqlen) return;
+
+  const T* q = static_cast<const T*>(p.q) + head * p.q_head_stride +
+               (p.cu_seqlens ? tok0 * p.q_row_stride : b * p.q_batch_stride);
+  const T* k = static_cast<const T*>(p.k) + head * p.k_head_stride +
+               (p.cu_seqlens ? tok0 * p.k_row_stride : b * p.k_batch_stride);
+  const T* v = static_cast<const T*>(p.v) + head * p.v_head_stride +
+               (p.cu_seqlens ? tok0 * p.v_row_stride : b * p.v_batch_stride);
+  T* o = static_cast<T*>(p.o) + head * p.o_head_stride +
+         (p.cu_seqlens ? tok0 * p.o_row_stride : b * p.o_batch_stride);
+
+  // Key range this row block can see; tiles outside it are skipped entirely.
+  const int m_last = min(m_start + Tr::kBlockM, seqlen) - 1;
+  int n_lo = 0, n_hi = seqlen;
+  if (p.window_left >= 0) n_lo = max(0, m_start - p.window_left);
+  if (p.window_right >= 0) n_hi = min(seqlen, m_last + p.window_right + 1);
+  const int nb_lo = n_lo / Tr::kBlockN;
+  const int nb_hi = n_hi > n_lo ? (n_hi + Tr::kBlockN - 1) / Tr::kBlockN : nb_lo;
+
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* sQ = reinterpret_cast<T*>(smem_raw);
+  T* sK = sQ + Tr::kSmemQ;                   // [kStages][kBlockN][kRowStride]
+  T* sV = sK + Tr::kStages * Tr::kSmemKV;    // [kStages][kBlockN][kRowStride]
+  float* sLut = reinterpret_cast<float*>(smem_raw + Tr::kSmemBytes);  // kHasBias only
+
+  load_tile<Tr, Tr::kBlockM>(sQ, q, p.q_row_stride, m_start, seqlen, tid);
+  if (nb_hi > nb_lo) {
+    load_tile<Tr, Tr::kBlockN>(sK, k, p.k_row_stride, nb_lo * Tr::kBlockN, seqlen, tid);
+    load_tile<Tr, Tr::kBlockN>(sV, v, p.v_row_stride, nb_lo * Tr::kBlockN, seqlen, tid);
+  }
+  cp_async_commit();
+
+  float slope_log2 = 0.0f;
+  if constexpr (kHasBias) {
+    if (p.bias == AttnBias::kAlibi) {
+      slope_log2 = p.alibi_slopes[head] * kLog2e;
+    } else {
+      const int n_lut = 2 * p.rel_max_distance + 1;
+      for (int i = tid; i < n_lut; i += Tr::kThreads) {
+        sLut[i] = p.rel_bias[head * p.rel_num_buckets + p.rel_bucket[i]] * kLog2e;
+      }
+      // made visible by the __syncthreads() at the top of the first tile
+    }
+  }
+
+  const float scale_log2 = p.softmax_scale * kLog2e;
+  // Multiplier from the row-max domain to log2 units: the bias hook already scaled the scores.
+  const float sm_scale = kHasBias ? 1.0f : scale_log2;
+  const int g = lane / 4;   // row inside an m16 tile (and +8)
+  const int tq = lane % 4;  // column pair inside an n8 tile
+  const int warp_row0 = warp * Tr::kWarpRows;
+
+  uint32_t q_frag[Tr::kQInRegs ? Tr::kMT : 1][Tr::kQInRegs ? Tr::kKD : 1][4];
+  float acc_o[Tr::kMT][Tr::kDT][4];
+  float row_max[Tr::kMT][2];
+  float row_sum[Tr::kMT][2];
+#pragma unroll
+  for (int mt = 0; mt < Tr::kMT; ++mt) {
+#pragma unroll
+    for (int dt = 0; dt < Tr::kDT; ++dt)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) acc_o[mt][dt][r] = 0.0f;
+    row_max[mt][0] = row_max[mt][1] = -INFINITY;
+    row_sum[mt][0] = row_sum[mt][1] = 0.0f;
+  }
+
+  for (int nb = nb_lo; nb < nb_hi; ++nb) {
+    const int stage = (nb - nb_lo) % Tr::kStages;
+    if (nb + 1 < nb_hi) {
+      const int next = (nb + 1 - nb_lo) % Tr::kStages;
+      load_tile<Tr, Tr::kBlockN>(sK + next * Tr::kSmemKV, k, p.k_row_stride,
+                                 (nb + 1) * Tr::kBlockN, seqlen, tid);
+      load_tile<Tr, Tr::kBlockN>(sV + next * Tr::kSmemKV, v, p.v_row_stride,
+                                 (nb + 1) * Tr::kBlockN, seqlen, tid);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    const T* sKs = sK + stage * Tr::kSmemKV;
+    const T* sVs = sV + stage * Tr::kSmemKV;
+
+    if constexpr (Tr::kQInRegs) {
+      if (nb == nb_lo) {
+#pragma unroll
+        for (int mt = 0; mt < Tr::kMT; ++mt)
+#pragma unroll
+          for (int kk = 0; kk < Tr::kKD; ++kk)
+            ldmatrix_x4(q_frag[mt][kk], sQ + (warp_row0 + mt * 16 + lane % 16) * Tr::kRowStride +
+                                            kk * 16 + (lane / 16) * 8);
+      }
+    }
+
+    // S = Q K^T for this warp's rows.
+    float s[Tr::kMT][Tr::kNT][4];
+#pragma unroll
+    for (int mt = 0; mt < Tr::kMT; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < Tr::kNT; ++nt)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) s[mt][nt][r] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < Tr::kKD; ++kk) {
+      uint32_t a[Tr::kMT][4];
+      if constexpr (!Tr::kQInRegs) {
+#pragma unroll
+        for (int mt = 0; mt < Tr::kMT; ++mt) {
+          ldmatrix_x4(a[mt], sQ + (warp_row0 + mt * 16 + lane % 16) * Tr::kRowStride + kk * 16 +
+                                 (lane / 16) * 8);
+        }
+      } else {
+#pragma unroll
+        for (int mt = 0; mt < Tr::kMT; ++mt)
+#pragma unroll
+          for (int r = 0; r < 4; ++r) a[mt][r] = q_frag[mt][kk][r];
+      }
+#pragma unroll
+      for (int nt = 0; nt < Tr::kNT; nt += 2) {
+        uint32_t bk[4];
+        ldmatrix_x4(bk, sKs + (nt * 8 + lane % 8 + (lane / 16) * 8) * Tr::kRowStride + kk * 16 +
+                            ((lane / 8) % 2) * 8);
+#pragma unroll
+        for (int mt = 0; mt < Tr::kMT; ++mt) {
+          Mma<T>::run(s[mt][nt], a[mt], bk[0], bk[1]);
+          Mma<T>::run(s[mt][nt + 1], a[mt], bk[2], bk[3]);
+        }
+      }
+    }
+
+    // Score hook: bias and mask. The uniform branch keeps the per-element mask (and its index
+    // arithmetic) out of the interior tiles, which are the vast majority at long lengths.
+    const int n_start = nb * Tr::kBlockN;
+    const bool need_mask =
+        n_start + Tr::kBlockN > seqlen ||
+        (p.window_left >= 0 && n_start - (m_start + Tr::kBlockM - 1) < -p.window_left) ||
+        (p.window_right >= 0 && n_start + Tr::kBlockN - 1 - m_start > p.window_right);
+    const int row_base = m_start + warp_row0 + g;
+    const int col_base = n_start + tq * 2;
+    if (need_mask) {
+      score_hook<Tr, kHasBias, true>(s, p, row_base, col_base, seqlen, scale_log2, slope_log2,
+                                     sLut);
+    } else if constexpr (kHasBias) {
+      score_hook<Tr, kHasBias, false>(s, p, row_base, col_base, seqlen, scale_log2, slope_log2,
+                                      sLut);
+    }
+
+    // Online softmax: rescale the running output by exp2(old_max - new_max).
+#pragma unroll
+    for (int mt = 0; mt < Tr::kMT; ++mt) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        float mx = row_max[mt][h];
+#pragma unroll
+        for (int nt = 0; nt < Tr::kNT; ++nt) {
+          mx = fmaxf(mx, fmaxf(s[mt][nt][2 * h], s[mt][nt][2 * h + 1]));
+        }
+        mx = quad_max(mx);
+        // A row that has seen only masked keys keeps max -inf; subtract 0 so exp2 gives 0, not NaN.
+        const float m_use = mx == -INFINITY ? 0.0f : mx * sm_scale;
+        const float alpha = fast_exp2(row_max[mt][h] * sm_scale - m_use);
+        row_max[mt][h] = mx;
+        float sum = 0.0f;
+#pragma unroll
+        for (int nt = 0; nt < Tr::kNT; ++nt) {
+          s[mt][nt][2 * h] = fast_exp2(fmaf(s[mt][nt][2 * h], sm_scale, -m_use));
+          s[mt][nt][2 * h + 1] = fast_exp2(fmaf(s[mt][nt][2 * h + 1], sm_scale, -m_use));
+          sum += s[mt][nt][2 * h] + s[mt][nt][2 * h + 1];
+        }
+        row_sum[mt][h] = row_sum[mt][h] * alpha + sum;  // per-thread partial, reduced at the end
+#pragma unroll
+        for (int dt = 0; dt < Tr::kDT; ++dt) {
+          acc_o[mt][dt][2 * h] *= alpha;
+          acc_o[mt][dt][2 * h + 1] *= alpha;
+        }
+      }
+    }
+
+    // O += P V, P straight from the S accumulators (the C layout of two n8 tiles is the A layout
+    // of one k16 step).
+#pragma unroll
+    for (int kk = 0; kk < Tr::kKN; ++kk) {
+      uint32_t a[Tr::kMT][4];
+#pragma unroll
+      for (int mt = 0; mt < Tr::kMT; ++mt) {
+        a[mt][0] = Mma<T>::pack(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+        a[mt][1] = Mma<T>::pack(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+        a[mt][2] = Mma<T>::pack(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+        a[mt][3] = Mma<T>::pack(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+      }
+#pragma unroll
+      for (int dt = 0; dt < Tr::kDT; dt += 2) {
+        uint32_t bv[4];
+        ldmatrix_x4_trans(bv, sVs + (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * Tr::kRowStride +
+                                  dt * 8 + (lane / 16) * 8);
+#pragma unroll
+        for (int mt = 0; mt < Tr::kMT; ++mt) {
+          Mma<T>::run(acc_o[mt][dt], a[mt], bv[0], bv[1]);
+          Mma<T>::run(acc_o[mt][dt + 1], a[mt], bv[2], bv[3]);
+        }
+      }
+    }
+    __syncthreads();  // this stage is refilled by the next iteration's prefetch
+  }
+
+  // Epilogue: normalize, store rows inside the sequence; lse = ln(sum) + max (natural log).
+#pragma unroll
+  for (int mt = 0; mt < Tr::kMT; ++mt) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float sum = quad_sum(row_sum[mt][h]);
+      const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+      const int row = m_start + warp_row0 + mt * 16 + g + h * 8;
+      if (row < seqlen) {
+        T* orow = o + static_cast<int64_t>(row) * p.o_row_stride;
+#pragma unroll
+        for (int dt = 0; dt < Tr::kDT; ++dt) {
+          const uint32_t packed =
+              Mma<T>::pack(acc_o[mt][dt][2 * h] * inv, acc_o[mt][dt][2 * h + 1] * inv);
+          *reinterpret_cast<uint32_t*>(orow + dt * 8 + tq * 2) = packed;
+        }
+        if (p.lse != nullptr && tq == 0) {
+          const float lse = sum > 0.0f ? (row_max[mt][h] * sm_scale + log2f(sum)) * 0.6931471805599453f
+                                       : -INFINITY;
+          p.lse[(p.cu_seqlens ? tok0 : b * p.lse_batch_stride) + head * p.lse_head_stride + row] =
+              lse;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace sutra::cuda::attn

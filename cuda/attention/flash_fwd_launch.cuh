@@ -1,0 +1,104 @@
+// Launch template shared by the per-head-dim instantiation files: the tile traits chosen for each
+// head dim, the dtype/bias switch, the grid and the opt-in shared memory.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "../cuda_check.cuh"
+#include "flash_fwd_kernel.cuh"
+#include "sutra/attention.h"
+
+namespace sutra::cuda::attn {
+
+/// Tile shapes per head dim (block_m, block_n, warps, Q in registers). Each warp owns
+/// block_m / warps rows: the more rows per warp, the fewer times each K/V fragment is read from
+/// shared memory, which bounds mma.sync throughput here. The SUTRA_ATTN_D*_ macros exist only to
+/// compare configurations in one benchmark session; the defaults are the measured best.
+#ifndef SUTRA_ATTN_D64_BM
+#define SUTRA_ATTN_D64_BM 128
+#endif
+#ifndef SUTRA_ATTN_D64_WARPS
+#define SUTRA_ATTN_D64_WARPS 4
+#endif
+#ifndef SUTRA_ATTN_D64_BN
+#define SUTRA_ATTN_D64_BN 64
+#endif
+#ifndef SUTRA_ATTN_D64_QREGS
+#define SUTRA_ATTN_D64_QREGS true
+#endif
+#ifndef SUTRA_ATTN_D128_BM
+#define SUTRA_ATTN_D128_BM 128
+#endif
+#ifndef SUTRA_ATTN_D128_BN
+#define SUTRA_ATTN_D128_BN 32
+#endif
+#ifndef SUTRA_ATTN_D128_WARPS
+#define SUTRA_ATTN_D128_WARPS 4
+#endif
+#ifndef SUTRA_ATTN_D128_QREGS
+#define SUTRA_ATTN_D128_QREGS false
+#endif
+template <int kHeadDim>
+struct DefaultTraits;
+template <>
+struct DefaultTraits<32> {
+  using type = FwdTraits<32, 128, 64, 4, true>;
+};
+template <>
+struct DefaultTraits<64> {
+  using type = FwdTraits<64, SUTRA_ATTN_D64_BM, SUTRA_ATTN_D64_BN, SUTRA_ATTN_D64_WARPS,
+                         SUTRA_ATTN_D64_QREGS>;
+};
+template <>
+struct DefaultTraits<128> {
+  using type = FwdTraits<128, SUTRA_ATTN_D128_BM, SUTRA_ATTN_D128_BN, SUTRA_ATTN_D128_WARPS,
+                         SUTRA_ATTN_D128_QREGS>;
+};
+
+template <typename Tr, typename T, bool kHasBias>
+void launch_flash_fwd(const FlashAttnParams& p, cudaStream_t stream) {
+  const int smem = Tr::kSmemBytes + (kHasBias ? Tr::kSmemLutBytes : 0);
+  auto kernel = flash_fwd_kernel<Tr, T, kHasBias>;
+  if (smem > 48 * 1024) {
+    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
+          "cudaFuncSetAttribute(flash_fwd_kernel)");
+  }
+  const dim3 grid((p.max_seqlen + Tr::kBlockM - 1) / Tr::kBlockM, p.heads, p.batch);
+  kernel<<<grid, Tr::kThreads, smem, stream>>>(p);
+  check_launch("flash_fwd_kernel", stream);
+}
+
+template <int kHeadDim>
+void run_flash_fwd(const FlashAttnParams& p, cudaStream_t stream) {
+  using Tr = typename DefaultTraits<kHeadDim>::type;
+  const bool bias = p.bias != AttnBias::kNone;
+  if (p.dtype == AttnDtype::kFloat16) {
+    bias ? launch_flash_fwd<Tr, __half, true>(p, stream)
+         : launch_flash_fwd<Tr, __half, false>(p, stream);
+  } else {
+    bias ? launch_flash_fwd<Tr, __nv_bfloat16, true>(p, stream)
+         : launch_flash_fwd<Tr, __nv_bfloat16, false>(p, stream);
+  }
+}
+
+template <int kHeadDim>
+FlashAttnKernelInfo flash_fwd_info(bool with_bias) {
+  using Tr = typename DefaultTraits<kHeadDim>::type;
+  FlashAttnKernelInfo info;
+  info.block_m = Tr::kBlockM;
+  info.block_n = Tr::kBlockN;
+  info.threads = Tr::kThreads;
+  info.stages = Tr::kStages;
+  info.smem_bytes = Tr::kSmemBytes + (with_bias ? Tr::kSmemLutBytes : 0);
+  info.path = "sm80 mma.sync m16n8k16 + ldmatrix + cp.async (2 stages)";
+  return info;
+}
+
+// Defined in attn_fwd_hdim{32,64,128}.cu, one translation unit per head dim.
+void run_flash_fwd_hdim32(const FlashAttnParams& p, cudaStream_t stream);
+void run_flash_fwd_hdim64(const FlashAttnParams& p, cudaStream_t stream);
+void run_flash_fwd_hdim128(const FlashAttnParams& p, cudaStream_t stream);
+
+}  // namespace sutra::cuda::attn

@@ -1,0 +1,104 @@
+"""``sutra serve``: an OpenAI-compatible embeddings server with WebSocket streaming and metrics.
+
+Needs the server dependencies (Starlette, uvicorn, prometheus-client, websockets), installed with
+sutra. See :mod:`sutra.server.app` for the endpoints, and the README section "Serving".
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from ..streaming import StreamingConfig
+from .app import ApiError, ServerSettings, accepted_model_names, create_app
+from .metrics import ServerMetrics
+
+__all__ = ["ApiError", "ServerMetrics", "ServerSettings", "bind_socket", "create_app", "run",
+           "serve_from_args"]
+
+API_KEY_ENV = "SUTRA_API_KEY"
+
+logger = logging.getLogger("sutra.server")
+
+
+def run(app: Any, host: str = "127.0.0.1", port: int = 8000, *, log_level: str = "info",
+        access_log: bool = False, graceful_timeout_s: float | None = None) -> int:
+    """Serve ``app`` with uvicorn until SIGTERM or SIGINT; return the exit status.
+
+    The listening socket is bound here, so ``port=0`` picks a free port; the address is printed
+    to standard error as ``sutra serve: listening on http://HOST:PORT``. On SIGTERM the server
+    stops accepting connections, finishes the requests in flight (at most
+    ``graceful_timeout_s``; ``None`` waits for all), closes WebSockets, and returns 0.
+    """
+    import uvicorn
+
+    sock = bind_socket(host, port)
+    bound_port = sock.getsockname()[1]
+    family = sock.family
+    config = uvicorn.Config(app, log_level=log_level, access_log=access_log, lifespan="on",
+                            timeout_graceful_shutdown=graceful_timeout_s)
+    server = uvicorn.Server(config)
+    shown_host = f"[{host}]" if family == socket.AF_INET6 else host
+    print(f"sutra serve: listening on http://{shown_host}:{bound_port}", file=sys.stderr,
+          flush=True)
+    # uvicorn re-raises the signal it caught once it has shut down; with Python's default
+    # SIGTERM disposition that would kill the process after a clean shutdown. A no-op handler
+    # turns it into a normal return (exit 0). SIGINT keeps its KeyboardInterrupt (exit 130).
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        sock.close()
+    return 0 if server.started else 1
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (``port=0``: a free port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets that declare it, and
+    # without it Nagle's algorithm meets delayed ACKs and every response waits ~40 ms.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    # Listen now: clients that connect before uvicorn has started wait in the backlog instead of
+    # being refused.
+    sock.listen(2048)
+    return sock
+
+
+def serve_from_args(args: argparse.Namespace) -> int:
+    """``sutra serve`` with the parsed command line (see ``sutra serve --help``)."""
+    from ..embedder import Embedder
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    overrides: dict[str, Any] = {"backend": args.backend, "long_text": args.long_text}
+    if args.dimensions is not None:
+        overrides["dimensions"] = args.dimensions
+    if args.threads is not None:
+        overrides["num_threads"] = args.threads
+    # Loaded before the port opens: a wrong model name fails here with a clear message.
+    embedder = Embedder(args.model, **overrides)
+    api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
+    settings = ServerSettings(
+        model_names=accepted_model_names(embedder, args.model, args.served_model_name or ()),
+        api_key=api_key,
+        max_body_bytes=args.max_body_bytes,
+        max_items=args.max_items,
+        max_tokens_per_item=args.max_tokens_per_item,
+        streaming=StreamingConfig(
+            buffer_size=args.buffer_size, batch_size=args.batch_size,
+            max_latency_ms=args.max_latency_ms, timeout_secs=args.timeout,
+            overflow="reject",
+        ),
+    )
+    logger.info("serving %s as %s%s", embedder, settings.model_names[0],
+                " (API key required)" if api_key else "")
+    app = create_app(embedder, settings)
+    return run(app, args.host, args.port, log_level=args.log_level,
+               access_log=args.access_log, graceful_timeout_s=args.graceful_timeout)

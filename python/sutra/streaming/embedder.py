@@ -1,0 +1,572 @@
+"""StreamingEmbedder: one text at a time in, batched compute underneath (anyio).
+
+Submissions enter a bounded buffer; one batcher task closes a batch when it holds ``batch_size``
+requests or its oldest request has waited ``max_latency_ms``; the batch runs in a worker thread
+(ONNX Runtime and the native core release the GIL) so the event loop stays free; each waiter gets
+its own row. Everything but the compute runs on the event loop, so the queue needs no locks: the
+worker thread touches only the inputs it was handed and returns through ``anyio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import numpy as np
+
+from .chunking import chunk_text, chunk_token_ids
+from .config import CHUNK_UNITS, BufferFullError, StreamingClosedError, StreamingConfig
+from .stats import StatsRecorder, StreamingStats
+
+# A request's life: QUEUED in the buffer, RUNNING in a batch, then DONE; ABANDONED when its
+# caller was cancelled or timed out while it was still queued (the batcher skips it).
+_QUEUED, _RUNNING, _DONE, _ABANDONED = range(4)
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """What the batcher tells an ``on_batch`` observer after each batch.
+
+    Attributes:
+        size: requests in the batch.
+        compute_seconds: time spent in the worker thread.
+        error: the exception the batch raised, or ``None``.
+    """
+
+    size: int
+    compute_seconds: float
+    error: BaseException | None
+
+
+@dataclass(frozen=True)
+class ChunkEmbedding:
+    """One chunk of a long text and its embedding.
+
+    Attributes:
+        index: position of the chunk, from 0.
+        start, end: ``[start, end)`` code point offsets of the chunk in the text.
+        text: ``text[start:end]``.
+        embedding: float32 ``[dim]``.
+    """
+
+    index: int
+    start: int
+    end: int
+    text: str
+    embedding: np.ndarray
+
+
+class _Group:
+    """The requests of one ``embed_many`` call and the one event their caller waits on."""
+
+    __slots__ = ("requests", "results", "remaining", "error", "done", "abandoned", "submitted")
+
+    def __init__(self, size: int, submitted: float) -> None:
+        self.requests: list[_Request] = []
+        self.results: list[np.ndarray | None] = [None] * size
+        self.remaining = size
+        self.error: BaseException | None = None
+        self.done = anyio.Event()
+        self.abandoned = False
+        self.submitted = submitted
+
+
+class _Request:
+    __slots__ = ("item", "group", "index", "state")
+
+    def __init__(self, item: str | tuple[int, ...], group: _Group, index: int) -> None:
+        self.item = item
+        self.group = group
+        self.index = index
+        self.state = _QUEUED
+
+
+class _CapacityGate:
+    """Admission to the buffer: ``capacity`` slots, FIFO waiters, cancellation-safe.
+
+    A group larger than the capacity is admitted only when no slot is in use.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self._waiters: deque[list[Any]] = deque()  # [slots, event, granted]
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def _fits(self, slots: int) -> bool:
+        return self.used == 0 or self.used + slots <= self.capacity
+
+    def try_acquire(self, slots: int) -> bool:
+        # Waiters go first: a small late request must not starve a big early one.
+        if not self._waiters and self._fits(slots):
+            self.used += slots
+            return True
+        return False
+
+    async def acquire(self, slots: int) -> None:
+        waiter = [slots, anyio.Event(), False]
+        self._waiters.append(waiter)
+        try:
+            await waiter[1].wait()
+        except BaseException:
+            if waiter[2]:  # granted just before the cancellation landed: give the slots back
+                self.release(slots)
+            else:
+                self._waiters.remove(waiter)
+                self._grant()  # a removed head may have been blocking smaller waiters
+            raise
+
+    def release(self, slots: int) -> None:
+        self.used -= slots
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._waiters and self._fits(self._waiters[0][0]):
+            waiter = self._waiters.popleft()
+            self.used += waiter[0]
+            waiter[2] = True
+            waiter[1].set()
+
+
+class StreamingEmbedder:
+    """Embeds texts submitted one at a time (or a few at a time) by many concurrent tasks, in
+    batches. Works under asyncio and trio (anyio).
+
+    Use it as an async context manager; the batcher runs while the context is open::
+
+        async with StreamingEmbedder(StreamingConfig(max_latency_ms=20), "efficient") as stream:
+            vector = await stream.embed_stream("a cat on a mat")   # float32 [384]
+
+    Args:
+        config: queueing, batching and chunking settings (default :class:`StreamingConfig()`).
+        embedder: an :class:`~sutra.Embedder` (or any object with ``encode(texts: list[str],
+            show_progress_bar: bool) -> float32 [n, dim]`` and ``dimensions``,
+            and ``embed_tokens(list[list[int]])`` for token-id inputs), or what
+            :class:`~sutra.Embedder` accepts (a model name, folder or
+            :class:`~sutra.EmbedderConfig`; ``None`` is the default model), loaded in a worker
+            thread on entry.
+        on_batch: called on the event loop after every batch with a :class:`BatchReport` (the
+            server feeds its metrics from it); it must not block.
+
+    Cancellation: cancelling a caller (or ``timeout_secs`` expiring) drops its requests from the
+    buffer if they are still queued, or discards their rows if their batch is computing; the other
+    requests of that batch are unaffected. An exception raised by a batch reaches the callers of
+    exactly the requests of that batch.
+
+    Leaving the context finishes every admitted request first; requests submitted after that
+    raise :class:`StreamingClosedError`.
+    """
+
+    def __init__(self, config: StreamingConfig | None = None, embedder: Any = None, *,
+                 on_batch: Callable[[BatchReport], None] | None = None) -> None:
+        self.config = config or StreamingConfig()
+        if not isinstance(self.config, StreamingConfig):
+            raise TypeError(f"config must be a StreamingConfig, got {type(config).__name__}")
+        self._embedder = embedder if hasattr(embedder, "encode") else None
+        self._embedder_source = embedder
+        self._on_batch = on_batch
+        self._stats = StatsRecorder()
+        self._gate = _CapacityGate(self.config.buffer_size)
+        self._queue: deque[_Request] = deque()
+        self._queued_live = 0
+        self._groups: set[_Group] = set()
+        self._changed: anyio.Event | None = None
+        self._task_group: Any = None
+        self._running = False
+        self._closing = False
+        self._vocab_size: int | None = None
+        self._token_tokenizer: Any = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> StreamingEmbedder:
+        if self._running or self._closing:
+            raise RuntimeError("a StreamingEmbedder can be entered once")
+        if self._embedder is None:
+            from ..embedder import Embedder
+
+            source = self._embedder_source
+            self._embedder = await anyio.to_thread.run_sync(
+                lambda: Embedder(source) if source is not None else Embedder()
+            )
+        self._vocab_size = _vocab_size(self._embedder)
+        # One compute at a time per embedder: ONNX Runtime already spreads a batch over every
+        # core, and a second concurrent run would only contend for them.
+        self._limiter = anyio.CapacityLimiter(1)
+        self._changed = anyio.Event()
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        self._task_group.start_soon(self._batch_loop)
+        self._running = True
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool | None:
+        self._closing = True
+        self._running = False
+        if exc_type is not None:
+            # Leaving on an error or cancellation: stop now instead of draining.
+            self._task_group.cancel_scope.cancel()
+        self._notify()
+        try:
+            return await self._task_group.__aexit__(exc_type, exc, tb)
+        finally:
+            # Anything still unanswered (the batcher was cancelled mid-way) learns it now.
+            for group in list(self._groups):
+                self._finish_group(group, StreamingClosedError("the StreamingEmbedder closed"))
+
+    @property
+    def embedder(self) -> Any:
+        """The underlying embedder (``None`` before entry when it was given by name)."""
+        return self._embedder
+
+    @property
+    def dimensions(self) -> int:
+        """Width of the embeddings."""
+        return int(self._embedder.dimensions)
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests admitted and not yet answered (queued or computing)."""
+        return self._gate.used
+
+    # -- submitting --------------------------------------------------------------------------------
+
+    async def embed_stream(self, text: str) -> np.ndarray:
+        """The embedding of one text: float32 ``[dim]``.
+
+        Raises:
+            TypeError: ``text`` is not a string.
+            BufferFullError: the buffer is full and ``overflow="reject"``.
+            TimeoutError: no answer within ``timeout_secs``.
+            StreamingClosedError: the embedder is not running.
+            Whatever the embedder raised for the batch this request was in.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        return (await self.embed_many([text]))[0]
+
+    async def embed_many(self, items: Sequence[str | Sequence[int]]) -> np.ndarray:
+        """Embeddings of several inputs submitted together: float32 ``[n, dim]`` in input order.
+
+        Each input is a text or a list of token ids (special tokens included, as
+        :meth:`~sutra.Embedder.embed_tokens` takes them). The inputs are admitted to the buffer
+        together (all or none) and batched individually, with other callers' requests; the call
+        fails as a whole if any of its batches fails. ``timeout_secs`` covers the whole call.
+        An empty list returns ``[0, dim]`` at once.
+        """
+        if not self._running:
+            raise StreamingClosedError(
+                "the StreamingEmbedder is not running; use it inside `async with`"
+            )
+        prepared = [self._check_item(item, index) for index, item in enumerate(items)]
+        if not prepared:
+            return np.empty((0, self.dimensions), dtype=np.float32)
+        stats = self._stats
+        size = len(prepared)
+        submitted = anyio.current_time()
+        stats.total_requests += size
+        if stats.first_submission is None:
+            stats.first_submission = submitted
+        group: _Group | None = None
+        try:
+            with anyio.fail_after(self.config.timeout_secs):
+                await self._admit(size)
+                group = self._enqueue(prepared, submitted)
+                await group.done.wait()
+        except BufferFullError:
+            raise
+        except TimeoutError:
+            self._give_up(group, size, timed_out=True)
+            raise TimeoutError(
+                f"no answer within timeout_secs={self.config.timeout_secs}"
+            ) from None
+        except BaseException:
+            self._give_up(group, size, timed_out=False)
+            raise
+        if group.error is not None:
+            raise _fresh_copy(group.error)
+        return np.stack(group.results)  # type: ignore[arg-type]
+
+    async def embed_chunks_stream(self, text: str, *, unit: str = "chars",
+                                  chunk_size: int | None = None,
+                                  chunk_overlap: int | None = None
+                                  ) -> AsyncIterator[ChunkEmbedding]:
+        """Embed a long text as overlapping chunks, yielding each chunk's embedding in order.
+
+        Args:
+            text: the text; an empty text yields nothing.
+            unit: ``"chars"``: chunks of at most ``chunk_size`` characters, cut after whitespace
+                where possible and never inside a character made of several code points (see
+                :func:`~sutra.streaming.chunking.chunk_text`); ``"tokens"``: chunks of at most
+                ``chunk_size`` model tokens (capped at the model's maximum sequence length minus
+                its special tokens), each embedded from its token ids with the model's special
+                tokens around it.
+            chunk_size, chunk_overlap: default to the config's.
+
+        Yields:
+            :class:`ChunkEmbedding` in text order. Chunks are submitted ``batch_size`` at a time
+            through the same buffer as every other request.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        if unit not in CHUNK_UNITS:
+            raise ValueError(f"unit must be one of {', '.join(CHUNK_UNITS)}; got {unit!r}")
+        size = self.config.chunk_size if chunk_size is None else chunk_size
+        overlap = self.config.chunk_overlap if chunk_overlap is None else chunk_overlap
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+            raise ValueError(f"chunk_size must be a positive int, got {size!r}")
+        if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap < size:
+            raise ValueError(f"chunk_overlap must be an int in 0..{size - 1}, got {overlap!r}")
+        if unit == "chars":
+            spans = [(s.start, s.end) for s in chunk_text(text, size, overlap)]
+            items: list[str | tuple[int, ...]] = [text[a:b] for a, b in spans]
+        else:
+            spans, items = await anyio.to_thread.run_sync(self._token_chunks, text, size, overlap)
+        step = self.config.batch_size
+        for first in range(0, len(items), step):
+            vectors = await self.embed_many(items[first:first + step])
+            for offset, vector in enumerate(vectors):
+                start, end = spans[first + offset]
+                yield ChunkEmbedding(first + offset, start, end, text[start:end], vector)
+
+    async def get_stats(self) -> StreamingStats:
+        """A snapshot of the counters and latency percentiles (see :class:`StreamingStats`)."""
+        return self._stats.snapshot(anyio.current_time(), self._gate.used)
+
+    # -- internals: admission and queue ----------------------------------------------------------
+
+    def _check_item(self, item: Any, index: int) -> str | tuple[int, ...]:
+        if isinstance(item, str):
+            return item
+        if isinstance(item, (list, tuple, np.ndarray)):
+            ids = tuple(item.tolist() if isinstance(item, np.ndarray) else item)
+            if not ids:
+                raise ValueError(f"item {index} is an empty token list")
+            for token in ids:
+                # Checked here, not in the batch, so one bad input cannot fail its neighbours.
+                if isinstance(token, bool) or not isinstance(token, (int, np.integer)):
+                    raise TypeError(f"item {index} holds {token!r}; token ids must be ints")
+                if token < 0 or (self._vocab_size is not None and token >= self._vocab_size):
+                    raise ValueError(
+                        f"item {index} holds token id {token}, outside [0, {self._vocab_size})"
+                    )
+            return ids
+        raise TypeError(
+            f"item {index} is {type(item).__name__}; expected a str or a list of token ids"
+        )
+
+    async def _admit(self, slots: int) -> None:
+        if self._gate.try_acquire(slots):
+            return
+        self._stats.buffer_overflows += 1
+        if self.config.overflow == "reject":
+            self._stats.rejected += slots
+            raise BufferFullError(
+                f"the streaming buffer is full ({self._gate.used} of {self._gate.capacity} "
+                f"requests pending; this call needs {slots})"
+            )
+        await self._gate.acquire(slots)
+
+    def _enqueue(self, items: list[str | tuple[int, ...]], submitted: float) -> _Group:
+        group = _Group(len(items), submitted)
+        for index, item in enumerate(items):
+            request = _Request(item, group, index)
+            group.requests.append(request)
+            self._queue.append(request)
+        self._queued_live += len(items)
+        self._groups.add(group)
+        self._notify()
+        return group
+
+    def _give_up(self, group: _Group | None, size: int, *, timed_out: bool) -> None:
+        """The caller stopped waiting: free what its requests hold, count them, keep the rest."""
+        if group is None:  # never admitted; the gate already cleaned up after itself
+            unanswered = size
+        else:
+            unanswered = 0
+            group.abandoned = True
+            for request in group.requests:
+                if request.state == _QUEUED:
+                    # Skipped lazily by the batcher; its slot is free from now on.
+                    request.state = _ABANDONED
+                    self._queued_live -= 1
+                    self._gate.release(1)
+                    unanswered += 1
+                elif request.state == _RUNNING:
+                    unanswered += 1  # its row is discarded when the batch returns
+            self._groups.discard(group)
+            self._notify()
+        if timed_out:
+            self._stats.timed_out += unanswered
+        else:
+            self._stats.cancelled += unanswered
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+
+    async def _wait_for_change(self) -> None:
+        self._changed = anyio.Event()
+        await self._changed.wait()
+
+    def _oldest_live(self) -> _Request | None:
+        while self._queue and self._queue[0].state != _QUEUED:
+            self._queue.popleft()
+        return self._queue[0] if self._queue else None
+
+    # -- internals: the batcher ------------------------------------------------------------------
+
+    async def _batch_loop(self) -> None:
+        config = self.config
+        max_latency = config.max_latency_ms / 1e3
+        limit = config.batch_size if config.auto_batch else 1
+        while True:
+            oldest = self._oldest_live()
+            if oldest is None:
+                # used > 0 with an empty queue: a caller was just admitted and will enqueue.
+                if self._closing and self._gate.used == 0 and not self._gate.waiting:
+                    return
+                await self._wait_for_change()
+                continue
+            if config.auto_batch and not self._closing and self._queued_live < limit:
+                # The deadline belongs to the oldest request, not to this wait: a request that
+                # queued while the previous batch computed is not made to wait a second time.
+                remaining = oldest.group.submitted + max_latency - anyio.current_time()
+                if remaining > 0:
+                    with anyio.move_on_after(remaining):
+                        await self._wait_for_change()
+                    continue
+            batch: list[_Request] = []
+            while len(batch) < limit and self._queue:
+                request = self._queue.popleft()
+                if request.state == _QUEUED:
+                    request.state = _RUNNING
+                    batch.append(request)
+            self._queued_live -= len(batch)
+            await self._run_batch(batch)
+
+    async def _run_batch(self, batch: list[_Request]) -> None:
+        items = [request.item for request in batch]
+        started = anyio.current_time()
+        error: BaseException | None = None
+        vectors: np.ndarray | None = None
+        try:
+            vectors = await anyio.to_thread.run_sync(
+                self._compute, items, limiter=self._limiter
+            )
+        except Exception as exc:  # routed to this batch's callers, the batcher carries on
+            error = exc
+        finished = anyio.current_time()
+        self._gate.release(len(batch))
+        stats = self._stats
+        stats.batches += 1
+        stats.batched_requests += len(batch)
+        for row, request in enumerate(batch):
+            request.state = _DONE
+            group = request.group
+            if group.abandoned:
+                continue
+            if error is not None:
+                stats.failed += 1
+                self._finish_group(group, error)
+            else:
+                stats.record_latency(finished - group.submitted)
+                group.results[request.index] = vectors[row]  # type: ignore[index]
+                group.remaining -= 1
+                if group.remaining == 0:
+                    self._finish_group(group, None)
+        self._notify()
+        if self._on_batch is not None:
+            self._on_batch(BatchReport(len(batch), finished - started, error))
+
+    def _finish_group(self, group: _Group, error: BaseException | None) -> None:
+        if group.done.is_set():
+            return
+        if error is not None:
+            group.error = error
+        self._groups.discard(group)
+        group.done.set()
+
+    def _compute(self, items: list[str | tuple[int, ...]]) -> np.ndarray:
+        """Runs in the worker thread: one forward pass over texts and one over token inputs."""
+        embedder = self._embedder
+        text_rows = [i for i, item in enumerate(items) if isinstance(item, str)]
+        token_rows = [i for i, item in enumerate(items) if not isinstance(item, str)]
+        out: np.ndarray | None = None
+        for rows, is_text in ((text_rows, True), (token_rows, False)):
+            if not rows:
+                continue
+            if is_text:
+                texts = [items[i] for i in rows]
+                # The embedder's own batch_size/max_batch_tokens split a large streaming batch
+                # into length-sorted forward passes, which wastes less compute on padding.
+                vectors = embedder.encode(texts, show_progress_bar=False)
+            else:
+                vectors = embedder.embed_tokens([list(items[i]) for i in rows])
+            vectors = np.asarray(vectors, dtype=np.float32)
+            if vectors.ndim != 2 or vectors.shape[0] != len(rows):
+                raise RuntimeError(
+                    f"the embedder returned shape {vectors.shape} for {len(rows)} inputs"
+                )
+            if out is None:
+                out = np.empty((len(items), vectors.shape[1]), dtype=np.float32)
+            out[rows] = vectors
+        return out  # type: ignore[return-value]
+
+    def _token_chunks(self, text: str, size: int, overlap: int
+                      ) -> tuple[list[tuple[int, int]], list[tuple[int, ...]]]:
+        """Token-unit chunking (worker thread): character spans and token-id inputs."""
+        embedder = self._embedder
+        tokenizer = getattr(embedder, "tokenizer", None)
+        model = getattr(embedder, "model", None)
+        if tokenizer is None or model is None:
+            raise TypeError("unit='tokens' needs a sutra.Embedder (with a tokenizer and a model)")
+        if self._token_tokenizer is None:
+            # A tokenizer of our own for character offsets; sutra's TextTokenizer returns ids only.
+            from tokenizers import Tokenizer
+
+            own = Tokenizer.from_file(os.fspath(model.tokenizer_path))
+            own.no_truncation()
+            own.no_padding()
+            self._token_tokenizer = own
+        specials = tokenizer.encode([""])[0]
+        prefix = specials[: tokenizer.num_prefix_special]
+        suffix = specials[len(specials) - tokenizer.num_suffix_special:]
+        content_limit = embedder.max_seq_length - len(prefix) - len(suffix)
+        size = min(size, content_limit)
+        overlap = min(overlap, size - 1)
+        source = text.lower() if getattr(model, "do_lower_case", False) else text
+        encoding = self._token_tokenizer.encode(source, add_special_tokens=False)
+        ids, offsets = encoding.ids, encoding.offsets
+        spans: list[tuple[int, int]] = []
+        items: list[tuple[int, ...]] = []
+        for a, b in chunk_token_ids(len(ids), size, overlap):
+            spans.append((offsets[a][0], offsets[b - 1][1]))
+            items.append(tuple(prefix) + tuple(ids[a:b]) + tuple(suffix))
+        return spans, items
+
+
+def _vocab_size(embedder: Any) -> int | None:
+    model_config = getattr(getattr(embedder, "model", None), "config", None)
+    if isinstance(model_config, dict) and model_config.get("vocab_size"):
+        return int(model_config["vocab_size"])
+    size = getattr(getattr(embedder, "tokenizer", None), "vocab_size", None)
+    return int(size) if isinstance(size, int) else None
+
+
+def _fresh_copy(error: BaseException) -> BaseException:
+    """A copy per raiser: one exception object raised in several tasks would have its traceback
+    and context rewritten by each of them."""
+    try:
+        clone = copy.copy(error)
+    except Exception:  # pragma: no cover - exotic exception types
+        return error
+    return clone.with_traceback(error.__traceback__)

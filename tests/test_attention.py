@@ -1,0 +1,364 @@
+"""sutra.ops.flash_attention against a float32 reference on the GPU, plus CPU-side API checks.
+
+The GPU tests compare with torch math attention on upcast (float32) inputs and bound the kernel's
+max error by 2x the error of the same computation done in the input dtype (plus a tiny atol), over
+dtype x head dim x lengths (uniform and packed varlen) x causal / window / ALiBi / relative bias.
+Outputs are poisoned with NaN first, so an element the kernel never wrote fails.
+
+Sanitizer (manual, on a GPU machine):
+    compute-sanitizer --tool memcheck  python -m pytest tests/test_attention.py -k "small" -x
+    compute-sanitizer --tool racecheck python -m pytest tests/test_attention.py -k "small" -x
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from sutra import _core
+from sutra._errors import SutraError
+from sutra.ops import FlashAttentionConfig, FlashAttentionOptimizer, flash_attention
+
+LENGTHS = (1, 17, 127, 128, 129, 1000, 4097)
+HEAD_DIMS = (32, 64, 128)
+DTYPES = ("float16", "bfloat16")
+ATOL = {"float16": 2e-4, "bfloat16": 2e-3}  # declared once per dtype; added to the 2x bound
+
+
+# ------------------------------------------------------------------------------ CPU-side tests
+
+
+class _FakeDeviceArray:
+    """Has only __cuda_array_interface__: enough to pass argument checks without a GPU."""
+
+    def __init__(self, shape, typestr="<f2", ptr=1 << 20):
+        self.__cuda_array_interface__ = {
+            "shape": shape, "typestr": typestr, "data": (ptr, False), "version": 3,
+            "strides": None, "stream": None,
+        }
+
+
+def _has_cuda_build() -> bool:
+    return bool(_core.build_info()["cuda"])
+
+
+@pytest.mark.skipif(_has_cuda_build(), reason="CPU-only builds only")
+def test_cpu_only_build_raises_clear_error():
+    q = _FakeDeviceArray((1, 8, 2, 64))
+    with pytest.raises(SutraError, match="no CUDA support"):
+        flash_attention(q, q, q)
+
+
+@pytest.mark.skipif(not _has_cuda_build(), reason="needs a CUDA build")
+def test_argument_validation_names_the_argument():
+    import numpy as np
+
+    q = _FakeDeviceArray((2, 8, 2, 64))
+    with pytest.raises(ValueError, match="^q must be a CUDA device array"):
+        flash_attention(np.zeros((2, 8, 2, 64), np.float16), q, q)
+    with pytest.raises(ValueError, match="^k must have q's shape"):
+        flash_attention(q, _FakeDeviceArray((2, 9, 2, 64)), q)
+    with pytest.raises(ValueError, match="^v must have q's dtype"):
+        flash_attention(q, q, _FakeDeviceArray((2, 8, 2, 64), "<f4"))
+    with pytest.raises(ValueError, match="head_dim must be one of"):
+        q48 = _FakeDeviceArray((2, 8, 2, 48))
+        flash_attention(q48, q48, q48)
+    with pytest.raises(ValueError, match="^q must be \\[total_tokens"):
+        flash_attention(q, q, q, cu_seqlens=_FakeDeviceArray((3,), "<i4"), max_seqlen=8)
+    q3 = _FakeDeviceArray((16, 2, 64))
+    with pytest.raises(ValueError, match="^cu_seqlens must be a contiguous int32"):
+        flash_attention(q3, q3, q3, cu_seqlens=_FakeDeviceArray((3,), "<i8"), max_seqlen=8)
+    with pytest.raises(ValueError, match="^max_seqlen"):
+        flash_attention(q3, q3, q3, cu_seqlens=_FakeDeviceArray((3,), "<i4"))
+    with pytest.raises(ValueError, match="^window bounds"):
+        flash_attention(q, q, q, window=(-2, 4))
+    with pytest.raises(ValueError, match="^alibi_slopes must be"):
+        flash_attention(q, q, q, alibi_slopes=_FakeDeviceArray((3,), "<f4"))
+    with pytest.raises(ValueError, match="^rel_bias must be"):
+        flash_attention(q, q, q, rel_bias=_FakeDeviceArray((2, 32), "<f2"))
+    with pytest.raises(ValueError, match="^out must be"):
+        flash_attention(q, q, q, out=_FakeDeviceArray((2, 8, 2, 32)))
+    misaligned = _FakeDeviceArray((2, 8, 2, 64), ptr=(1 << 20) + 2)
+    with pytest.raises(ValueError, match="^k must be 16-byte aligned"):
+        flash_attention(q, misaligned, q)
+
+
+@pytest.mark.skipif(not _has_cuda_build(), reason="needs a CUDA build")
+def test_no_gpu_raises_sutra_error():
+    if _core.cuda_device_count() > 0:
+        pytest.skip("a GPU is visible")
+    q = _FakeDeviceArray((1, 8, 2, 64))
+    with pytest.raises(SutraError):
+        flash_attention(q, q, q, out=_FakeDeviceArray((1, 8, 2, 64)))
+
+
+def test_config_and_optimizer_are_honest_without_gpu():
+    with pytest.raises(ValueError, match="use_efficient_memory"):
+        FlashAttentionConfig(use_efficient_memory=False)
+    with pytest.raises(ValueError, match="sm_90"):
+        FlashAttentionConfig(enable_flash_v2=True)
+    opt = FlashAttentionOptimizer(FlashAttentionConfig(sequence_threshold=256))
+    stats = opt.get_stats(1024)
+    if _core.cuda_device_count() == 0:
+        assert stats["available"] is False and stats["reason"]
+        assert opt.should_enable(4096) is False
+    else:
+        assert stats["available"] and stats["tile"][0] > 0 and stats["smem_bytes"] > 0
+        assert stats["flops"] == 4 * 12 * 1024 * 1024 * 64
+        assert opt.should_enable(255) is False and opt.should_enable(256) is True
+
+
+# ------------------------------------------------------------------------------ GPU reference
+
+
+def _ref(q, k, v, scale, left, right, bias_fn, upcast):
+    """Math attention of one sequence: q, k, v [L, H, D]; float32 when upcast, else q's dtype."""
+    import torch
+
+    dt = torch.float32 if upcast else q.dtype
+    qh, kh, vh = (t.to(dt).transpose(0, 1) for t in (q, k, v))  # [H, L, D]
+    s = torch.matmul(qh, kh.transpose(1, 2)) * scale
+    length = q.shape[0]
+    i = torch.arange(length, device=q.device)[:, None]
+    j = torch.arange(length, device=q.device)[None, :]
+    if bias_fn is not None:
+        s = s + bias_fn(j - i).to(dt)
+    mask = torch.zeros((length, length), dtype=torch.bool, device=q.device)
+    if left >= 0:
+        mask |= (j - i) < -left
+    if right >= 0:
+        mask |= (j - i) > right
+    s = s.masked_fill(mask, float("-inf"))
+    p = torch.softmax(s.float(), dim=-1).to(dt)
+    p = torch.nan_to_num(p, nan=0.0)
+    o = torch.matmul(p, vh)  # [H, L, D]
+    lse = torch.logsumexp(s.float(), dim=-1)
+    return o.transpose(0, 1), lse
+
+
+def _bias_fn(kind, heads, device, num_buckets=32, max_distance=128):
+    import torch
+
+    from sutra.ops import mpnet_relative_position_bucket
+
+    if kind == "alibi":
+        slopes = torch.tensor([2 ** (-8 * (h + 1) / heads) for h in range(heads)],
+                              dtype=torch.float32, device=device)
+        return slopes, None, lambda rel: -slopes[:, None, None] * rel.abs()[None].float()
+    if kind == "rel":
+        table = torch.randn(heads, num_buckets, dtype=torch.float32, device=device)
+
+        def fn(rel):
+            b = mpnet_relative_position_bucket(rel.cpu(), num_buckets, max_distance).to(device)
+            return table[:, b]
+
+        return None, table, fn
+    return None, None, None
+
+
+def _check(out, ref32, ref_lp, what):
+    err = (out.float() - ref32).abs().max().item()
+    ref_err = (ref_lp.float() - ref32).abs().max().item()
+    atol = ATOL["bfloat16" if str(out.dtype) == "torch.bfloat16" else "float16"]
+    assert not math.isnan(err), f"{what}: NaN in the output (an element was not written?)"
+    assert err <= 2 * ref_err + atol, f"{what}: err {err:.3g} > 2 x ref err {ref_err:.3g} + {atol}"
+
+
+def _run_case(dtype, d, lengths, varlen, causal=False, window=(-1, -1), bias=None, heads=3,
+              lse=True, seed=None):
+    import torch
+
+    seed = random.randrange(1 << 30) if seed is None else seed
+    what = (f"dtype={dtype} d={d} lengths={lengths} varlen={varlen} causal={causal} "
+            f"window={window} bias={bias} seed={seed}")
+    torch.manual_seed(seed)
+    tdt = getattr(torch, dtype)
+    dev = "cuda"
+    slopes, table, fn = _bias_fn(bias, heads, dev)
+    left, right = window
+    if causal:
+        right = 0 if right < 0 else min(right, 0)
+    scale = 1.0 / math.sqrt(d)
+    if varlen:
+        total = sum(lengths)
+        q, k, v = (torch.randn(total, heads, d, dtype=tdt, device=dev) for _ in range(3))
+        cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32,
+                          device=dev)
+        out = torch.full_like(q, float("nan"))
+        res = flash_attention(q, k, v, cu_seqlens=cu, max_seqlen=max(lengths), causal=causal,
+                              window=window, alibi_slopes=slopes, rel_bias=table,
+                              return_lse=lse, out=out)
+        seqs = [(int(cu[b]), lengths[b]) for b in range(len(lengths))]
+    else:
+        (length,) = set(lengths)
+        b = len(lengths)
+        q, k, v = (torch.randn(b, length, heads, d, dtype=tdt, device=dev) for _ in range(3))
+        out = torch.full_like(q, float("nan"))
+        res = flash_attention(q, k, v, causal=causal, window=window, alibi_slopes=slopes,
+                              rel_bias=table, return_lse=lse, out=out)
+    o, lse_t = res if lse else (res, None)
+    assert o is out
+    torch.cuda.synchronize()
+    for b, length in enumerate(lengths):
+        if varlen:
+            s0 = seqs[b][0]
+            sl = slice(s0, s0 + length)
+            qs, ks, vs, os_ = q[sl], k[sl], v[sl], o[sl]
+        else:
+            qs, ks, vs, os_ = q[b], k[b], v[b], o[b]
+        r32, lse32 = _ref(qs, ks, vs, scale, left, right, fn, True)
+        rlp, _ = _ref(qs, ks, vs, scale, left, right, fn, False)
+        _check(os_, r32, rlp, what + f" seq={b}")
+        if lse:
+            got = lse_t[:, sl] if varlen else lse_t[b]
+            torch.testing.assert_close(got, lse32, atol=2e-3, rtol=1e-3,
+                                       msg=lambda m: what + " lse: " + m)
+
+
+gpu = pytest.mark.gpu
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", HEAD_DIMS)
+@pytest.mark.parametrize("length", (1, 17, 127, 128, 129, 1000))
+@pytest.mark.parametrize("causal", (False, True))
+def test_uniform_small(dtype, d, length, causal):
+    _run_case(dtype, d, [length] * 2, varlen=False, causal=causal)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", HEAD_DIMS)
+@pytest.mark.parametrize("causal", (False, True))
+def test_varlen(dtype, d, causal):
+    lengths = list(LENGTHS)
+    random.shuffle(lengths)
+    _run_case(dtype, d, lengths, varlen=True, causal=causal, heads=2)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", HEAD_DIMS)
+def test_uniform_4097(dtype, d):
+    _run_case(dtype, d, [4097], varlen=False, heads=2)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", HEAD_DIMS)
+@pytest.mark.parametrize("window", ((64, 64), (0, 0), (16, 0), (300, -1), (-1, 5), (200, 3)))
+def test_window_small(dtype, d, window):
+    _run_case(dtype, d, [1, 129, 1000, 17], varlen=True, window=window)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", HEAD_DIMS)
+@pytest.mark.parametrize("bias", ("alibi", "rel"))
+@pytest.mark.parametrize("causal", (False, True))
+def test_bias_small(dtype, d, bias, causal):
+    _run_case(dtype, d, [1, 129, 1000, 17, 300], varlen=True, causal=causal, bias=bias)
+
+
+@gpu
+@pytest.mark.parametrize("bias", ("alibi", "rel"))
+def test_bias_with_window_small(bias):
+    _run_case("float16", 64, [1000, 4097], varlen=True, window=(64, 64), bias=bias, heads=2)
+
+
+@gpu
+def test_window_equals_full_attention_on_sliced_keys():
+    import torch
+
+    torch.manual_seed(1)
+    length, heads, d, left, right = 700, 2, 64, 37, 11
+    x = [torch.randn(length, heads, d, dtype=torch.float16, device="cuda") for _ in range(3)]
+    win = flash_attention(*x, cu_seqlens=torch.tensor([0, length], dtype=torch.int32,
+                                                      device="cuda"),
+                          max_seqlen=length, window=(left, right))
+    rows = [0, 5, 36, 37, 38, 300, 688, 689, 699]
+    slices = [(max(0, i - left), min(length, i + right + 1)) for i in rows]
+    packed = [torch.cat([t[a:b] for a, b in slices]) for t in x]
+    lens = [b - a for a, b in slices]
+    cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32,
+                      device="cuda")
+    full = flash_attention(*packed, cu_seqlens=cu, max_seqlen=max(lens))
+    for n, (i, (a, _)) in enumerate(zip(rows, slices)):
+        got = full[int(cu[n]) + (i - a)]
+        torch.testing.assert_close(win[i], got, atol=2e-3, rtol=2e-3)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sequence_alone_equals_packed(dtype):
+    import torch
+
+    torch.manual_seed(2)
+    tdt = getattr(torch, dtype)
+    lengths = [5, 333, 1, 1000]
+    total = sum(lengths)
+    q, k, v = (torch.randn(total, 4, 64, dtype=tdt, device="cuda") for _ in range(3))
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32,
+                      device="cuda")
+    packed = flash_attention(q, k, v, cu_seqlens=cu, max_seqlen=max(lengths), causal=True)
+    a, b = int(cu[1]), int(cu[2])
+    alone = flash_attention(q[a:b][None].contiguous(), k[a:b][None].contiguous(),
+                            v[a:b][None].contiguous(), causal=True)
+    assert torch.equal(packed[a:b], alone[0])
+
+
+@gpu
+def test_runs_on_callers_stream_and_non_contiguous_heads():
+    import torch
+
+    torch.manual_seed(3)
+    qkv = torch.randn(2, 300, 3, 4, 64, dtype=torch.float16, device="cuda")
+    q, k, v = qkv.unbind(2)  # strided views: no copy is made
+    s = torch.cuda.Stream()
+    with torch.cuda.stream(s):
+        o = flash_attention(q, k, v)
+    s.synchronize()
+    for b in range(2):
+        r32, _ = _ref(q[b], k[b], v[b], 1 / 8, -1, -1, None, True)
+        rlp, _ = _ref(q[b], k[b], v[b], 1 / 8, -1, -1, None, False)
+        _check(o[b], r32, rlp, "strided")
+
+
+@gpu
+def test_cupy_input():
+    cupy = pytest.importorskip("cupy")
+    import torch
+
+    q, k, v = (cupy.random.standard_normal((1, 200, 2, 32)).astype(cupy.float16)
+               for _ in range(3))
+    o = flash_attention(q, k, v)
+    assert isinstance(o, cupy.ndarray)
+    cupy.cuda.get_current_stream().synchronize()
+    tq, tk, tv = (torch.as_tensor(x, device="cuda") for x in (q, k, v))
+    r32, _ = _ref(tq[0], tk[0], tv[0], 1 / math.sqrt(32), -1, -1, None, True)
+    rlp, _ = _ref(tq[0], tk[0], tv[0], 1 / math.sqrt(32), -1, -1, None, False)
+    _check(torch.as_tensor(o, device="cuda")[0], r32, rlp, "cupy")
+
+
+@gpu
+def test_bucket_function_matches_transformers():
+    import torch
+
+    transformers = pytest.importorskip("transformers")
+    from transformers.models.mpnet.modeling_mpnet import MPNetEncoder
+
+    from sutra.ops import mpnet_relative_position_bucket
+
+    rel = torch.arange(-600, 601)
+    ours = mpnet_relative_position_bucket(rel, 32, 128)
+    theirs = MPNetEncoder.relative_position_bucket(rel, 32, 128)
+    assert torch.equal(ours, theirs), transformers.__version__
+
+
+@gpu
+def test_optimizer_measures():
+    stats = FlashAttentionOptimizer().get_stats(1024, batch=2, measure=True, repeats=5)
+    assert stats["time_ms"] > 0 and stats["tflops"] > 0
