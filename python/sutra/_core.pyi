@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['SutraError', 'aggregate_embeddings', 'build_info', 'cls_pool', 'cpu_features', 'create_windows', 'cuda_device_count', 'cuda_devices', 'cuda_driver_version', 'cuda_l2_normalize_rows', 'l2_normalize_rows', 'max_pool', 'mean_pool', 'quantize']
+__all__: list[str] = ['SutraError', 'aggregate_embeddings', 'build_info', 'cls_pool', 'cpu_features', 'create_windows', 'cuda_device_count', 'cuda_devices', 'cuda_driver_version', 'cuda_l2_normalize_rows', 'flash_attention_forward', 'flash_attention_kernel_info', 'l2_normalize_rows', 'max_pool', 'mean_pool', 'quantize']
 class SutraError(RuntimeError):
     pass
 def aggregate_embeddings(embeddings: numpy.typing.NDArray[numpy.float32], method: str = 'mean', offsets: numpy.typing.NDArray[numpy.int64] | None = None, total_length: typing.SupportsInt | typing.SupportsIndex = 0) -> numpy.typing.NDArray[numpy.float32]:
@@ -71,6 +71,18 @@ def cuda_l2_normalize_rows(x: numpy.typing.NDArray[numpy.float32], device: typin
     Smoke test of the GPU path: rows of float32 [n, d] x divided by max(||row||, 1e-12),
     computed on `device`. Raises SutraError without CUDA support or GPU, ValueError for a bad
     device index.
+    """
+def flash_attention_forward(params: dict) -> None:
+    """
+    Low-level launcher behind sutra.ops.flash_attention: a dict of device pointers (int),
+    element strides, sizes and flags. Use sutra.ops.flash_attention instead; nothing here
+    checks that the pointers are what the strides say.
+    """
+def flash_attention_kernel_info(head_dim: typing.SupportsInt | typing.SupportsIndex, with_bias: bool = False) -> dict:
+    """
+    Tile configuration of the flash attention kernel for a head dim (32, 64, 128):
+    {'block_m', 'block_n', 'threads', 'stages', 'smem_bytes', 'path'}. Raises SutraError in a
+    build without CUDA.
     """
 def l2_normalize_rows(x: numpy.typing.NDArray[numpy.float32]) -> numpy.typing.NDArray[numpy.float32]:
     """
