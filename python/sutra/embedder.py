@@ -225,10 +225,8 @@ class Embedder:
 
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Cosine similarity matrix between float embeddings ``a [n, d]`` and ``b [m, d]``."""
-        a = np.atleast_2d(np.asarray(a, dtype=np.float32))
-        b = np.atleast_2d(np.asarray(b, dtype=np.float32))
-        a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-        b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+        a = _core.l2_normalize_rows(np.ascontiguousarray(np.atleast_2d(a), dtype=np.float32))
+        b = _core.l2_normalize_rows(np.ascontiguousarray(np.atleast_2d(b), dtype=np.float32))
         return a @ b.T
 
     # -- internals -------------------------------------------------------------------------------
@@ -289,9 +287,8 @@ class Embedder:
                 for slot, r in enumerate(batch):
                     row_tokens[r] = np.array(token_out[slot, : len(rows[r])], dtype=np.float32)
 
-        if tokens:
-            result = [t for t in row_tokens]  # one row per text: windowing is refused for tokens
-            return _quantize_token_list(result, precision)
+        if tokens:  # one row per text: windowing is refused for token embeddings
+            return _quantize_token_list(row_tokens, precision)
 
         embeddings = np.empty((len(sequences), hidden), dtype=np.float32)
         first_row = np.full(len(sequences), -1, dtype=np.int64)
