@@ -2,7 +2,9 @@
 
 TFLOP/s = 4 * B * H * L^2 * d / time (non-causal), 32768 tokens per call (B = 32768 / L),
 hidden = 2048 (H = 2048 / d). CUDA events, warm-up, median of --repeats timed calls, inputs
-rotated over --sets buffers (larger than L2) so every call starts cold.
+rotated over --sets buffers (larger than L2) so every call starts cold. The dense table
+interleaves the three implementations call by call (rotating which goes first), so clock and
+thermal drift during the run hit every column alike.
 
     python bench/attention.py [--lengths 512 1024 ...] [--window] [--markdown out.md]
 """
@@ -34,6 +36,24 @@ def time_ms(fn, sets, repeats, warmup=3):
     return statistics.median(times)
 
 
+def time_ms_interleaved(fns, sets, repeats, warmup=3):
+    """Median ms per fn; timed calls alternate between the fns, the first one rotating."""
+    for fn in fns:
+        for i in range(warmup):
+            fn(*sets[i % len(sets)])
+    times = [[] for _ in fns]
+    for i in range(repeats):
+        args = sets[i % len(sets)]
+        for j in [(i + r) % len(fns) for r in range(len(fns))]:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fns[j](*args)
+            end.record()
+            end.synchronize()
+            times[j].append(start.elapsed_time(end))
+    return [statistics.median(t) for t in times]
+
+
 def sdpa(backend):
     def run(q, k, v):  # q, k, v [B, L, H, d] -> SDPA's [B, H, L, d] views (no copy)
         with sdpa_kernel(backend):
@@ -52,15 +72,18 @@ def dense(args, rows):
                 sets = [tuple(torch.randn(batch, length, heads, d, dtype=dtype, device="cuda")
                               for _ in range(3)) for _ in range(args.sets)]
                 flops = 4 * batch * heads * length * length * d
-                res = {}
+                res, runnable = {}, {}
                 for name, fn in (("sutra", lambda q, k, v: flash_attention(q, k, v)),
                                  ("sdpa_flash", sdpa(SDPBackend.FLASH_ATTENTION)),
                                  ("sdpa_cudnn", sdpa(SDPBackend.CUDNN_ATTENTION))):
                     try:
-                        res[name] = flops / time_ms(fn, sets, args.repeats) / 1e9
+                        fn(*sets[0])
+                        runnable[name] = fn
                     except RuntimeError as exc:  # a backend that refuses this shape
                         print(f"# {name} failed: {exc}".splitlines()[0])
                         res[name] = float("nan")
+                ms = time_ms_interleaved(list(runnable.values()), sets, args.repeats)
+                res.update({name: flops / t / 1e9 for name, t in zip(runnable, ms)})
                 row = (dtype_name, d, length, batch, heads, res["sutra"], res["sdpa_flash"],
                        res["sdpa_cudnn"], res["sutra"] / res["sdpa_flash"],
                        res["sutra"] / res["sdpa_cudnn"])

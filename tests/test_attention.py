@@ -249,6 +249,33 @@ def test_uniform_4097(dtype, d):
 @gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("d", HEAD_DIMS)
+@pytest.mark.parametrize("causal", (False, True))
+def test_growing_scores(dtype, d, causal):
+    """Key norms grow 1x -> 15x along the sequence, so the row max keeps jumping far past the
+    stale max that the lazy rescale exponentiates against: P values near its bound and the
+    fall-back (recompute, new max, rescale) path both run, for early and late key tiles."""
+    import torch
+
+    seed = random.randrange(1 << 30)
+    what = f"growing scores dtype={dtype} d={d} causal={causal} seed={seed}"
+    torch.manual_seed(seed)
+    tdt = getattr(torch, dtype)
+    length, heads = 1500, 2
+    ramp = torch.linspace(1.0, 15.0, length, device="cuda")[None, :, None, None]
+    q, v = (torch.randn(1, length, heads, d, dtype=tdt, device="cuda") for _ in range(2))
+    k = (torch.randn(1, length, heads, d, device="cuda") * ramp).to(tdt)
+    out = torch.full_like(q, float("nan"))
+    o, lse = flash_attention(q, k, v, causal=causal, return_lse=True, out=out)
+    right = 0 if causal else -1
+    r32, lse32 = _ref(q[0], k[0], v[0], 1 / math.sqrt(d), -1, right, None, True)
+    rlp, _ = _ref(q[0], k[0], v[0], 1 / math.sqrt(d), -1, right, None, False)
+    _check(o[0], r32, rlp, what)
+    torch.testing.assert_close(lse[0], lse32, atol=2e-3, rtol=1e-3, msg=lambda m: what + ": " + m)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", HEAD_DIMS)
 @pytest.mark.parametrize("window", ((64, 64), (0, 0), (16, 0), (300, -1), (-1, 5), (200, 3)))
 def test_window_small(dtype, d, window):
     _run_case(dtype, d, [1, 129, 1000, 17], varlen=True, window=window)

@@ -1,5 +1,6 @@
 // Flash attention forward for sm_80+: mma.sync m16n8k16 (fp16/bf16 in, fp32 accumulate),
-// ldmatrix fragments, cp.async double-buffered K/V tiles, exact online softmax in base 2.
+// ldmatrix fragments, a kStages-deep cp.async ring of K/V tiles with one barrier per tile, exact
+// online softmax in base 2 with a lazily rescaled output (see FwdTraits::kLazyRescale).
 //
 // One block computes kBlockM query rows of one (sequence, head); each warp owns kBlockM / kNWarps
 // rows and walks the key tiles [n_block_lo, n_block_hi) that its window can see. Tiles wholly
@@ -19,7 +20,8 @@
 
 namespace sutra::cuda::attn {
 
-template <int kHeadDim_, int kBlockM_, int kBlockN_, int kNWarps_, bool kQInRegs_>
+template <int kHeadDim_, int kBlockM_, int kBlockN_, int kNWarps_, bool kQInRegs_,
+          int kStages_ = 2, bool kLazyRescale_ = false>
 struct FwdTraits {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kBlockM = kBlockM_;
@@ -38,12 +40,23 @@ struct FwdTraits {
   // 16-byte bank groups, so neither ldmatrix nor the cp.async stores conflict.
   static constexpr int kPad = 8;
   static constexpr int kRowStride = kHeadDim + kPad;  // elements
-  static constexpr int kStages = 2;
+  // K/V tiles in flight: tile nb + kStages - 1 is requested while tile nb is computed.
+  static constexpr int kStages = kStages_;
+  // Lazy rescale: exponentiate against the stale running row max and skip the max reduction and
+  // the O rescale; fall back to the exact path (new max, rescale, exp) only on a row's first
+  // visible tile or when some thread's partial row sum of P exceeds kMaxPartialSum, which bounds
+  // every P by 2^14 (finite in fp16, exact in the fp32 sums). O / sum and lse do not depend on the
+  // max used, so the result is the same function. In the d=128 kernel the max, its shuffles and
+  // the O rescale were ~220 of ~600 SASS instructions per key tile and warp; the lazy path runs
+  // ~400, of which 128 are the mma.sync.
+  static constexpr bool kLazyRescale = kLazyRescale_;
+  static constexpr float kMaxPartialSum = 16384.0f;
   static constexpr int kSmemQ = kBlockM * kRowStride;
   static constexpr int kSmemKV = kBlockN * kRowStride;
   static constexpr int kSmemBytes = (kSmemQ + 2 * kStages * kSmemKV) * 2;
   static constexpr int kSmemLutBytes = (2 * kAttnMaxRelDistance + 1) * 4;
 
+  static_assert(kStages >= 2, "tile nb resident while tile nb + 1 lands");
   static_assert(kHeadDim % 16 == 0 && kDT % 2 == 0, "head dim: whole k16 steps, pairs of n8 tiles");
   static_assert(kBlockN % 16 == 0 && kNT % 2 == 0, "key tile: whole k16 steps, pairs of n8 tiles");
   static_assert(kBlockM % (16 * kNWarps) == 0, "each warp owns whole m16 tiles");
@@ -116,20 +129,33 @@ struct Mma<__nv_bfloat16> {
 // ---------------------------------------------------------------------------------------------
 
 /// Copies rows [row0, row0 + kRows) of one head (row stride `stride` elements) into smem with
-/// padded rows; rows at or past `rows_valid` become zeros.
+/// padded rows; rows at or past `rows_valid` become zeros. Each thread owns one 16-byte column
+/// chunk and every kThreads / kChunks-th row, so its addresses are one base plus multiples of a
+/// single row step: nothing per copy has to stay live across the main loop (precomputed
+/// per-copy 64-bit addresses were what pushed the 128x64 tile of d=128 into spills).
 template <typename Tr, int kRows, typename T>
 __device__ __forceinline__ void load_tile(T* smem, const T* gmem, int64_t stride, int row0,
                                           int rows_valid, int tid) {
   constexpr int kChunks = Tr::kHeadDim / 8;  // 16-byte chunks per row
-  static_assert((kRows * kChunks) % Tr::kThreads == 0, "every thread copies the same count");
+  static_assert(Tr::kThreads % kChunks == 0, "whole rows per pass");
+  constexpr int kRowsPerPass = Tr::kThreads / kChunks;
+  static_assert(kRows % kRowsPerPass == 0, "every thread copies the same count");
+  const int r0 = tid / kChunks;
+  const int c = tid % kChunks;
+  const T* src = gmem + static_cast<int64_t>(row0 + r0) * stride + c * 8;
+  T* dst = smem + r0 * Tr::kRowStride + c * 8;
+  if (row0 + kRows <= rows_valid) {  // uniform: interior tiles skip the per-row checks
 #pragma unroll
-  for (int i = 0; i < kRows * kChunks / Tr::kThreads; ++i) {
-    const int idx = tid + i * Tr::kThreads;
-    const int r = idx / kChunks;
-    const int c = idx % kChunks;
-    const bool valid = row0 + r < rows_valid;
-    const T* src = gmem + (valid ? static_cast<int64_t>(row0 + r) * stride : 0) + c * 8;
-    cp_async_16(smem + r * Tr::kRowStride + c * 8, src, valid);
+    for (int i = 0; i < kRows / kRowsPerPass; ++i) {
+      cp_async_16(dst + i * kRowsPerPass * Tr::kRowStride, src + i * kRowsPerPass * stride, true);
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < kRows / kRowsPerPass; ++i) {
+      const bool valid = row0 + r0 + i * kRowsPerPass < rows_valid;
+      cp_async_16(dst + i * kRowsPerPass * Tr::kRowStride,
+                  valid ? src + i * kRowsPerPass * stride : gmem, valid);
+    }
   }
 }
 
@@ -188,6 +214,168 @@ __device__ __forceinline__ void score_hook(float (&s)[Tr::kMT][Tr::kNT][4],
   }
 }
 
+/// S = Q K^T for one warp's rows and one key tile (K at sKs, Q from registers or smem).
+template <typename Tr, typename T>
+__device__ __forceinline__ void qk_tile(float (&s)[Tr::kMT][Tr::kNT][4], const T* sQ,
+                                        const uint32_t (&q_frag)[Tr::kQInRegs ? Tr::kMT : 1]
+                                                                [Tr::kQInRegs ? Tr::kKD : 1][4],
+                                        const T* sKs, int warp_row0, int lane) {
+#pragma unroll
+  for (int mt = 0; mt < Tr::kMT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < Tr::kNT; ++nt)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) s[mt][nt][r] = 0.0f;
+#pragma unroll
+  for (int kk = 0; kk < Tr::kKD; ++kk) {
+    uint32_t a[Tr::kMT][4];
+    if constexpr (!Tr::kQInRegs) {
+#pragma unroll
+      for (int mt = 0; mt < Tr::kMT; ++mt) {
+        ldmatrix_x4(a[mt], sQ + (warp_row0 + mt * 16 + lane % 16) * Tr::kRowStride + kk * 16 +
+                               (lane / 16) * 8);
+      }
+    } else {
+#pragma unroll
+      for (int mt = 0; mt < Tr::kMT; ++mt)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) a[mt][r] = q_frag[mt][kk][r];
+    }
+#pragma unroll
+    for (int nt = 0; nt < Tr::kNT; nt += 2) {
+      uint32_t bk[4];
+      ldmatrix_x4(bk, sKs + (nt * 8 + lane % 8 + (lane / 16) * 8) * Tr::kRowStride + kk * 16 +
+                          ((lane / 8) % 2) * 8);
+#pragma unroll
+      for (int mt = 0; mt < Tr::kMT; ++mt) {
+        Mma<T>::run(s[mt][nt], a[mt], bk[0], bk[1]);
+        Mma<T>::run(s[mt][nt + 1], a[mt], bk[2], bk[3]);
+      }
+    }
+  }
+}
+
+/// Online softmax of one tile: s -> exp2(s * sm_scale - max) in place, running sums, and the output
+/// rescaled by exp2(old_max - new_max) when the max is renewed. `recompute(s)` refills the raw
+/// (hooked) scores when the lazy path has to fall back after overwriting them.
+template <typename Tr, typename Recompute>
+__device__ __forceinline__ void softmax_tile(float (&s)[Tr::kMT][Tr::kNT][4],
+                                             float (&acc_o)[Tr::kMT][Tr::kDT][4],
+                                             float (&row_max)[Tr::kMT][2],
+                                             float (&row_sum)[Tr::kMT][2], float sm_scale,
+                                             Recompute&& recompute) {
+  if constexpr (Tr::kLazyRescale) {
+    bool exact = false;
+#pragma unroll
+    for (int mt = 0; mt < Tr::kMT; ++mt)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) exact |= row_max[mt][h] == -INFINITY;
+    if (!__any_sync(0xffffffffu, exact)) {
+      float sums[Tr::kMT][2];
+      bool big = false;
+#pragma unroll
+      for (int mt = 0; mt < Tr::kMT; ++mt) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const float m_use = row_max[mt][h] * sm_scale;
+          float sum = 0.0f;
+#pragma unroll
+          for (int nt = 0; nt < Tr::kNT; ++nt) {
+            s[mt][nt][2 * h] = fast_exp2(fmaf(s[mt][nt][2 * h], sm_scale, -m_use));
+            s[mt][nt][2 * h + 1] = fast_exp2(fmaf(s[mt][nt][2 * h + 1], sm_scale, -m_use));
+            sum += s[mt][nt][2 * h] + s[mt][nt][2 * h + 1];
+          }
+          sums[mt][h] = sum;
+          big |= !(sum <= Tr::kMaxPartialSum);  // also NaN
+        }
+      }
+      if (!__any_sync(0xffffffffu, big)) {
+#pragma unroll
+        for (int mt = 0; mt < Tr::kMT; ++mt)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) row_sum[mt][h] += sums[mt][h];
+        return;
+      }
+      recompute(s);  // rare: the scores were overwritten by P
+    }
+  }
+  float tile_max[Tr::kMT][2];
+#pragma unroll
+  for (int mt = 0; mt < Tr::kMT; ++mt) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float mx = row_max[mt][h];
+#pragma unroll
+      for (int nt = 0; nt < Tr::kNT; ++nt) {
+        mx = fmaxf(mx, fmaxf(s[mt][nt][2 * h], s[mt][nt][2 * h + 1]));
+      }
+      tile_max[mt][h] = quad_max(mx);
+    }
+  }
+#pragma unroll
+  for (int mt = 0; mt < Tr::kMT; ++mt) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float mx = tile_max[mt][h];
+      // A row that has seen only masked keys keeps max -inf; subtract 0 so exp2 gives 0, not NaN.
+      const float m_use = mx == -INFINITY ? 0.0f : mx * sm_scale;
+      const float alpha = fast_exp2(row_max[mt][h] * sm_scale - m_use);
+      row_max[mt][h] = mx;
+      row_sum[mt][h] *= alpha;
+#pragma unroll
+      for (int dt = 0; dt < Tr::kDT; ++dt) {
+        acc_o[mt][dt][2 * h] *= alpha;
+        acc_o[mt][dt][2 * h + 1] *= alpha;
+      }
+    }
+  }
+#pragma unroll
+  for (int mt = 0; mt < Tr::kMT; ++mt) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float m_use = row_max[mt][h] == -INFINITY ? 0.0f : row_max[mt][h] * sm_scale;
+      float sum = 0.0f;
+#pragma unroll
+      for (int nt = 0; nt < Tr::kNT; ++nt) {
+        s[mt][nt][2 * h] = fast_exp2(fmaf(s[mt][nt][2 * h], sm_scale, -m_use));
+        s[mt][nt][2 * h + 1] = fast_exp2(fmaf(s[mt][nt][2 * h + 1], sm_scale, -m_use));
+        sum += s[mt][nt][2 * h] + s[mt][nt][2 * h + 1];
+      }
+      row_sum[mt][h] += sum;  // per-thread partial, reduced at the end
+    }
+  }
+}
+
+/// O += P V, P straight from the S accumulators (the C layout of two n8 tiles is the A layout of
+/// one k16 step).
+template <typename Tr, typename T>
+__device__ __forceinline__ void pv_tile(float (&acc_o)[Tr::kMT][Tr::kDT][4],
+                                        const float (&s)[Tr::kMT][Tr::kNT][4], const T* sVs,
+                                        int lane) {
+#pragma unroll
+  for (int kk = 0; kk < Tr::kKN; ++kk) {
+    uint32_t a[Tr::kMT][4];
+#pragma unroll
+    for (int mt = 0; mt < Tr::kMT; ++mt) {
+      a[mt][0] = Mma<T>::pack(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+      a[mt][1] = Mma<T>::pack(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+      a[mt][2] = Mma<T>::pack(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+      a[mt][3] = Mma<T>::pack(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+    }
+#pragma unroll
+    for (int dt = 0; dt < Tr::kDT; dt += 2) {
+      uint32_t bv[4];
+      ldmatrix_x4_trans(bv, sVs + (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * Tr::kRowStride +
+                                dt * 8 + (lane / 16) * 8);
+#pragma unroll
+      for (int mt = 0; mt < Tr::kMT; ++mt) {
+        Mma<T>::run(acc_o[mt][dt], a[mt], bv[0], bv[1]);
+        Mma<T>::run(acc_o[mt][dt + 1], a[mt], bv[2], bv[3]);
+      }
+    }
+  }
+}
+
 template <typename Tr, typename T, bool kHasBias>
 __global__ void __launch_bounds__(Tr::kThreads)
     flash_fwd_kernel(const __grid_constant__ FlashAttnParams p) {
@@ -231,12 +419,19 @@ __global__ void __launch_bounds__(Tr::kThreads)
   T* sV = sK + Tr::kStages * Tr::kSmemKV;    // [kStages][kBlockN][kRowStride]
   float* sLut = reinterpret_cast<float*>(smem_raw + Tr::kSmemBytes);  // kHasBias only
 
+  // Prologue: Q with key tile nb_lo in group 0, then tiles nb_lo + 1 .. nb_lo + kStages - 2 one
+  // group each (empty groups past the end keep the count uniform for cp.async.wait_group).
   load_tile<Tr, Tr::kBlockM>(sQ, q, p.q_row_stride, m_start, seqlen, tid);
-  if (nb_hi > nb_lo) {
-    load_tile<Tr, Tr::kBlockN>(sK, k, p.k_row_stride, nb_lo * Tr::kBlockN, seqlen, tid);
-    load_tile<Tr, Tr::kBlockN>(sV, v, p.v_row_stride, nb_lo * Tr::kBlockN, seqlen, tid);
+#pragma unroll
+  for (int s = 0; s < Tr::kStages - 1; ++s) {
+    if (nb_lo + s < nb_hi) {
+      load_tile<Tr, Tr::kBlockN>(sK + s * Tr::kSmemKV, k, p.k_row_stride,
+                                 (nb_lo + s) * Tr::kBlockN, seqlen, tid);
+      load_tile<Tr, Tr::kBlockN>(sV + s * Tr::kSmemKV, v, p.v_row_stride,
+                                 (nb_lo + s) * Tr::kBlockN, seqlen, tid);
+    }
+    cp_async_commit();
   }
-  cp_async_commit();
 
   float slope_log2 = 0.0f;
   if constexpr (kHasBias) {
@@ -272,72 +467,9 @@ __global__ void __launch_bounds__(Tr::kThreads)
     row_sum[mt][0] = row_sum[mt][1] = 0.0f;
   }
 
-  for (int nb = nb_lo; nb < nb_hi; ++nb) {
-    const int stage = (nb - nb_lo) % Tr::kStages;
-    if (nb + 1 < nb_hi) {
-      const int next = (nb + 1 - nb_lo) % Tr::kStages;
-      load_tile<Tr, Tr::kBlockN>(sK + next * Tr::kSmemKV, k, p.k_row_stride,
-                                 (nb + 1) * Tr::kBlockN, seqlen, tid);
-      load_tile<Tr, Tr::kBlockN>(sV + next * Tr::kSmemKV, v, p.v_row_stride,
-                                 (nb + 1) * Tr::kBlockN, seqlen, tid);
-      cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();
-    const T* sKs = sK + stage * Tr::kSmemKV;
-    const T* sVs = sV + stage * Tr::kSmemKV;
-
-    if constexpr (Tr::kQInRegs) {
-      if (nb == nb_lo) {
-#pragma unroll
-        for (int mt = 0; mt < Tr::kMT; ++mt)
-#pragma unroll
-          for (int kk = 0; kk < Tr::kKD; ++kk)
-            ldmatrix_x4(q_frag[mt][kk], sQ + (warp_row0 + mt * 16 + lane % 16) * Tr::kRowStride +
-                                            kk * 16 + (lane / 16) * 8);
-      }
-    }
-
-    // S = Q K^T for this warp's rows.
-    float s[Tr::kMT][Tr::kNT][4];
-#pragma unroll
-    for (int mt = 0; mt < Tr::kMT; ++mt)
-#pragma unroll
-      for (int nt = 0; nt < Tr::kNT; ++nt)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) s[mt][nt][r] = 0.0f;
-#pragma unroll
-    for (int kk = 0; kk < Tr::kKD; ++kk) {
-      uint32_t a[Tr::kMT][4];
-      if constexpr (!Tr::kQInRegs) {
-#pragma unroll
-        for (int mt = 0; mt < Tr::kMT; ++mt) {
-          ldmatrix_x4(a[mt], sQ + (warp_row0 + mt * 16 + lane % 16) * Tr::kRowStride + kk * 16 +
-                                 (lane / 16) * 8);
-        }
-      } else {
-#pragma unroll
-        for (int mt = 0; mt < Tr::kMT; ++mt)
-#pragma unroll
-          for (int r = 0; r < 4; ++r) a[mt][r] = q_frag[mt][kk][r];
-      }
-#pragma unroll
-      for (int nt = 0; nt < Tr::kNT; nt += 2) {
-        uint32_t bk[4];
-        ldmatrix_x4(bk, sKs + (nt * 8 + lane % 8 + (lane / 16) * 8) * Tr::kRowStride + kk * 16 +
-                            ((lane / 8) % 2) * 8);
-#pragma unroll
-        for (int mt = 0; mt < Tr::kMT; ++mt) {
-          Mma<T>::run(s[mt][nt], a[mt], bk[0], bk[1]);
-          Mma<T>::run(s[mt][nt + 1], a[mt], bk[2], bk[3]);
-        }
-      }
-    }
-
-    // Score hook: bias and mask. The uniform branch keeps the per-element mask (and its index
-    // arithmetic) out of the interior tiles, which are the vast majority at long lengths.
+  // Bias and mask of the scores of key tile nb. The uniform branch keeps the per-element mask
+  // (and its index arithmetic) out of the interior tiles, the vast majority at long lengths.
+  const auto hook = [&](float (&s)[Tr::kMT][Tr::kNT][4], int nb) {
     const int n_start = nb * Tr::kBlockN;
     const bool need_mask =
         n_start + Tr::kBlockN > seqlen ||
@@ -352,64 +484,50 @@ __global__ void __launch_bounds__(Tr::kThreads)
       score_hook<Tr, kHasBias, false>(s, p, row_base, col_base, seqlen, scale_log2, slope_log2,
                                       sLut);
     }
-
-    // Online softmax: rescale the running output by exp2(old_max - new_max).
+  };
+  const auto load_q_frags = [&]() {
+    if constexpr (Tr::kQInRegs) {
 #pragma unroll
-    for (int mt = 0; mt < Tr::kMT; ++mt) {
+      for (int mt = 0; mt < Tr::kMT; ++mt)
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        float mx = row_max[mt][h];
-#pragma unroll
-        for (int nt = 0; nt < Tr::kNT; ++nt) {
-          mx = fmaxf(mx, fmaxf(s[mt][nt][2 * h], s[mt][nt][2 * h + 1]));
-        }
-        mx = quad_max(mx);
-        // A row that has seen only masked keys keeps max -inf; subtract 0 so exp2 gives 0, not NaN.
-        const float m_use = mx == -INFINITY ? 0.0f : mx * sm_scale;
-        const float alpha = fast_exp2(row_max[mt][h] * sm_scale - m_use);
-        row_max[mt][h] = mx;
-        float sum = 0.0f;
-#pragma unroll
-        for (int nt = 0; nt < Tr::kNT; ++nt) {
-          s[mt][nt][2 * h] = fast_exp2(fmaf(s[mt][nt][2 * h], sm_scale, -m_use));
-          s[mt][nt][2 * h + 1] = fast_exp2(fmaf(s[mt][nt][2 * h + 1], sm_scale, -m_use));
-          sum += s[mt][nt][2 * h] + s[mt][nt][2 * h + 1];
-        }
-        row_sum[mt][h] = row_sum[mt][h] * alpha + sum;  // per-thread partial, reduced at the end
-#pragma unroll
-        for (int dt = 0; dt < Tr::kDT; ++dt) {
-          acc_o[mt][dt][2 * h] *= alpha;
-          acc_o[mt][dt][2 * h + 1] *= alpha;
-        }
-      }
+        for (int kk = 0; kk < Tr::kKD; ++kk)
+          ldmatrix_x4(q_frag[mt][kk], sQ + (warp_row0 + mt * 16 + lane % 16) * Tr::kRowStride +
+                                          kk * 16 + (lane / 16) * 8);
     }
-
-    // O += P V, P straight from the S accumulators (the C layout of two n8 tiles is the A layout
-    // of one k16 step).
-#pragma unroll
-    for (int kk = 0; kk < Tr::kKN; ++kk) {
-      uint32_t a[Tr::kMT][4];
-#pragma unroll
-      for (int mt = 0; mt < Tr::kMT; ++mt) {
-        a[mt][0] = Mma<T>::pack(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-        a[mt][1] = Mma<T>::pack(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-        a[mt][2] = Mma<T>::pack(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-        a[mt][3] = Mma<T>::pack(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
-      }
-#pragma unroll
-      for (int dt = 0; dt < Tr::kDT; dt += 2) {
-        uint32_t bv[4];
-        ldmatrix_x4_trans(bv, sVs + (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * Tr::kRowStride +
-                                  dt * 8 + (lane / 16) * 8);
-#pragma unroll
-        for (int mt = 0; mt < Tr::kMT; ++mt) {
-          Mma<T>::run(acc_o[mt][dt], a[mt], bv[0], bv[1]);
-          Mma<T>::run(acc_o[mt][dt + 1], a[mt], bv[2], bv[3]);
-        }
-      }
+  };
+  const auto prefetch = [&](int nb, int fill_stage) {  // tile nb into stage fill_stage, if any
+    if (nb < nb_hi) {
+      const int n_row = nb * Tr::kBlockN;
+      load_tile<Tr, Tr::kBlockN>(sK + fill_stage * Tr::kSmemKV, k, p.k_row_stride, n_row, seqlen,
+                                 tid);
+      load_tile<Tr, Tr::kBlockN>(sV + fill_stage * Tr::kSmemKV, v, p.v_row_stride, n_row, seqlen,
+                                 tid);
     }
-    __syncthreads();  // this stage is refilled by the next iteration's prefetch
+    cp_async_commit();  // empty past the end: keeps one group per iteration
+  };
+
+  int stage = 0;                     // stage holding tile nb
+  int fill_stage = Tr::kStages - 1;  // stage that receives tile nb + kStages - 1
+  for (int nb = nb_lo; nb < nb_hi; ++nb) {
+    cp_async_wait<Tr::kStages - 2>();  // this thread's copies of tile nb have landed
+    // One barrier per tile: it publishes every thread's copies of tile nb and also proves that
+    // all warps are done with tile nb - 1, whose stage the prefetch below overwrites.
+    __syncthreads();
+    prefetch(nb + Tr::kStages - 1, fill_stage);
+    if (nb == nb_lo) load_q_frags();
+    float s[Tr::kMT][Tr::kNT][4];
+    qk_tile<Tr>(s, sQ, q_frag, sK + stage * Tr::kSmemKV, warp_row0, lane);
+    hook(s, nb);
+    softmax_tile<Tr>(s, acc_o, row_max, row_sum, sm_scale,
+                     [&](float (&s2)[Tr::kMT][Tr::kNT][4]) {
+                       qk_tile<Tr>(s2, sQ, q_frag, sK + stage * Tr::kSmemKV, warp_row0, lane);
+                       hook(s2, nb);
+                     });
+    pv_tile<Tr>(acc_o, s, sV + stage * Tr::kSmemKV, lane);
+    stage = stage + 1 == Tr::kStages ? 0 : stage + 1;
+    fill_stage = fill_stage + 1 == Tr::kStages ? 0 : fill_stage + 1;
   }
+  cp_async_wait<0>();  // no copy may still target smem when the block exits (empty key range)
 
   // Epilogue: normalize, store rows inside the sequence; lse = ln(sum) + max (natural log).
 #pragma unroll

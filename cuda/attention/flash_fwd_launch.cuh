@@ -12,10 +12,11 @@
 
 namespace sutra::cuda::attn {
 
-/// Tile shapes per head dim (block_m, block_n, warps, Q in registers). Each warp owns
-/// block_m / warps rows: the more rows per warp, the fewer times each K/V fragment is read from
-/// shared memory, which bounds mma.sync throughput here. The SUTRA_ATTN_D*_ macros exist only to
-/// compare configurations in one benchmark session; the defaults are the measured best.
+/// Tile shapes per head dim (block_m, block_n, warps, Q in registers, K/V stages, lazy rescale).
+/// Each warp owns block_m / warps rows: the more rows per warp, the fewer times each K/V fragment
+/// is read from shared memory, which bounds mma.sync throughput here. The SUTRA_ATTN_D*_ macros
+/// exist only to compare configurations in one benchmark session; the defaults are the measured
+/// best (bench/results/attention_h100.md, v4). d=32 keeps v3's double buffering and exact rescale.
 #ifndef SUTRA_ATTN_D64_BM
 #define SUTRA_ATTN_D64_BM 128
 #endif
@@ -27,6 +28,9 @@ namespace sutra::cuda::attn {
 #endif
 #ifndef SUTRA_ATTN_D64_QREGS
 #define SUTRA_ATTN_D64_QREGS true
+#endif
+#ifndef SUTRA_ATTN_D64_STAGES
+#define SUTRA_ATTN_D64_STAGES 3
 #endif
 #ifndef SUTRA_ATTN_D128_BM
 #define SUTRA_ATTN_D128_BM 128
@@ -40,6 +44,9 @@ namespace sutra::cuda::attn {
 #ifndef SUTRA_ATTN_D128_QREGS
 #define SUTRA_ATTN_D128_QREGS false
 #endif
+#ifndef SUTRA_ATTN_D128_STAGES
+#define SUTRA_ATTN_D128_STAGES 3
+#endif
 template <int kHeadDim>
 struct DefaultTraits;
 template <>
@@ -49,12 +56,12 @@ struct DefaultTraits<32> {
 template <>
 struct DefaultTraits<64> {
   using type = FwdTraits<64, SUTRA_ATTN_D64_BM, SUTRA_ATTN_D64_BN, SUTRA_ATTN_D64_WARPS,
-                         SUTRA_ATTN_D64_QREGS>;
+                         SUTRA_ATTN_D64_QREGS, SUTRA_ATTN_D64_STAGES, true>;
 };
 template <>
 struct DefaultTraits<128> {
   using type = FwdTraits<128, SUTRA_ATTN_D128_BM, SUTRA_ATTN_D128_BN, SUTRA_ATTN_D128_WARPS,
-                         SUTRA_ATTN_D128_QREGS>;
+                         SUTRA_ATTN_D128_QREGS, SUTRA_ATTN_D128_STAGES, true>;
 };
 
 template <typename Tr, typename T, bool kHasBias>
@@ -92,7 +99,11 @@ FlashAttnKernelInfo flash_fwd_info(bool with_bias) {
   info.threads = Tr::kThreads;
   info.stages = Tr::kStages;
   info.smem_bytes = Tr::kSmemBytes + (with_bias ? Tr::kSmemLutBytes : 0);
-  info.path = "sm80 mma.sync m16n8k16 + ldmatrix + cp.async (2 stages)";
+  constexpr const char* kPaths[] = {"sm80 mma.sync m16n8k16 + ldmatrix + cp.async (2 stages)",
+                                     "sm80 mma.sync m16n8k16 + ldmatrix + cp.async (3 stages)",
+                                     "sm80 mma.sync m16n8k16 + ldmatrix + cp.async (4 stages)"};
+  static_assert(Tr::kStages <= 4, "name the pipeline depth in kPaths");
+  info.path = kPaths[Tr::kStages - 2];
   return info;
 }
 
