@@ -1,4 +1,4 @@
-"""The ``sutra`` command line: embed, similarity, models, hardware."""
+"""The ``sutra`` command line: embed, similarity, models, hardware, serve, distill."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.run(args) or 0)
-    except (SutraError, ValueError, TypeError) as exc:
+    except (SutraError, ValueError, TypeError, FileExistsError, FileNotFoundError) as exc:
         print(f"sutra: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -105,6 +105,40 @@ def _parser() -> argparse.ArgumentParser:
                        choices=("critical", "error", "warning", "info", "debug"))
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.set_defaults(run=_cmd_serve)
+
+    distill = sub.add_parser(
+        "distill", help="distil a teacher into a smaller or faster student model",
+        description="Train a student on the teacher's embeddings of a corpus (one text per "
+        "line), report its fidelity on held-out texts and write it as a model folder that "
+        "sutra.Embedder loads.",
+    )
+    distill.add_argument("--corpus", required=True, help="text file, one text per line")
+    distill.add_argument("--out", required=True, help="output folder (or file for npz and "
+                         "safetensors)")
+    distill.add_argument("--teacher", default="high-quality",
+                         help="teacher model: registry name, folder or cached HF id "
+                         "(default: high-quality)")
+    distill.add_argument("--student", default="projection", choices=("projection", "static"))
+    distill.add_argument("--student-dim", type=int, default=256)
+    distill.add_argument("--iterations", type=int, default=10000, help="most optimizer steps")
+    distill.add_argument("--batch-size", type=int, default=32)
+    distill.add_argument("--learning-rate", type=float, default=None,
+                         help="Adam step size (default: 2e-5 projection, 1e-3 static)")
+    distill.add_argument("--temperature", type=float, default=2.0)
+    distill.add_argument("--alpha", type=float, default=0.5)
+    distill.add_argument("--no-fine-tune", action="store_true",
+                         help="static student: stop after the PCA/SIF initialization")
+    distill.add_argument("--test-size", type=int, default=None,
+                         help="held-out texts (default: 10%% of the corpus, at most 2000)")
+    distill.add_argument("--max-train", type=int, default=None, help="use at most this many "
+                         "training texts")
+    distill.add_argument("--format", default="onnx", choices=("onnx", "npz", "safetensors"))
+    distill.add_argument("--seed", type=int, default=0)
+    distill.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    distill.add_argument("--no-cache", action="store_true",
+                         help="do not read or write cached teacher embeddings")
+    distill.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    distill.set_defaults(run=_cmd_distill)
     return parser
 
 
@@ -217,6 +251,8 @@ def _cmd_models_info(args: argparse.Namespace) -> int:
         "path": str(model.path),
         "architecture": model.model_type,
         "hidden_size": model.hidden_size,
+        "embedding_dim": model.embedding_dim,
+        "student": model.student,
         "layers": model.config.get("num_hidden_layers"),
         "heads": model.config.get("num_attention_heads"),
         "pooling": model.pooling,
@@ -226,6 +262,10 @@ def _cmd_models_info(args: argparse.Namespace) -> int:
         "own_onnx": str(model.onnx_path) if model.onnx_path else None,
         "license": model.spec.license if model.spec else None,
     }
+    if args.verify and model.student is not None:
+        print("error: --verify checks model.safetensors; a distilled student has none",
+              file=sys.stderr)
+        return 2
     if args.verify:
         digest = sha256_file(model.weights_path, progress=True)
         info["safetensors_sha256"] = digest
@@ -272,3 +312,37 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def _cmd_distill(args: argparse.Namespace) -> int:
+    from .distill import DistillationConfig
+    from .distill.pipeline import distill_corpus
+    from .embedder import Embedder
+
+    teacher = Embedder(args.teacher)
+    config = DistillationConfig(
+        teacher_dim=teacher.dimensions, student_dim=args.student_dim, student=args.student,
+        num_iterations=args.iterations, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, temperature=args.temperature, alpha=args.alpha,
+        fine_tune=not args.no_fine_tune, output_format=args.format, seed=args.seed,
+    )
+    result = distill_corpus(
+        args.corpus, args.out, teacher=teacher, config=config, test_size=args.test_size,
+        max_train=args.max_train, overwrite=args.overwrite,
+        cache_dir=None if args.no_cache else True, progress=not args.json,
+    )
+    if args.json:
+        print(json.dumps({
+            "output": str(result.output), "train_texts": result.train_texts,
+            "test_texts": result.test_texts, "training_seconds": result.log.seconds,
+            "stopped": result.log.stopped, "metrics": result.metrics.as_dict(),
+        }, indent=2, default=float))
+        return 0
+    print(f"\n{args.student} student, {teacher.dimensions} -> {args.student_dim} dimensions, "
+          f"teacher {teacher.model.name}")
+    print(f"trained on {result.train_texts} texts in {result.log.seconds:.1f} s "
+          f"({result.log.stopped}; best step {result.log.best_step})")
+    print(f"held-out metrics ({result.test_texts} texts):")
+    print(result.metrics)
+    print(f"\nwritten to {result.output}")
+    return 0

@@ -58,10 +58,10 @@ class Embedder:
                 f"({self.model.max_position_embeddings} positions)"
             )
         self.max_seq_length = max_len
-        if config.dimensions is not None and config.dimensions > self.model.hidden_size:
+        if config.dimensions is not None and config.dimensions > self.model.embedding_dim:
             raise ValueError(
                 f"dimensions={config.dimensions} exceeds the model's width "
-                f"{self.model.hidden_size}; allowed: 1..{self.model.hidden_size}"
+                f"{self.model.embedding_dim}; allowed: 1..{self.model.embedding_dim}"
             )
         self.tokenizer = TextTokenizer(
             self.model.tokenizer_path, self.model.config.get("pad_token_id")
@@ -93,7 +93,7 @@ class Embedder:
     @property
     def dimensions(self) -> int:
         """Width of the embeddings :meth:`embed` returns."""
-        return self.config.dimensions or self.model.hidden_size
+        return self.config.dimensions or self.model.embedding_dim
 
     def embed(self, text: str) -> np.ndarray:
         """Embedding of one text: float32 ``[dimensions]``."""
@@ -103,11 +103,13 @@ class Embedder:
         """Embeddings of several texts: float32 ``[len(texts), dimensions]``, in input order."""
         return self.encode(list(texts))
 
-    def embed_tokens(self, token_ids: Sequence[int] | Sequence[Sequence[int]]) -> np.ndarray:
+    def embed_tokens(self, token_ids: Sequence[int] | Sequence[Sequence[int]],
+                     batch_size: int | None = None) -> np.ndarray:
         """Embeddings of already tokenized texts (ids with the model's special tokens).
 
         One sequence gives ``[dimensions]``; a list of sequences gives ``[n, dimensions]``.
         Sequences longer than the maximum length are truncated or windowed like texts.
+        ``batch_size`` defaults to the config's.
         """
         single = len(token_ids) == 0 or isinstance(token_ids[0], (int, np.integer))
         sequences = [list(token_ids)] if single else [list(s) for s in token_ids]
@@ -120,7 +122,12 @@ class Embedder:
                 raise ValueError(
                     f"token_ids[{index}] holds {bad[0]!r}, which is not a token id in [0, {vocab})"
                 )
-        out = self._embed_sequences(sequences, self.config.dimensions, None, "float32", False)
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0
+        ):
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        out = self._embed_sequences(sequences, self.config.dimensions, None, "float32", False,
+                                    batch_size=batch_size)
         return out[0] if single else out
 
     # -- sentence-transformers' encode() -------------------------------------------------------
@@ -191,10 +198,10 @@ class Embedder:
         truncate_dim = self.config.dimensions if truncate_dim is None else truncate_dim
         if truncate_dim is not None and (
             isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int)
-            or not 1 <= truncate_dim <= self.model.hidden_size
+            or not 1 <= truncate_dim <= self.model.embedding_dim
         ):
             raise ValueError(
-                f"truncate_dim must be an int in 1..{self.model.hidden_size}; got {truncate_dim!r}"
+                f"truncate_dim must be an int in 1..{self.model.embedding_dim}; got {truncate_dim!r}"
             )
         long_text = self.config.long_text if long_text is None else long_text
         if long_text not in ("truncate", "window"):
@@ -256,7 +263,7 @@ class Embedder:
         batch_size = batch_size or self.config.batch_size
         long_text = long_text or self.config.long_text
         max_len = self.max_seq_length
-        hidden = self.model.hidden_size
+        hidden = self.model.embedding_dim
 
         # Each text becomes one or more model inputs ("rows"); owner[r] is the text of row r.
         rows: list[list[int]] = []

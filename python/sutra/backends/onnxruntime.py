@@ -39,6 +39,8 @@ class OnnxRuntimeBackend:
         import onnxruntime as ort
 
         self.model = model
+        if model.student is not None:
+            onnx_source = "model"  # a distilled student is only its ONNX graph
         if onnx_source == "model":
             path = model.onnx_path
             if path is None:
@@ -75,6 +77,13 @@ class OnnxRuntimeBackend:
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "token_type_ids" in self._input_names:
             feeds["token_type_ids"] = np.zeros_like(input_ids)
+        if want_tokens and SENTENCE_OUTPUT in self._output_names and (
+            TOKEN_OUTPUT not in self._output_names
+        ):
+            raise ValueError(
+                f"{self.graph_path} has no token_embeddings output (a distilled student gives "
+                "sentence embeddings only); use output_value='sentence_embedding'"
+            )
         if SENTENCE_OUTPUT in self._output_names:
             names = [SENTENCE_OUTPUT] + ([TOKEN_OUTPUT] if want_tokens else [])
             outputs = self.session.run(names, feeds)

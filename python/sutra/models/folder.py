@@ -12,6 +12,8 @@ from .._errors import ModelNotFoundError
 from . import fetch
 from .registry import ModelSpec, find_spec, registered_names
 
+STUDENT_FILE = "sutra_student.json"  # written by sutra.distill beside a student's model.onnx
+
 _POOLING_KEYS = (
     ("pooling_mode_cls_token", "cls"),
     ("pooling_mode_mean_tokens", "mean"),
@@ -35,6 +37,9 @@ class ModelFolder:
         default_prompt_name: the prompt used when the caller names none.
         name: the registry name or the folder's name.
         spec: the registry entry when the folder is a registered model.
+        student: for a model distilled by ``sutra.distill``, its ``sutra_student.json`` (kind,
+            width, teacher); such a folder holds ``model.onnx`` instead of safetensors weights
+            and its graph ends in the student's unit-length embedding.
     """
 
     path: Path
@@ -47,10 +52,19 @@ class ModelFolder:
     default_prompt_name: str | None = None
     name: str = ""
     spec: ModelSpec | None = None
+    student: dict[str, Any] | None = None
 
     @property
     def hidden_size(self) -> int:
         return int(self.config["hidden_size"])
+
+    @property
+    def embedding_dim(self) -> int:
+        """Width of the sentence embedding: the student's width for a distilled model, the
+        encoder's hidden size otherwise."""
+        if self.student is not None:
+            return int(self.student["student_dim"])
+        return self.hidden_size
 
     @property
     def model_type(self) -> str:
@@ -83,12 +97,16 @@ class ModelFolder:
     def load(cls, path: str | os.PathLike[str], name: str = "", spec: ModelSpec | None = None):
         """Read a model folder; raise ``ModelNotFoundError`` naming the first missing file."""
         path = Path(path)
-        for required in ("config.json", "model.safetensors", "tokenizer.json"):
+        student = _read_json(path / STUDENT_FILE, default={}) or None
+        weights = "model.onnx" if student else "model.safetensors"
+        for required in ("config.json", weights, "tokenizer.json"):
             if not (path / required).is_file():
                 raise ModelNotFoundError(
                     f"{path} is not a usable model folder: {required} is missing "
-                    "(sutra needs config.json, model.safetensors and tokenizer.json)"
+                    f"(sutra needs config.json, {weights} and tokenizer.json)"
                 )
+        if student is not None and not isinstance(student.get("student_dim"), int):
+            raise ModelNotFoundError(f"{path / STUDENT_FILE} has no integer 'student_dim'")
         config = _read_json(path / "config.json")
         modules = _read_json(path / "modules.json", default=[])
         st_config = _read_json(path / "sentence_bert_config.json", default={})
@@ -108,7 +126,10 @@ class ModelFolder:
                     f"(one of cls, mean, max, mean_sqrt_len); this file enables {chosen or 'none'}"
                 )
             pooling = chosen[0]
-        normalize = any(m.get("type", "").endswith(".Normalize") for m in modules)
+        # a student's graph always ends in L2 normalization
+        normalize = student is not None or any(
+            m.get("type", "").endswith(".Normalize") for m in modules
+        )
         max_len = int(st_config.get("max_seq_length") or 0)
         if max_len <= 0:
             max_len = int(config.get("max_position_embeddings", 512))
@@ -123,6 +144,7 @@ class ModelFolder:
             default_prompt_name=st_meta.get("default_prompt_name") or None,
             name=name or path.name,
             spec=spec,
+            student=student,
         )
 
 
