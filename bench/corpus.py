@@ -81,3 +81,24 @@ def sample_sentences(count: int, seed: int = 0, wordnet_dir: Path = WORDNET_DIR)
     """``count`` example sentences drawn without replacement by a fixed seed."""
     pool = examples(wordnet_dir=wordnet_dir)
     return random.Random(seed).sample(pool, count)
+
+
+def distillation_corpus(seed: int = 0, wordnet_dir: Path = WORDNET_DIR) -> list[str]:
+    """Every example sentence and definition (about 159k texts), deduplicated and shuffled by
+    ``seed``: the corpus of bench/distill.py."""
+    texts = examples(wordnet_dir=wordnet_dir)
+    texts += [d[0].upper() + d[1:] for d in definitions(wordnet_dir=wordnet_dir)]
+    texts = list(dict.fromkeys(texts))
+    random.Random(seed).shuffle(texts)
+    return texts
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python bench/corpus.py OUT.txt   (writes the distillation corpus, "
+                 "one text per line)")
+    corpus = distillation_corpus()
+    Path(sys.argv[1]).write_text("\n".join(corpus) + "\n", encoding="utf-8")
+    print(f"{len(corpus)} texts -> {sys.argv[1]}")
