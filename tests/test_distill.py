@@ -555,3 +555,15 @@ def test_cli_distill_end_to_end(tiny_teacher_folder, tmp_path, capsys):
                  str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o2"), "--student-dim", "16"])
     assert code == 1
     assert "missing.txt" in capsys.readouterr().err
+
+
+def test_special_token_ids_exclude_unknown(efficient_folder):
+    from sutra.tokenization import TextTokenizer
+
+    tok = TextTokenizer(Path(efficient_folder) / "tokenizer.json")
+    raw = tok._tokenizer
+    ids = tok.special_token_ids()
+    for token in ("[CLS]", "[SEP]", "[PAD]", "[MASK]"):
+        assert raw.token_to_id(token) in ids
+    assert raw.token_to_id("[UNK]") not in ids
+    assert raw.token_to_id("the") not in ids

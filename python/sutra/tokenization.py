@@ -39,6 +39,16 @@ class TextTokenizer:
         encode_batch = getattr(self._tokenizer, "encode_batch_fast", self._tokenizer.encode_batch)
         return [e.ids for e in encode_batch(texts, add_special_tokens=True)]
 
+    def special_token_ids(self) -> list[int]:
+        """Ids of the special tokens ([CLS], [SEP], padding, mask...), not the unknown token,
+        which stands for text."""
+        unk = None
+        unk_token = getattr(self._tokenizer.model, "unk_token", None)
+        if unk_token is not None:
+            unk = self._tokenizer.token_to_id(unk_token)
+        return sorted(i for i, token in self._tokenizer.get_added_tokens_decoder().items()
+                      if token.special and i != unk)
+
     def truncate(self, ids: list[int], max_length: int) -> list[int]:
         """Cut a sequence to ``max_length`` tokens keeping its leading and trailing special tokens,
         as Hugging Face truncation does for a single sequence."""

@@ -27,31 +27,36 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_m
                     "vocab.txt", "sentence_bert_config.json", "config.json")
 
 
-def _normalize_nodes(source: str, output: str) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    axes = numpy_helper.from_array(np.array([-1], dtype=np.int64), "student_norm_axes")
+def _normalize_nodes(source: str, output: str,
+                     opset: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """``output = source / max(|source|, eps)`` along the last axis."""
     eps = numpy_helper.from_array(np.array(_NORMALIZE_EPS, dtype=np.float32), "student_norm_eps")
+    consts = [eps]
+    if opset >= 18:  # ReduceL2 takes its axes as an input from opset 18
+        axes = numpy_helper.from_array(np.array([-1], dtype=np.int64), "student_norm_axes")
+        consts.append(axes)
+        norm = helper.make_node("ReduceL2", [source, axes.name], ["student_norm"], keepdims=1,
+                                name="student_norm_node")
+    else:
+        norm = helper.make_node("ReduceL2", [source], ["student_norm"], keepdims=1, axes=[-1],
+                                name="student_norm_node")
     nodes = [
-        helper.make_node("ReduceL2", [source, axes.name], ["student_norm"], keepdims=1,
-                         name="student_norm_node"),
+        norm,
         helper.make_node("Max", ["student_norm", eps.name], ["student_norm_clamped"],
                          name="student_norm_clamp_node"),
         helper.make_node("Div", [source, "student_norm_clamped"], [output],
                          name="student_normalize_node"),
     ]
-    return nodes, [axes, eps]
+    return nodes, consts
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
 
 
 def projection_graph(teacher_graph: Path, weight: np.ndarray) -> onnx.ModelProto:
     """The teacher's graph with ``normalize(sentence_embedding @ weight)`` as its only output."""
     model = onnx.load(str(teacher_graph))
-    if model.opset_import and min(
-        o.version for o in model.opset_import if o.domain in ("", "ai.onnx")
-    ) < 18:
-        # ReduceL2 takes its axes as an input from opset 18; keep the teacher's opset and use the
-        # attribute form instead.
-        axes_as_input = False
-    else:
-        axes_as_input = True
     graph = model.graph
     if not any(o.name == "sentence_embedding" for o in graph.output):
         raise ValueError(
@@ -66,11 +71,7 @@ def projection_graph(teacher_graph: Path, weight: np.ndarray) -> onnx.ModelProto
     graph.initializer.append(w)
     graph.node.append(helper.make_node("MatMul", ["teacher_embedding", w.name], ["projected"],
                                        name="student_projection_node"))
-    nodes, consts = _normalize_nodes("projected", "sentence_embedding")
-    if not axes_as_input:
-        nodes[0] = helper.make_node("ReduceL2", ["projected"], ["student_norm"], keepdims=1,
-                                    axes=[-1], name="student_norm_node")
-        consts = consts[1:]
+    nodes, consts = _normalize_nodes("projected", "sentence_embedding", _default_opset(model))
     graph.initializer.extend(consts)
     graph.node.extend(nodes)
     graph.output.append(helper.make_tensor_value_info(
@@ -114,15 +115,10 @@ def static_graph(table: np.ndarray, opset: int = 17) -> onnx.ModelProto:
         helper.make_node("Mul", ["token_vectors", "mask_3d"], ["masked_vectors"], name="mask_node"),
         helper.make_node("ReduceSum", ["masked_vectors", "axis_1"], ["summed"], keepdims=0,
                          name="sum_node"),
-        helper.make_node("ReduceL2", ["summed"], ["student_norm"], keepdims=1, axes=[-1],
-                         name="student_norm_node"),
-        helper.make_node("Max", ["student_norm", "student_norm_eps"], ["student_norm_clamped"],
-                         name="student_norm_clamp_node"),
-        helper.make_node("Div", ["summed", "student_norm_clamped"], ["sentence_embedding"],
-                         name="student_normalize_node"),
     ]
-    inits.append(numpy_helper.from_array(np.array(_NORMALIZE_EPS, dtype=np.float32),
-                                         "student_norm_eps"))
+    norm_nodes, norm_consts = _normalize_nodes("summed", "sentence_embedding", opset)
+    nodes += norm_nodes
+    inits += norm_consts
     graph = helper.make_graph(
         nodes, "sutra_static_student",
         [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"]),

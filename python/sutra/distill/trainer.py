@@ -148,7 +148,7 @@ class DistillationTrainer:
         weights = sif_weights(TokenBatch([tokens.ids[tokens.offsets[r]:tokens.offsets[r + 1]]
                                           for r in train_rows]),
                               len(vocab_vectors), cfg.sif_coefficient)
-        weights[_special_ids(teacher)] = 0.0
+        weights[teacher.tokenizer.special_token_ids()] = 0.0
         student = StaticStudent(reduced * weights[:, None], tokens)
         if cfg.fine_tune and cfg.num_iterations > 0:
             self.log = train(student, x, train_rows, val_rows, cfg, rng, self._progress_callback())
@@ -366,15 +366,3 @@ def _token_ids(teacher: Any, texts: list[str]) -> list[list[int]]:
         texts = [t.lower() for t in texts]
     return [teacher.tokenizer.truncate(ids, teacher.max_seq_length)
             for ids in teacher.tokenizer.encode(texts)]
-
-
-def _special_ids(teacher: Any) -> list[int]:
-    """Ids of the tokenizer's special tokens except the unknown token (which stands for text)."""
-    raw = teacher.tokenizer._tokenizer
-    unk = None
-    try:
-        unk = raw.token_to_id(raw.model.unk_token)
-    except AttributeError:
-        pass
-    return [i for i, token in raw.get_added_tokens_decoder().items()
-            if token.special and i != unk]
