@@ -2,8 +2,9 @@
 
 Measures, with all-MiniLM-L6-v2 on this machine, in one run:
 
-1. direct ``Embedder.encode()`` throughput (batch size 32, WordNet example sentences), the
-   baseline;
+1. direct ``Embedder.encode()`` throughput (batch size 32, WordNet example sentences) in three
+   layouts (ONNX Runtime threads over one batch; one single-threaded caller; one single-threaded
+   caller per core), before and after the server runs; the best figure is the baseline;
 2. single-request latency of the idle server (one request at a time, one text each);
 3. the server's saturation throughput (closed loop: 64 connections sending back to back);
 4. open-loop load with Poisson arrivals at increasing rates: p50/p99 latency vs offered load
@@ -15,7 +16,8 @@ Measures, with all-MiniLM-L6-v2 on this machine, in one run:
 Every request is ``POST /v1/embeddings`` with one sentence and ``encoding_format: base64`` (what
 the official openai client sends). The load generator is a minimal asyncio HTTP/1.1 client with
 keep-alive connections, run in this process: on a small machine it shares the cores with the
-server, and that cost is part of what is measured.
+server, and that cost is part of what is measured; the CPU time of both processes is reported per
+load level.
 
     python bench/streaming.py --output bench/results/streaming_cpu.md
 
@@ -118,18 +120,39 @@ def _body(text: str) -> bytes:
 # -- measurements --------------------------------------------------------------------------------
 
 
-def direct_encode_throughput(model: str, texts: list[str], rounds: int = 3) -> float:
+def direct_encode_throughput(model: str, texts: list[str], threads: int | None, callers: int,
+                             rounds: int = 3) -> float:
+    """Texts per second of ``Embedder.encode`` (batch 32) over all ``texts``: one embedder with
+    ``threads`` ONNX Runtime threads (``None``: every core), called from ``callers`` threads at
+    once, each on its share of the texts. The median of ``rounds``."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import sutra
 
-    embedder = sutra.Embedder(model, batch_size=BATCH)
-    embedder.encode(texts[:BATCH * 2], show_progress_bar=False)  # warm-up
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        embedder.encode(texts, batch_size=BATCH, show_progress_bar=False)
-        times.append(time.perf_counter() - start)
+    embedder = sutra.Embedder(model, batch_size=BATCH, num_threads=threads)
+    shares = [texts[i::callers] for i in range(callers)]
+    with ThreadPoolExecutor(callers) as pool:
+        def run() -> None:
+            list(pool.map(lambda share: embedder.encode(share, batch_size=BATCH,
+                                                        show_progress_bar=False), shares))
+
+        embedder.encode(texts[:BATCH * 2], show_progress_bar=False)  # warm-up
+        times = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
     del embedder
     return len(texts) / float(np.median(times))
+
+
+# Direct encode() layouts; the best is the baseline. ONNX Runtime's own threads over one batch,
+# and (the layout of `sutra serve`) single-threaded compute called from one thread per core.
+DIRECT_LAYOUTS = (
+    ("1 caller, ONNX Runtime on every core", None, 1),
+    ("1 caller, 1 ONNX Runtime thread", 1, 1),
+    ("1 caller per core, 1 ONNX Runtime thread each", 1, os.cpu_count() or 1),
+)
 
 
 async def idle_latency(pool: Pool, texts: list[str]) -> np.ndarray:
@@ -206,6 +229,30 @@ async def open_loop(pool: Pool, texts: list[str], rate: float, duration: float,
     }
 
 
+class CpuMeter:
+    """CPU seconds used by this process (the load generator) and by the server process."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def server_seconds(self) -> float:
+        with open(f"/proc/{self.server_pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / self.tick
+
+    def snapshot(self) -> tuple[float, float, float]:
+        return time.perf_counter(), time.process_time(), self.server_seconds()
+
+    @staticmethod
+    def shares(before: tuple[float, float, float], after: tuple[float, float, float]
+               ) -> dict[str, float]:
+        """Cores used on average: ``client`` (this process) and ``server``."""
+        wall = after[0] - before[0]
+        return {"client_cores": (after[1] - before[1]) / wall,
+                "server_cores": (after[2] - before[2]) / wall}
+
+
 def sustained(row: dict[str, float]) -> bool:
     return (row["rejected"] == 0 and row["errors"] == 0 and row["p99"] < 1000
             and row["achieved"] >= 0.97 * row["offered"])
@@ -260,28 +307,38 @@ def load_average() -> str:
     return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-async def run_server_benchmarks(host: str, port: int, texts: list[str], duration: float,
-                                direct: float) -> dict:
+async def run_server_benchmarks(host: str, port: int, server_pid: int, texts: list[str],
+                                duration: float) -> dict:
     pool = Pool(host, port)
+    meter = CpuMeter(server_pid)
     await idle_latency(pool, texts[:50])  # warm the server and the connection
     idle = await idle_latency(pool, texts[:300]) * 1e3
+    before = meter.snapshot()
     saturation = await closed_loop(host, port, texts, 64, duration)
+    saturation_cpu = CpuMeter.shares(before, meter.snapshot())
+
+    async def level(rate: float, seed: int) -> dict[str, float]:
+        pool.close()  # start every level with fresh connections
+        before = meter.snapshot()
+        row = await open_loop(pool, texts, rate, duration, seed=seed)
+        row.update(CpuMeter.shares(before, meter.snapshot()))
+        print(f"  offered {row['offered']:8.1f}/s  achieved {row['achieved']:8.1f}/s  "
+              f"p50 {row['p50']:8.1f} ms  p99 {row['p99']:8.1f} ms  503: {row['rejected']}  "
+              f"cores: client {row['client_cores']:.2f} server {row['server_cores']:.2f}",
+              file=sys.stderr)
+        return row
+
     rows = []
     for i, fraction in enumerate(LOAD_FRACTIONS):
-        pool.close()  # start every level with fresh connections
-        row = await open_loop(pool, texts, fraction * saturation, duration, seed=i)
+        row = await level(fraction * saturation, seed=i)
         row["fraction"] = fraction
         rows.append(row)
-        print(f"  offered {row['offered']:8.1f}/s  achieved {row['achieved']:8.1f}/s  "
-              f"p50 {row['p50']:8.1f} ms  p99 {row['p99']:8.1f} ms  503: {row['rejected']}",
-              file=sys.stderr)
     good = [row for row in rows if sustained(row)]
     max_sustained = max((row["achieved"] for row in good), default=float("nan"))
+    at_80 = await level(0.8 * max_sustained, seed=99)
     pool.close()
-    at_80 = await open_loop(pool, texts, 0.8 * max_sustained, duration, seed=99)
-    pool.close()
-    return {"idle": idle, "saturation": saturation, "rows": rows,
-            "max_sustained": max_sustained, "at_80": at_80, "direct": direct}
+    return {"idle": idle, "saturation": saturation, "saturation_cpu": saturation_cpu,
+            "rows": rows, "max_sustained": max_sustained, "at_80": at_80}
 
 
 def render(results: dict, args: argparse.Namespace, command: str, load_before: str,
@@ -290,53 +347,82 @@ def render(results: dict, args: argparse.Namespace, command: str, load_before: s
     direct = results["direct"]
     at_80 = results["at_80"]
     ratio = results["max_sustained"] / direct
+    sat_cpu = results["saturation_cpu"]
+    server = " ".join(args.server_arg) or "none"
     lines = [
         "# Streaming server on CPU: `sutra serve` vs direct `encode()` (all-MiniLM-L6-v2)",
         "",
         f"- Machine: {machine()}",
         f"- Load average (1, 5, 15 min) before: {load_before}; after: {load_after}",
         f"- Command: `{command}`",
-        f"- Server: `sutra serve` defaults (batch size {BATCH}, max latency 5 ms, buffer 1024, "
-        "every core for compute); one sentence per request, `encoding_format: base64`; the load "
-        "generator (asyncio, keep-alive HTTP/1.1) runs on the same machine.",
+        f"- Server: `sutra serve` defaults (extra arguments: {server}); one sentence per request, "
+        "`encoding_format: base64`. The load generator (this script: asyncio, raw keep-alive "
+        "HTTP/1.1) runs on the same machine and shares its cores; its CPU use is reported.",
         f"- Texts: {len(args.texts_used)} WordNet example sentences (bench/corpus.py, seed 0); "
         f"{args.duration:g} s per load level; open-loop latency counted from the scheduled "
         "arrival.",
+        "- Baseline: the best direct `encode()` layout below (batch 32, all texts, length-sorted "
+        "by `encode()`), measured before and after the server runs.",
+    ]
+    lines += [f"- {note}" for note in args.note]
+    lines += [
         "",
         "## Summary",
         "",
         "| measure | value | target |",
         "|---|---|---|",
-        f"| direct `encode()` throughput (batch {BATCH}) | {direct:.0f} texts/s | |",
+        f"| direct `encode()` throughput (best layout, batch {BATCH}) | {direct:.0f} texts/s | |",
         f"| idle single-request latency p50 / p99 | {np.percentile(idle, 50):.1f} / "
         f"{np.percentile(idle, 99):.1f} ms | |",
         f"| server saturation throughput (64 closed-loop clients) | "
-        f"{results['saturation']:.0f} req/s ({results['saturation'] / direct:.2f}x direct) | |",
+        f"{results['saturation']:.0f} req/s ({results['saturation'] / direct:.2f}x direct; "
+        f"cores used: server {sat_cpu['server_cores']:.2f}, load generator "
+        f"{sat_cpu['client_cores']:.2f}) | |",
         f"| maximum sustainable rate (open loop) | {results['max_sustained']:.0f} req/s "
         f"(**{ratio:.2f}x** direct) | >= 0.8x |",
         f"| p50 / p99 at 80% of it ({at_80['offered']:.0f} req/s offered) | {at_80['p50']:.1f} / "
         f"**{at_80['p99']:.1f}** ms | p99 < 100 ms |",
         "",
+        "## Direct `encode()` layouts (texts/s)",
+        "",
+        "| layout | before the server | after the server |",
+        "|---|---|---|",
+    ]
+    for name, before, after in results["direct_layouts"]:
+        lines.append(f"| {name} | {before:.0f} | {after:.0f} |")
+    lines += [
+        "",
         "## Latency vs offered load (Poisson arrivals)",
         "",
         "| offered (req/s) | fraction of saturation | achieved (req/s) | p50 (ms) | p99 (ms) "
-        "| 503 | sustained |",
-        "|---|---|---|---|---|---|---|",
+        "| 503 | sustained | server cores | load generator cores |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in results["rows"]:
+    labelled = [(f"{row['fraction']:.2f}", row) for row in results["rows"]]
+    for label, row in labelled + [("0.8 of max sustainable", at_80)]:
         lines.append(
-            f"| {row['offered']:.0f} | {row['fraction']:.2f} | {row['achieved']:.0f} | "
+            f"| {row['offered']:.0f} | {label} | {row['achieved']:.0f} | "
             f"{row['p50']:.1f} | {row['p99']:.1f} | {row['rejected']} | "
-            f"{'yes' if sustained(row) else 'no'} |"
+            f"{'yes' if sustained(row) else 'no'} | {row['server_cores']:.2f} | "
+            f"{row['client_cores']:.2f} |"
         )
     lines += [
         "",
         "Sustained: every request answered 200, none rejected, achieved >= 97% of offered, "
         "p99 < 1 s. The maximum sustainable rate is the highest achieved rate among sustained "
-        "levels.",
+        "levels. Cores: CPU seconds per second of wall time (this machine has "
+        f"{os.cpu_count()}).",
         "",
     ]
     return "\n".join(lines)
+
+
+def measure_direct(model: str, texts: list[str]) -> list[float]:
+    rates = []
+    for name, threads, callers in DIRECT_LAYOUTS:
+        rates.append(direct_encode_throughput(model, texts, threads, callers))
+        print(f"direct encode(), {name}: {rates[-1]:.0f} texts/s", file=sys.stderr)
+    return rates
 
 
 def main() -> None:
@@ -347,22 +433,29 @@ def main() -> None:
     parser.add_argument("--output", help="write the markdown report here")
     parser.add_argument("--server-arg", action="append", default=[],
                         help="extra argument for sutra serve (repeatable)")
+    parser.add_argument("--note", action="append", default=[],
+                        help="a line for the report's header (repeatable)")
     args = parser.parse_args()
-    command = "python bench/streaming.py " + " ".join(sys.argv[1:])
+    command = "python bench/streaming.py " + " ".join(
+        a for a in sys.argv[1:] if a not in args.note and a != "--note")
     texts = corpus.sample_sentences(args.texts, seed=0)
     args.texts_used = texts
     load_before = load_average()
     print(f"load average before: {load_before}", file=sys.stderr)
-    direct = direct_encode_throughput(args.model, texts)
-    print(f"direct encode(): {direct:.0f} texts/s", file=sys.stderr)
+    direct_before = measure_direct(args.model, texts)
     process, host, port, log = start_server(args.model, args.server_arg)
     try:
-        results = asyncio.run(run_server_benchmarks(host, port, texts, args.duration, direct))
+        results = asyncio.run(run_server_benchmarks(host, port, process.pid, texts,
+                                                    args.duration))
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
         log.unlink(missing_ok=True)
+    direct_after = measure_direct(args.model, texts)
     load_after = load_average()
+    results["direct_layouts"] = [(name, b, a) for (name, _, _), b, a in
+                                 zip(DIRECT_LAYOUTS, direct_before, direct_after)]
+    results["direct"] = max(direct_before + direct_after)
     report = render(results, args, command, load_before, load_after)
     print(report)
     if args.output:

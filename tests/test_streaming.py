@@ -28,6 +28,7 @@ from sutra.streaming import (
     chunk_text,
     is_safe_boundary,
 )
+from sutra.streaming.embedder import split_by_length
 from sutra.streaming.stats import StatsRecorder
 
 GATE_TIMEOUT_S = 10.0
@@ -54,12 +55,18 @@ class InstrumentedEmbedder:
         self.hold = threading.Event()
         self.hold.set()
         self.computing = threading.Event()
+        self.active = 0  # batches inside encode right now, and the most at once
+        self.peak_active = 0
+        self._active_lock = threading.Lock()
         self.fail_on: str | None = None
         self.gate_timeout = GATE_TIMEOUT_S
 
     def encode(self, texts, batch_size=None, show_progress_bar=False):
         self.batch_starts.append(time.monotonic())
         self.batches.append(list(texts))
+        with self._active_lock:
+            self.active += 1
+            self.peak_active = max(self.peak_active, self.active)
         self.computing.set()
         try:
             if not self.hold.wait(self.gate_timeout):
@@ -71,7 +78,10 @@ class InstrumentedEmbedder:
                                          show_progress_bar=False)
             return np.stack([self.reference(t) for t in texts])
         finally:
-            self.computing.clear()
+            with self._active_lock:
+                self.active -= 1
+                if self.active == 0:
+                    self.computing.clear()
 
     def reference(self, text: str) -> np.ndarray:
         """What one text embeds to when computed alone."""
@@ -223,6 +233,130 @@ async def test_event_loop_stays_responsive_while_a_batch_computes(embedder):
                 ticks_during_compute += embedder.computing.is_set()
             embedder.hold.set()
     assert ticks_during_compute == 20
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_workers_bound_how_many_batches_compute_at_once(embedder, workers):
+    """With every batch held in compute, ``workers`` batches start and the rest stay queued."""
+    config = StreamingConfig(batch_size=1, max_latency_ms=0, workers=workers)
+    embedder.hold.clear()
+    results = Results()
+    texts = [f"request {i}" for i in range(workers + 1)]
+    async with StreamingEmbedder(config, embedder) as stream:
+        async with anyio.create_task_group() as tasks:
+            for text in texts:
+                tasks.start_soon(results.submit, stream, text)
+            await wait_until(lambda: len(embedder.batches) == workers)
+            await anyio.sleep(0.05)  # room for a batch that should not start
+            assert len(embedder.batches) == workers and stream.queue_depth == workers + 1
+            embedder.hold.set()
+    assert embedder.peak_active == workers and len(embedder.batches) == workers + 1
+    for text in texts:
+        assert_same_embedding(results.values[text], embedder.reference(text))
+
+
+class LengthAwareEmbedder:
+    """The real embedder with its tokenizer, recording the inputs of every forward pass."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.tokenizer = inner.tokenizer
+        self.dimensions = inner.dimensions
+        self.model = inner.model
+        self.passes: list[list] = []
+
+    def encode(self, texts, batch_size=None, show_progress_bar=False):
+        self.passes.append(list(texts))
+        return self.inner.encode(list(texts), show_progress_bar=False)
+
+    def embed_tokens(self, token_ids):
+        self.passes.append([tuple(ids) for ids in token_ids])
+        return self.inner.embed_tokens(token_ids)
+
+
+LONG_TEXT = " ".join(f"word{i} and some more filler text" for i in range(16))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("as_token_ids", [False, True])
+async def test_a_batch_of_mixed_lengths_runs_as_passes_of_similar_lengths(minilm, as_token_ids):
+    """Three short inputs and a long one close as one batch; the long one gets a forward pass of
+    its own instead of making the short ones pad to its length, and every answer equals the
+    embedding computed alone."""
+    texts = ["a cat", "the sea is calm", "stocks fell", LONG_TEXT]
+    recorder = LengthAwareEmbedder(minilm)
+    config = StreamingConfig(batch_size=4, max_latency_ms=60_000, split_cost_tokens=16)
+    items = minilm.tokenizer.encode(texts) if as_token_ids else texts
+    values: dict[int, np.ndarray] = {}
+
+    async def submit(stream, index):
+        values[index] = (await stream.embed_many([items[index]]))[0]
+
+    async with StreamingEmbedder(config, recorder) as stream:
+        async with anyio.create_task_group() as tasks:
+            for index in range(len(items)):
+                tasks.start_soon(submit, stream, index)
+        stats = await stream.get_stats()
+    assert stats.batches == 1 and stats.completed == 4
+    long_item = tuple(items[3]) if as_token_ids else LONG_TEXT
+    assert [long_item] in recorder.passes and len(recorder.passes) == 2, recorder.passes
+    for index, text in enumerate(texts):
+        assert_same_embedding(values[index], minilm.encode(text))
+
+
+@pytest.mark.anyio
+async def test_split_cost_none_keeps_one_pass_per_batch(minilm):
+    recorder = LengthAwareEmbedder(minilm)
+    config = StreamingConfig(batch_size=4, max_latency_ms=60_000, split_cost_tokens=None)
+    texts = ["a cat", "the sea is calm", "stocks fell", LONG_TEXT]
+    async with StreamingEmbedder(config, recorder) as stream:
+        vectors = await stream.embed_many(texts)
+    assert len(recorder.passes) == 1
+    for vector, text in zip(vectors, texts):
+        assert_same_embedding(vector, minilm.encode(text))
+
+
+def _padded_cost(lengths, groups, pass_cost):
+    return sum(pass_cost + len(g) * max(lengths[i] for i in g) for g in groups)
+
+
+def test_split_by_length_is_an_optimal_partition_of_every_index():
+    rng = random.Random(20261125)
+    for trial in range(300):
+        n = rng.randint(0, 9)
+        lengths = [rng.choice([rng.randint(3, 12), rng.randint(3, 80)]) for _ in range(n)]
+        pass_cost = rng.choice([0, 1, 5, 16, 64, 1e9])
+        case = f"trial {trial}: lengths={lengths} pass_cost={pass_cost}"
+        groups = split_by_length(lengths, pass_cost)
+        assert sorted(i for g in groups for i in g) == list(range(n)), case
+        in_order = [lengths[i] for g in groups for i in g]
+        assert in_order == sorted(lengths), case
+        if n == 0:
+            assert groups == [], case
+            continue
+        # Exhaustive search over cuts between distinct lengths (equal lengths never gain from a
+        # cut, see split_by_length): the plan is optimal.
+        ordered = sorted(range(n), key=lengths.__getitem__)
+        cuts = [k for k in range(1, n) if lengths[ordered[k]] != lengths[ordered[k - 1]]]
+        best = min(
+            _padded_cost(lengths, [ordered[a:b] for a, b in zip((0, *chosen), (*chosen, n))],
+                         pass_cost)
+            for mask in range(2 ** len(cuts))
+            for chosen in [tuple(c for bit, c in enumerate(cuts) if mask >> bit & 1)]
+        )
+        assert _padded_cost(lengths, groups, pass_cost) == pytest.approx(best), case
+    assert split_by_length([7, 7, 7], 0) == [[0, 1, 2]]
+    assert split_by_length([3, 30, 4], 1e9) == [[0, 2, 1]]
+    assert split_by_length([3, 30, 4], 0) == [[0], [2], [1]]
+
+
+def test_config_checks_workers_and_split_cost():
+    with pytest.raises(ValueError, match="workers"):
+        StreamingConfig(workers=0)
+    with pytest.raises(ValueError, match="split_cost_tokens"):
+        StreamingConfig(split_cost_tokens=-1)
+    assert StreamingConfig(split_cost_tokens=None).split_cost_tokens is None
 
 
 # -- backpressure --------------------------------------------------------------------------------

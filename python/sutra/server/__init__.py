@@ -80,10 +80,16 @@ def serve_from_args(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {"backend": args.backend, "long_text": args.long_text}
     if args.dimensions is not None:
         overrides["dimensions"] = args.dimensions
-    if args.threads is not None:
-        overrides["num_threads"] = args.threads
+    # On CPU, `--threads` compute threads (default: every core) each compute batches of their own
+    # on a single-threaded ONNX Runtime session: a server's batches are small, and splitting one
+    # over threads costs more in synchronization than it gains (measured on 2 cores with 64
+    # closed-loop clients: 637 requests/s this way, 552 with one batch over both cores).
+    workers = args.threads or os.cpu_count() or 1
+    overrides["num_threads"] = 1
     # Loaded before the port opens: a wrong model name fails here with a clear message.
     embedder = Embedder(args.model, **overrides)
+    if getattr(embedder.backend, "name", "cpu") != "cpu":
+        workers = 1  # a GPU computes one batch at a time
     api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
     settings = ServerSettings(
         model_names=accepted_model_names(embedder, args.model, args.served_model_name or ()),
@@ -94,7 +100,7 @@ def serve_from_args(args: argparse.Namespace) -> int:
         streaming=StreamingConfig(
             buffer_size=args.buffer_size, batch_size=args.batch_size,
             max_latency_ms=args.max_latency_ms, timeout_secs=args.timeout,
-            overflow="reject",
+            overflow="reject", workers=workers,
         ),
     )
     logger.info("serving %s as %s%s", embedder, settings.model_names[0],

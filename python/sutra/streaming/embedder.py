@@ -1,10 +1,11 @@
 """StreamingEmbedder: one text at a time in, batched compute underneath (anyio).
 
 Submissions enter a bounded buffer; one batcher task closes a batch when it holds ``batch_size``
-requests or its oldest request has waited ``max_latency_ms``; the batch runs in a worker thread
-(ONNX Runtime and the native core release the GIL) so the event loop stays free; each waiter gets
-its own row. Everything but the compute runs on the event loop, so the queue needs no locks: the
-worker thread touches only the inputs it was handed and returns through ``anyio.to_thread``.
+requests or its oldest request has waited ``max_latency_ms`` and a compute worker is free; the
+batch runs in a worker thread (ONNX Runtime and the native core release the GIL) so the event
+loop stays free, as forward passes of similar lengths; each waiter gets its own row. Everything
+but the compute runs on the event loop, so the queue needs no locks: a worker thread touches only
+the inputs it was handed and returns through ``anyio.to_thread``.
 """
 
 from __future__ import annotations
@@ -179,6 +180,7 @@ class StreamingEmbedder:
         self._queued_live = 0
         self._groups: set[_Group] = set()
         self._changed: anyio.Event | None = None
+        self._computing = 0  # batches handed to a worker and not yet answered
         self._task_group: Any = None
         self._running = False
         self._closing = False
@@ -198,9 +200,8 @@ class StreamingEmbedder:
                 lambda: Embedder(source) if source is not None else Embedder()
             )
         self._vocab_size = _vocab_size(self._embedder)
-        # One compute at a time per embedder: ONNX Runtime already spreads a batch over every
-        # core, and a second concurrent run would only contend for them.
-        self._limiter = anyio.CapacityLimiter(1)
+        # At most `workers` batches compute at once, each in its own worker thread.
+        self._limiter = anyio.CapacityLimiter(self.config.workers)
         self._changed = anyio.Event()
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
@@ -381,9 +382,14 @@ class StreamingEmbedder:
             request = _Request(item, group, index)
             group.requests.append(request)
             self._queue.append(request)
+        was_empty = self._queued_live == 0
         self._queued_live += len(items)
         self._groups.add(group)
-        self._notify()
+        limit = self.config.batch_size if self.config.auto_batch else 1
+        # The batcher waits for the first request (to start its deadline) or a full batch;
+        # a request in between changes nothing for it, so it is not woken.
+        if was_empty or self._queued_live >= limit:
+            self._notify()
         return group
 
     def _give_up(self, group: _Group | None, size: int, *, timed_out: bool) -> None:
@@ -431,9 +437,15 @@ class StreamingEmbedder:
         while True:
             oldest = self._oldest_live()
             if oldest is None:
-                # used > 0 with an empty queue: a caller was just admitted and will enqueue.
+                # used > 0 with an empty queue: a caller was just admitted and will enqueue, or
+                # a batch is still computing.
                 if self._closing and self._gate.used == 0 and not self._gate.waiting:
                     return
+                await self._wait_for_change()
+                continue
+            if self._computing >= config.workers:
+                # Every worker is busy: requests keep queueing, and the batch closes (with all
+                # that arrived, up to batch_size) when one frees.
                 await self._wait_for_change()
                 continue
             if config.auto_batch and not self._closing and self._queued_live < limit:
@@ -451,7 +463,8 @@ class StreamingEmbedder:
                     request.state = _RUNNING
                     batch.append(request)
             self._queued_live -= len(batch)
-            await self._run_batch(batch)
+            self._computing += 1
+            self._task_group.start_soon(self._run_batch, batch)
 
     async def _run_batch(self, batch: list[_Request]) -> None:
         items = [request.item for request in batch]
@@ -465,6 +478,7 @@ class StreamingEmbedder:
         except Exception as exc:  # routed to this batch's callers, the batcher carries on
             error = exc
         finished = anyio.current_time()
+        self._computing -= 1
         self._gate.release(len(batch))
         stats = self._stats
         stats.batches += 1
@@ -496,7 +510,8 @@ class StreamingEmbedder:
         group.done.set()
 
     def _compute(self, items: list[str | tuple[int, ...]]) -> np.ndarray:
-        """Runs in the worker thread: one forward pass over texts and one over token inputs."""
+        """Runs in the worker thread: texts and token inputs, each in forward passes of similar
+        lengths (see :func:`split_by_length`)."""
         embedder = self._embedder
         text_rows = [i for i, item in enumerate(items) if isinstance(item, str)]
         token_rows = [i for i, item in enumerate(items) if not isinstance(item, str)]
@@ -504,22 +519,42 @@ class StreamingEmbedder:
         for rows, is_text in ((text_rows, True), (token_rows, False)):
             if not rows:
                 continue
-            if is_text:
-                texts = [items[i] for i in rows]
-                # The embedder's own batch_size/max_batch_tokens split a large streaming batch
-                # into length-sorted forward passes, which wastes less compute on padding.
-                vectors = embedder.encode(texts, show_progress_bar=False)
-            else:
-                vectors = embedder.embed_tokens([list(items[i]) for i in rows])
-            vectors = np.asarray(vectors, dtype=np.float32)
-            if vectors.ndim != 2 or vectors.shape[0] != len(rows):
-                raise RuntimeError(
-                    f"the embedder returned shape {vectors.shape} for {len(rows)} inputs"
-                )
-            if out is None:
-                out = np.empty((len(items), vectors.shape[1]), dtype=np.float32)
-            out[rows] = vectors
+            for group in self._forward_groups(items, rows, is_text):
+                if is_text:
+                    # The embedder's own batch_size/max_batch_tokens still bound each pass.
+                    vectors = embedder.encode([items[i] for i in group], show_progress_bar=False)
+                else:
+                    vectors = embedder.embed_tokens([list(items[i]) for i in group])
+                vectors = np.asarray(vectors, dtype=np.float32)
+                if vectors.ndim != 2 or vectors.shape[0] != len(group):
+                    raise RuntimeError(
+                        f"the embedder returned shape {vectors.shape} for {len(group)} inputs"
+                    )
+                if out is None:
+                    out = np.empty((len(items), vectors.shape[1]), dtype=np.float32)
+                out[group] = vectors
         return out  # type: ignore[return-value]
+
+    def _forward_groups(self, items: list[str | tuple[int, ...]], rows: list[int],
+                        is_text: bool) -> list[list[int]]:
+        """``rows`` grouped into forward passes of similar token lengths.
+
+        Requests arrive in random length order, and one pass over all of them would pad every
+        row to the longest: with short sentences that is about half of the compute wasted on
+        padding. Lengths come from the token ids, or for texts from the embedder's tokenizer;
+        an embedder without one gets a single pass.
+        """
+        cost = self.config.split_cost_tokens
+        if cost is None or len(rows) < 2:
+            return [rows]
+        if is_text:
+            tokenizer = getattr(self._embedder, "tokenizer", None)
+            if tokenizer is None or not hasattr(tokenizer, "encode"):
+                return [rows]
+            lengths = [len(ids) for ids in tokenizer.encode([items[i] for i in rows])]
+        else:
+            lengths = [len(items[i]) for i in rows]
+        return [[rows[k] for k in group] for group in split_by_length(lengths, cost)]
 
     def _token_chunks(self, text: str, size: int, overlap: int
                       ) -> tuple[list[tuple[int, int]], list[tuple[int, ...]]]:
@@ -552,6 +587,50 @@ class StreamingEmbedder:
             spans.append((offsets[a][0], offsets[b - 1][1]))
             items.append(tuple(prefix) + tuple(ids[a:b]) + tuple(suffix))
         return spans, items
+
+
+def split_by_length(lengths: Sequence[int], pass_cost: float) -> list[list[int]]:
+    """Indices of ``lengths`` grouped into forward passes that minimize the padded compute.
+
+    The cost of a pass is modelled as ``pass_cost + rows * longest``, in tokens: a forward pass
+    pads every row to its longest one, and each pass has a fixed cost (graph dispatch, thread
+    synchronization) worth ``pass_cost`` tokens of compute. Sorted by length, the optimal
+    grouping is a partition into contiguous runs, found by dynamic programming over the distinct
+    lengths (O(d^2) for d distinct lengths). ``pass_cost=0`` gives one pass per distinct length.
+
+    Returns:
+        Groups of indices, shortest rows first, each group in ascending length; every index
+        appears exactly once. An empty input gives ``[]``.
+    """
+    if not lengths:
+        return []
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    # Runs of equal length never gain from being split: plan over distinct lengths.
+    values: list[int] = []
+    ends: list[int] = []  # ends[k]: number of sorted rows with length <= values[k]
+    for count, index in enumerate(order, 1):
+        if values and lengths[index] == values[-1]:
+            ends[-1] = count
+        else:
+            values.append(lengths[index])
+            ends.append(count)
+    d = len(values)
+    best = [0.0] + [float("inf")] * d
+    cut = [0] * (d + 1)
+    for j in range(1, d + 1):
+        longest, rows_to_j = values[j - 1], ends[j - 1]
+        for i in range(j):
+            cost = best[i] + pass_cost + (rows_to_j - (ends[i - 1] if i else 0)) * longest
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    groups: list[list[int]] = []
+    j = d
+    while j > 0:
+        i = cut[j]
+        groups.append(order[(ends[i - 1] if i else 0):ends[j - 1]])
+        j = i
+    groups.reverse()
+    return groups
 
 
 def _vocab_size(embedder: Any) -> int | None:
