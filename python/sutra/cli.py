@@ -85,7 +85,9 @@ def _parser() -> argparse.ArgumentParser:
                        "/v1/* (default: the SUTRA_API_KEY environment variable; none: open)")
     serve.add_argument("--served-model-name", action="append", metavar="NAME",
                        help="a name clients may use in 'model' (repeatable; the first is reported)")
-    serve.add_argument("--batch-size", type=int, default=32, help="most inputs per batch")
+    serve.add_argument("--batch-size", type=int, default=16,
+                       help="most inputs per batch (default: 16, which kept p99 under 100 ms at "
+                       "80%% of the sustainable rate on 2 cores; 32 sustains the same rate)")
     serve.add_argument("--max-latency-ms", type=float, default=5.0,
                        help="longest wait for a batch to fill (default: 5)")
     serve.add_argument("--buffer-size", type=int, default=1024, help="most inputs queued or "
