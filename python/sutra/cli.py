@@ -123,7 +123,8 @@ def _parser() -> argparse.ArgumentParser:
     distill.add_argument("--student", default="projection", choices=("projection", "static"))
     distill.add_argument("--student-dim", type=int, default=256)
     distill.add_argument("--iterations", type=int, default=10000, help="most optimizer steps")
-    distill.add_argument("--batch-size", type=int, default=32)
+    distill.add_argument("--batch-size", type=int, default=None,
+                         help="texts per mini-batch (default: 32 projection, 128 static)")
     distill.add_argument("--learning-rate", type=float, default=None,
                          help="Adam step size (default: 2e-5 projection, 1e-3 static)")
     distill.add_argument("--temperature", type=float, default=2.0)

@@ -8,6 +8,7 @@ from typing import Any
 
 STUDENTS = ("projection", "static")
 DEFAULT_LEARNING_RATES = {"projection": 2e-5, "static": 1e-3}
+DEFAULT_BATCH_SIZES = {"projection": 32, "static": 128}
 
 
 class ModelFormat(str, enum.Enum):
@@ -37,7 +38,10 @@ class DistillationConfig:
             row-correlation term when ``use_cosine_loss``).
         num_iterations: most optimizer steps (training may stop early on the held-out split).
         batch_size: texts per mini-batch; the losses compare ``batch_size x batch_size``
-            similarity matrices.
+            similarity matrices. ``None`` picks the measured default of the student: 32 for
+            ``projection``, 128 for ``static`` (on 100k WordNet texts, 128 raised the static
+            student's held-out spearman fidelity from 0.642 to 0.664 in 36 s of training;
+            256 reached 0.668 but took 101 s).
         learning_rate: Adam's step size; ``None`` picks the measured default of the student:
             ``2e-5`` for ``projection`` (W's entries are about 1/sqrt(teacher_dim), so a step of
             5e-4 per entry, as Adam takes, wipes out the PCA start: the held-out loss rose 10x in
@@ -61,7 +65,7 @@ class DistillationConfig:
     temperature: float = 2.0
     alpha: float = 0.5
     num_iterations: int = 10000
-    batch_size: int = 32
+    batch_size: int | None = None
     learning_rate: float | None = None
     use_cosine_loss: bool = True
     output_format: ModelFormat = ModelFormat.ONNX
@@ -76,6 +80,11 @@ class DistillationConfig:
     def __post_init__(self) -> None:
         if self.student not in STUDENTS:
             raise ValueError(f"student must be one of {', '.join(STUDENTS)}; got {self.student!r}")
+        # None means the student's measured default (see the attribute docs)
+        if self.batch_size is None:
+            object.__setattr__(self, "batch_size", DEFAULT_BATCH_SIZES[self.student])
+        if self.learning_rate is None:
+            object.__setattr__(self, "learning_rate", DEFAULT_LEARNING_RATES[self.student])
         for name in ("teacher_dim", "student_dim", "batch_size", "eval_every", "patience"):
             _positive_int(name, getattr(self, name))
         _non_negative_int("num_iterations", self.num_iterations)
@@ -90,8 +99,6 @@ class DistillationConfig:
                 f"batch_size={self.batch_size}: the in-batch similarity losses need at least 3 "
                 "texts per batch"
             )
-        if self.learning_rate is None:
-            object.__setattr__(self, "learning_rate", DEFAULT_LEARNING_RATES.get(self.student))
         for name in ("temperature", "learning_rate", "sif_coefficient"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
