@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sutra.hardware import cpu_model
+
 sys.path.insert(0, str(Path(__file__).parent))
 import corpus  # noqa: E402
 
@@ -65,16 +67,6 @@ def _libraries(folder: str, hf_onnx: str | None, threads: int, batch: int):
         except ImportError:
             pass
     return libs, versions
-
-
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main() -> None:
@@ -121,10 +113,10 @@ def main() -> None:
     lines = [
         "# CPU: sutra vs sentence-transformers vs fastembed (all-MiniLM-L6-v2)",
         "",
-        f"- Machine: {_cpu_name()}, {os.cpu_count()} logical cores, {platform.system()} "
+        f"- Machine: {cpu_model()}, {os.cpu_count()} logical cores, {platform.system()} "
         f"{platform.release()}, Python {platform.python_version()}; load average "
         f"{load_before[0]:.2f} before, {load_after[0]:.2f} after the timed rounds.",
-        f"- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
         f"- Commit: {_git_commit()}; date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         f"- Workload: {len(texts)} WordNet example sentences (bench/corpus.py, seed 0), batch size "
         f"{args.batch_size}, {args.threads} threads for every library, same weights "

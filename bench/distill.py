@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sutra.hardware import cpu_model
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 
@@ -35,16 +37,6 @@ def write_corpus(path: Path) -> int:
     texts = corpus.distillation_corpus()
     path.write_text("\n".join(texts) + "\n", encoding="utf-8")
     return len(texts)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def rate(fn, texts: list[str], repeats: int = 2) -> float:
@@ -132,7 +124,7 @@ def main() -> int:
     load = os.getloadavg()
     emit("# Distillation of all-mpnet-base-v2 (768-d): fidelity, size and CPU speed")
     emit()
-    emit(f"- Machine: {_cpu_name()}, {os.cpu_count()} logical "
+    emit(f"- Machine: {cpu_model()}, {os.cpu_count()} logical "
          f"cores, Python {platform.python_version()}, sutra {sutra.__version__}")
     emit(f"- Command: `python bench/distill.py --corpus CORPUS --max-train {args.max_train} "
          f"--test-size {args.test_size} --iterations {args.iterations}`")

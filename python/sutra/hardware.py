@@ -27,7 +27,7 @@ def hardware_info() -> dict[str, Any]:
     usable, why = cuda_status()
     return {
         "cpu": {
-            "model": _cpu_model(),
+            "model": cpu_model(),
             "machine": platform.machine(),
             "logical_cores": os.cpu_count(),
             **_core.cpu_features(),
@@ -38,7 +38,8 @@ def hardware_info() -> dict[str, Any]:
     }
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (``platform.processor()`` elsewhere)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
