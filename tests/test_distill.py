@@ -546,6 +546,9 @@ def test_cli_distill_end_to_end(tiny_teacher_folder, tmp_path, capsys):
     assert -1.0 <= report["metrics"]["spearman_fidelity"] <= 1.0
     vectors = sutra.Embedder(str(out)).encode(["a dog barked", "the stock market fell"])
     assert vectors.shape == (2, 16)
+    assert main(["models", "info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "embedding_dim           16" in info and "static student of" in info
 
     code = main(["distill", "--teacher", str(tiny_teacher_folder), "--corpus", str(corpus),
                  "--out", str(out), "--student-dim", "16"])

@@ -255,7 +255,9 @@ def _cmd_models_info(args: argparse.Namespace) -> int:
         "architecture": model.model_type,
         "hidden_size": model.hidden_size,
         "embedding_dim": model.embedding_dim,
-        "student": model.student,
+        "student": (f"{model.student.get('kind')} student of {model.student.get('teacher')} "
+                    f"({model.student.get('teacher_dim')} -> {model.student.get('student_dim')} "
+                    "dimensions)") if model.student else None,
         "layers": model.config.get("num_hidden_layers"),
         "heads": model.config.get("num_attention_heads"),
         "pooling": model.pooling,
