@@ -281,6 +281,17 @@ def test_principal_axes_span_the_top_singular_subspace(center):
     np.testing.assert_allclose(explained, sv[:4] ** 2 / np.sum(sv ** 2), rtol=1e-8)
 
 
+def test_principal_axes_of_selected_rows():
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((20000, 6)).astype(np.float32) * np.arange(1, 7, dtype=np.float32)
+    rows = np.sort(rng.choice(len(x), 12000, replace=False))  # more than one 8192-row block
+    for center in (False, True):
+        axes, explained = principal_axes(x, 3, center=center, rows=rows)
+        ref_axes, ref_explained = principal_axes(x[rows], 3, center=center)
+        np.testing.assert_allclose(axes, ref_axes, atol=1e-10)
+        np.testing.assert_allclose(explained, ref_explained, rtol=1e-10)
+
+
 # --------------------------------------------------------------------------- metrics
 
 
@@ -420,7 +431,7 @@ def test_teacher_embeddings_are_cached(corpus, tmp_path):
     DistillationTrainer(config, cache_dir=tmp_path).collect_teacher_embeddings(
         corpus[:101], CountingTeacher())
     assert CountingTeacher.calls == 201  # other texts, other key
-    assert not list(tmp_path.glob(".partial-*"))
+    assert not list(tmp_path.glob(".*partial*"))
 
 
 # --------------------------------------------------------------------------- bad input

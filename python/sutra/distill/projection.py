@@ -24,10 +24,11 @@ class ProjectionStudent:
         self._teacher = teacher  # the training set's teacher embeddings, rows index it
 
     @classmethod
-    def from_pca(cls, teacher: np.ndarray, student_dim: int) -> tuple[ProjectionStudent, np.ndarray]:
-        """A student whose W is the top ``student_dim`` axes of ``teacher [n, D]``; also returns
-        each axis' share of the sum of squares."""
-        axes, explained = principal_axes(teacher, student_dim, center=False)
+    def from_pca(cls, teacher: np.ndarray, student_dim: int,
+                 rows: np.ndarray | None = None) -> tuple[ProjectionStudent, np.ndarray]:
+        """A student on ``teacher [n, D]`` whose W is the top ``student_dim`` axes of its
+        ``rows`` (all by default); also returns each axis' share of the sum of squares."""
+        axes, explained = principal_axes(teacher, student_dim, center=False, rows=rows)
         return cls(axes, teacher), explained
 
     @property

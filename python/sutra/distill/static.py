@@ -58,10 +58,10 @@ def segment_sum(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return out
 
 
-def sif_weights(tokens: TokenBatch, vocab_size: int, coefficient: float) -> np.ndarray:
-    """``a / (a + p(token))`` per vocabulary entry, ``p`` the relative frequency in ``tokens``
-    (1.0 for tokens the corpus never uses)."""
-    counts = np.bincount(tokens.ids, minlength=vocab_size).astype(np.float64)
+def sif_weights(token_ids: np.ndarray, vocab_size: int, coefficient: float) -> np.ndarray:
+    """``a / (a + p(token))`` per vocabulary entry, ``p`` the relative frequency in the flat
+    ``token_ids`` (1.0 for tokens the corpus never uses)."""
+    counts = np.bincount(token_ids, minlength=vocab_size).astype(np.float64)
     total = counts.sum()
     p = counts / total if total else counts
     return coefficient / (coefficient + p)

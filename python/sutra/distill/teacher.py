@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -146,13 +144,11 @@ def embed_vocabulary(teacher: Any, dim: int, *, cache_dir: Path | None, progress
 
 
 def save_atomic(path: Path, array: np.ndarray) -> None:
-    """``np.save`` to a temporary file beside ``path``, then rename: never a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".npy", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    """``np.save`` under a temporary name beside ``path``, then rename: never a partial file."""
+    from .export import write_atomically
+
+    def write(target: Path) -> None:
+        with open(target, "wb") as f:  # np.save on a path would append ".npy"
             np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    write_atomically(path, write, is_dir=False, overwrite=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -111,8 +112,7 @@ class DistillationTrainer:
                                                 self.config.batch_size, rng)
         start = time.perf_counter()
         # the PCA sees the training rows only, so the held-out loss stays honest
-        student, explained = ProjectionStudent.from_pca(x[train_rows], self.config.student_dim)
-        student = ProjectionStudent(student.weight, x)
+        student, explained = ProjectionStudent.from_pca(x, self.config.student_dim, train_rows)
         self.pca_explained = float(explained.sum())
         logger.info("PCA: %d axes keep %.1f%% of the sum of squares", len(explained),
                     100 * self.pca_explained)
@@ -145,9 +145,8 @@ class DistillationTrainer:
         axes, explained = principal_axes(vocab_vectors, cfg.student_dim, center=True)
         self.pca_explained = float(explained.sum())
         reduced = (vocab_vectors - vocab_vectors.mean(axis=0)) @ axes
-        weights = sif_weights(TokenBatch([tokens.ids[tokens.offsets[r]:tokens.offsets[r + 1]]
-                                          for r in train_rows]),
-                              len(vocab_vectors), cfg.sif_coefficient)
+        weights = sif_weights(tokens.select(train_rows)[0], len(vocab_vectors),
+                              cfg.sif_coefficient)
         weights[teacher.tokenizer.special_token_ids()] = 0.0
         student = StaticStudent(reduced * weights[:, None], tokens)
         if cfg.fine_tune and cfg.num_iterations > 0:
@@ -243,7 +242,7 @@ class DistillationTrainer:
         if fmt is ModelFormat.NPZ:
             def write(target: Path) -> None:
                 with open(target, "wb") as f:  # np.savez on a path would append ".npz"
-                    np.savez(f, **arrays, metadata=np.array(_json(description)))
+                    np.savez(f, **arrays, metadata=np.array(json.dumps(description, default=str)))
         else:
             from safetensors.numpy import save_file
 
@@ -327,12 +326,6 @@ def _timed(fn, texts) -> float:
     start = time.perf_counter()
     fn(texts)
     return time.perf_counter() - start
-
-
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value, default=str)
 
 
 def _check_texts(texts: Any, name: str, allow_empty: bool = False) -> list[str]:
