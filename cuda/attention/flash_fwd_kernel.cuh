@@ -255,6 +255,21 @@ __device__ __forceinline__ void qk_tile(float (&s)[Tr::kMT][Tr::kNT][4], const T
   }
 }
 
+/// P = exp2(s * sm_scale - m_scaled) in place for half `h` (rows r and r + 8) of m16 tile `mt`;
+/// returns this thread's partial row sum of P.
+template <typename Tr>
+__device__ __forceinline__ float exp_row_half(float (&s)[Tr::kMT][Tr::kNT][4], int mt, int h,
+                                              float sm_scale, float m_scaled) {
+  float sum = 0.0f;
+#pragma unroll
+  for (int nt = 0; nt < Tr::kNT; ++nt) {
+    s[mt][nt][2 * h] = fast_exp2(fmaf(s[mt][nt][2 * h], sm_scale, -m_scaled));
+    s[mt][nt][2 * h + 1] = fast_exp2(fmaf(s[mt][nt][2 * h + 1], sm_scale, -m_scaled));
+    sum += s[mt][nt][2 * h] + s[mt][nt][2 * h + 1];
+  }
+  return sum;
+}
+
 /// Online softmax of one tile: s -> exp2(s * sm_scale - max) in place, running sums, and the output
 /// rescaled by exp2(old_max - new_max) when the max is renewed. `recompute(s)` refills the raw
 /// (hooked) scores when the lazy path has to fall back after overwriting them.
@@ -277,14 +292,7 @@ __device__ __forceinline__ void softmax_tile(float (&s)[Tr::kMT][Tr::kNT][4],
       for (int mt = 0; mt < Tr::kMT; ++mt) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          const float m_use = row_max[mt][h] * sm_scale;
-          float sum = 0.0f;
-#pragma unroll
-          for (int nt = 0; nt < Tr::kNT; ++nt) {
-            s[mt][nt][2 * h] = fast_exp2(fmaf(s[mt][nt][2 * h], sm_scale, -m_use));
-            s[mt][nt][2 * h + 1] = fast_exp2(fmaf(s[mt][nt][2 * h + 1], sm_scale, -m_use));
-            sum += s[mt][nt][2 * h] + s[mt][nt][2 * h + 1];
-          }
+          const float sum = exp_row_half<Tr>(s, mt, h, sm_scale, row_max[mt][h] * sm_scale);
           sums[mt][h] = sum;
           big |= !(sum <= Tr::kMaxPartialSum);  // also NaN
         }
@@ -334,14 +342,8 @@ __device__ __forceinline__ void softmax_tile(float (&s)[Tr::kMT][Tr::kNT][4],
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const float m_use = row_max[mt][h] == -INFINITY ? 0.0f : row_max[mt][h] * sm_scale;
-      float sum = 0.0f;
-#pragma unroll
-      for (int nt = 0; nt < Tr::kNT; ++nt) {
-        s[mt][nt][2 * h] = fast_exp2(fmaf(s[mt][nt][2 * h], sm_scale, -m_use));
-        s[mt][nt][2 * h + 1] = fast_exp2(fmaf(s[mt][nt][2 * h + 1], sm_scale, -m_use));
-        sum += s[mt][nt][2 * h] + s[mt][nt][2 * h + 1];
-      }
-      row_sum[mt][h] += sum;  // per-thread partial, reduced at the end
+      // per-thread partial, reduced at the end
+      row_sum[mt][h] += exp_row_half<Tr>(s, mt, h, sm_scale, m_use);
     }
   }
 }
