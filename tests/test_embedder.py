@@ -160,6 +160,59 @@ def test_embed_tokens_equals_encoding_the_text(minilm):
         minilm.embed_tokens([-1, 5])
 
 
+def test_mixed_lengths_take_the_packed_path_and_match_the_padded_one(minilm, monkeypatch):
+    """A batch of very different lengths (what a server's batches hold) runs as packed passes;
+    each embedding equals the one computed alone through the padded graph, for sentence and
+    token embeddings."""
+    texts = ["a", "cats", SENTENCES[0], " ".join(SENTENCES) * 3, "the sea is calm tonight",
+             SENTENCES[1], "stocks fell sharply on monday"]
+    ids = minilm.tokenizer.encode(texts)
+    ids = [minilm.tokenizer.truncate(s, minilm.max_seq_length) for s in ids]
+    assert max(map(len, ids)) == minilm.max_seq_length and min(map(len, ids)) == 3
+    calls = {"packed": 0, "padded": 0}
+    backend = minilm.backend
+    packed, padded = backend.forward_packed, backend.forward
+
+    def count_packed(*args, **kwargs):
+        calls["packed"] += 1
+        return packed(*args, **kwargs)
+
+    def count_padded(*args, **kwargs):
+        calls["padded"] += 1
+        return padded(*args, **kwargs)
+
+    monkeypatch.setattr(backend, "forward_packed", count_packed)
+    monkeypatch.setattr(backend, "forward", count_padded)
+    together = minilm.embed_tokens(ids)
+    with warnings.catch_warnings():  # the long text is cut; the warning has its own test
+        warnings.simplefilter("ignore", sutra.LongTextTruncatedWarning)
+        tokens = minilm.encode(texts, output_value="token_embeddings")
+    assert calls["packed"] >= 2 and calls["padded"] == 0, calls
+    for row, seq in enumerate(ids):
+        sentence, token_out = padded(np.array([seq], np.int64), np.ones((1, len(seq)), np.int64),
+                                     want_tokens=True)
+        np.testing.assert_allclose(together[row], sentence[0], rtol=0, atol=1e-5, err_msg=str(row))
+        np.testing.assert_allclose(tokens[row], token_out[0], rtol=0, atol=1e-4, err_msg=str(row))
+
+
+def test_sorted_batches_of_similar_lengths_stay_padded():
+    from sutra.embedder import _packed_chunks
+
+    assert _packed_chunks([12] * 32, 384) is None  # no padding to save
+    assert _packed_chunks([13, 12, 12, 11] * 8, 384) is None
+    assert _packed_chunks([40], 384) is None  # one row never pads
+    lengths = [44, 30, 21, 15, 12, 11, 10, 9, 9, 8, 7, 7, 6, 5, 4, 3]
+    chunks = _packed_chunks(lengths, 384)
+    assert chunks is not None
+    assert sorted(k for chunk in chunks for k in chunk) == list(range(len(lengths)))
+    # Consecutive rows, each pass within the attention budget (sqrt(16 * 6 * 384) = 192 tokens).
+    assert all(chunk == list(range(chunk[0], chunk[-1] + 1)) for chunk in chunks)
+    assert all(sum(lengths[k] for k in chunk) <= 192 for chunk in chunks)
+    # A row longer than the budget gets a pass of its own.
+    chunks = _packed_chunks([256, 200, 3, 3, 3], 384)
+    assert chunks is not None and [0] in chunks and [1] in chunks
+
+
 def test_embed_batch_matches_encode(minilm):
     np.testing.assert_allclose(minilm.embed_batch(SENTENCES), minilm.encode(SENTENCES), atol=1e-6)
 

@@ -20,6 +20,7 @@ from sutra.onnx import (  # noqa: E402
     PoolingSpec,
     build_encoder_graph,
     build_from_folder,
+    build_packed_encoder_graph,
     pooling_spec_from_folder,
     supported_architectures,
 )
@@ -472,3 +473,121 @@ def test_model_folder_rejects_what_the_graph_lacks(tmp_path):
         ' {"type": "sentence_transformers.models.Dense", "path": "2_Dense"}]')
     with pytest.raises(ValueError, match="Dense"):
         pooling_spec_from_folder(tmp_path)
+
+
+# --------------------------------------------------------------------------- packed graph
+
+
+def pack(ids, mask):
+    """The packed inputs (input_ids [T], cu_seqlens [B + 1]) of a right-padded batch."""
+    lengths = mask.sum(1)
+    flat = np.concatenate([ids[b, :n] for b, n in enumerate(lengths)]).astype(np.int64)
+    cu = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return flat, cu
+
+
+def run_packed(model: onnx.ModelProto, flat, cu):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    tokens, sentence = sess.run(["token_embeddings", "sentence_embedding"],
+                                {"input_ids": flat, "cu_seqlens": cu})
+    assert tokens.dtype == np.float32 and sentence.dtype == np.float32
+    assert tokens.shape == (len(flat), HIDDEN) and sentence.shape == (len(cu) - 1, HIDDEN)
+    return tokens, sentence
+
+
+def _longest(model_type: str) -> int:
+    # RoBERTa/MPNet positions start at pad + 1, so two rows of the table are never used.
+    return MAX_POS if model_type in ("bert", "distilbert") else MAX_POS - 2
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "plain"])
+@pytest.mark.parametrize("model_type", ARCHS)
+def test_packed_matches_reference_and_padded(model_type, fused):
+    """Packed = the float64 reference = the padded graph, for every pooling, on a mix of a
+    length-1 row, a full-length row and short ones."""
+    seed = 2000 + ARCHS.index(model_type)
+    config = make_config(model_type)
+    weights = make_weights(model_type, seed, PREFIX[model_type])
+    plain = make_weights(model_type, seed)
+    lengths = [7, 1, _longest(model_type), 4, 13, 1]
+    ids, mask = make_batch(model_type, lengths, seed)
+    flat, cu = pack(ids, mask)
+    valid = mask.astype(bool)
+    for mode in POOL_MODES:
+        for normalize in (True, False):
+            pooling = PoolingSpec(mode, normalize)
+            where = f"seed={seed} {model_type} fused={fused} pooling={pooling}"
+            tokens, sentence = run_packed(build_packed_encoder_graph(config, weights, pooling, fused=fused),
+                                          flat, cu)
+            ref_tokens, ref_sentence = reference(config, plain, ids, mask, pooling)
+            tok_err = np.abs(tokens - ref_tokens[valid]).max()
+            sent_err = np.abs(sentence - ref_sentence).max()
+            assert tok_err < ATOL, f"{where}: token max abs err {tok_err:.3g}"
+            assert sent_err < ATOL, f"{where}: sentence max abs err {sent_err:.3g}"
+            padded_tokens, padded = run(build_encoder_graph(config, weights, pooling, fused=fused), ids, mask)
+            np.testing.assert_allclose(sentence, padded, rtol=0, atol=ATOL, err_msg=where)
+            np.testing.assert_allclose(tokens, padded_tokens[valid], rtol=0, atol=ATOL, err_msg=where)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "plain"])
+@pytest.mark.parametrize("model_type", ["bert", "roberta", "mpnet"])
+def test_packed_alone_equals_with_others(model_type, fused):
+    """A sequence packed with others gets the embedding it gets alone: nothing crosses the
+    block-diagonal mask, and positions and MPNet's relative bias restart per sequence."""
+    config = make_config(model_type)
+    weights = make_weights(model_type, 81)
+    lengths = [5, 1, 12, _longest(model_type), 3]
+    ids, mask = make_batch(model_type, lengths, 81)
+    flat, cu = pack(ids, mask)
+    for mode in POOL_MODES:
+        model = build_packed_encoder_graph(config, weights, PoolingSpec(mode, True), fused=fused)
+        tokens, together = run_packed(model, flat, cu)
+        for b, n in enumerate(lengths):
+            alone_tokens, alone = run_packed(model, ids[b, :n].copy(), np.array([0, n], np.int64))
+            where = f"{model_type} fused={fused} {mode} row {b} (length {n})"
+            np.testing.assert_allclose(alone[0], together[b], rtol=0, atol=1e-5, err_msg=where)
+            np.testing.assert_allclose(alone_tokens, tokens[cu[b]:cu[b + 1]], rtol=0, atol=1e-5,
+                                       err_msg=where)
+        # The order of the sequences in the pack does not matter either.
+        order = [3, 0, 4, 2, 1]
+        flat2, cu2 = pack(ids[order], mask[order])
+        _, shuffled = run_packed(model, flat2, cu2)
+        np.testing.assert_allclose(shuffled, together[order], rtol=0, atol=1e-5, err_msg=mode)
+
+
+def test_packed_roberta_pad_id_inside_a_sequence():
+    """A pad id inside real tokens (possible with embed_tokens) gets the padded graph's position
+    ids: HF counts non-pad tokens, and the count restarts at each packed sequence."""
+    config, weights = make_config("roberta"), make_weights("roberta", 91)
+    ids, mask = make_batch("roberta", [6, 5, 4], 91)
+    ids[1, 2] = pad_id("roberta")
+    ids[2, 0] = pad_id("roberta")
+    pooling = PoolingSpec("mean", False)
+    _, padded = run(build_encoder_graph(config, weights, pooling), ids, mask)
+    _, packed = run_packed(build_packed_encoder_graph(config, weights, pooling), *pack(ids, mask))
+    np.testing.assert_allclose(packed, padded, rtol=0, atol=ATOL)
+    ref = reference(config, weights, ids, mask, pooling)[1]
+    np.testing.assert_allclose(packed, ref, rtol=0, atol=ATOL)
+
+
+def test_packed_graph_interface_and_ops():
+    config, weights = make_config("mpnet"), make_weights("mpnet", 93)
+    model = build_packed_encoder_graph(config, weights, PoolingSpec("cls", False), fused=True)
+    inputs = {i.name: i for i in model.graph.input}
+    assert list(inputs) == ["input_ids", "cu_seqlens"]
+    for vi in inputs.values():
+        assert vi.type.tensor_type.elem_type == onnx.TensorProto.INT64
+        assert len(vi.type.tensor_type.shape.dim) == 1
+    assert [o.name for o in model.graph.output] == ["token_embeddings", "sentence_embedding"]
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["layout"] == "packed" and meta["model_type"] == "mpnet"
+    assert {"Attention"} <= {n.op_type for n in model.graph.node if n.domain == "com.microsoft"}
+    plain = build_packed_encoder_graph(config, weights, PoolingSpec("max", True), fused=False)
+    onnx.checker.check_model(plain, full_check=True)
+    assert {n.domain for n in plain.graph.node} <= {""}
+    padded = build_encoder_graph(config, weights, PoolingSpec("cls", False))
+    assert {p.key: p.value for p in padded.metadata_props}["layout"] == "padded"
+    with pytest.raises(ValueError, match="opset"):
+        build_packed_encoder_graph(config, weights, PoolingSpec("cls", False), opset=16)

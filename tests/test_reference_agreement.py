@@ -55,3 +55,34 @@ def test_token_embeddings_match_sentence_transformers(minilm):
     flat = np.concatenate(ours, axis=0)
     cos = _cosines(flat, reference["token_embeddings"])
     assert cos.min() >= COSINE_BAR
+
+
+@pytest.mark.parametrize("preset", ["efficient", "high-quality"])
+def test_packed_graph_matches_sentence_transformers(preset, request):
+    """The packed (padding-free) graph on the fixture texts in input order, seven sequences of
+    mixed lengths per pass (the longest at the model's maximum length), against the reference."""
+    embedder = request.getfixturevalue("minilm" if preset == "efficient" else "mpnet")
+    reference = np.load(FIXTURES / f"reference_{preset.replace('-', '_')}.npz")
+    texts = [t.lower() for t in TEXTS] if embedder.model.do_lower_case else TEXTS
+    rows = [embedder.tokenizer.truncate(ids, embedder.max_seq_length)
+            for ids in embedder.tokenizer.encode(texts)]
+    assert max(map(len, rows)) == embedder.max_seq_length
+    ours = np.empty((len(rows), embedder.dimensions), dtype=np.float32)
+    tokens = []
+    for first in range(0, len(rows), 7):
+        chunk = rows[first:first + 7]
+        cu = np.concatenate([[0], np.cumsum([len(r) for r in chunk])]).astype(np.int64)
+        flat = np.concatenate(chunk).astype(np.int64)
+        sentence, token_out = embedder.backend.forward_packed(flat, cu, want_tokens=True)
+        ours[first:first + len(chunk)] = sentence
+        tokens += [token_out[cu[k]:cu[k + 1]] for k in range(len(chunk))]
+    cos = _cosines(ours, reference["embeddings"])
+    worst = int(np.argmin(cos))
+    assert cos.min() >= COSINE_BAR, (
+        f"{preset}: text {worst} {TEXTS[worst][:60]!r} has cosine {cos[worst]:.7f}"
+    )
+    if preset == "efficient":
+        counts = reference["token_counts"]
+        assert [len(t) for t in tokens[: len(counts)]] == counts.tolist()
+        cos = _cosines(np.concatenate(tokens[: len(counts)]), reference["token_embeddings"])
+        assert cos.min() >= COSINE_BAR

@@ -182,6 +182,25 @@ def test_base64_is_little_endian_float32_as_openai_sends_it(server, minilm):
     assert_rows_match([vector], minilm.encode(["hello"]))
 
 
+@pytest.mark.parametrize("stack", [("asyncio", "h11"), ("uvloop", "httptools")])
+def test_event_loop_and_http_parser_choices_serve_the_same_answers(efficient_folder, minilm, stack):
+    """`--loop`/`--http` pick the server stack explicitly; both the pure-Python fallback and
+    uvloop + httptools (the default where installed) answer mixed-length batches exactly."""
+    loop, http = stack
+    pytest.importorskip(loop)
+    pytest.importorskip(http)
+    process = ServerProcess(efficient_folder, "--loop", loop, "--http", http)
+    try:
+        texts = TEXTS + [" ".join(TEXTS) * 4, "a", "two words"]
+        response = httpx.post(f"{process.url}/v1/embeddings",
+                              json={"model": MODEL, "input": texts}, timeout=60)
+        assert response.status_code == 200, response.text
+        vectors = [d["embedding"] for d in response.json()["data"]]
+        assert_rows_match(vectors, minilm.encode([t for t in texts]))
+    finally:
+        process.stop()
+
+
 def test_openai_client_errors_map_to_the_right_exceptions(server, client):
     with pytest.raises(openai.NotFoundError, match="does not exist"):
         client.embeddings.create(model="text-embedding-3-small", input="x")

@@ -317,6 +317,40 @@ async def test_split_cost_none_keeps_one_pass_per_batch(minilm):
         assert_same_embedding(vector, minilm.encode(text))
 
 
+class PackingRecorder(LengthAwareEmbedder):
+    """The real embedder, backend included (it packs mixed lengths without padding)."""
+
+    def __init__(self, inner) -> None:
+        super().__init__(inner)
+        self.backend = inner.backend
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("as_token_ids", [False, True])
+async def test_an_embedder_that_packs_gets_the_whole_mixed_batch(minilm, as_token_ids):
+    """With a backend that packs sequences without padding, the batch is not split by length:
+    the embedder gets it whole (and packs it), and every answer equals the embedding alone."""
+    assert minilm.backend.supports_packed
+    texts = ["a cat", "the sea is calm", "stocks fell", LONG_TEXT]
+    recorder = PackingRecorder(minilm)
+    config = StreamingConfig(batch_size=4, max_latency_ms=60_000, split_cost_tokens=16)
+    items = minilm.tokenizer.encode(texts) if as_token_ids else texts
+    values: dict[int, np.ndarray] = {}
+
+    async def submit(stream, index):
+        values[index] = (await stream.embed_many([items[index]]))[0]
+
+    async with StreamingEmbedder(config, recorder) as stream:
+        async with anyio.create_task_group() as tasks:
+            for index in range(len(items)):
+                tasks.start_soon(submit, stream, index)
+        stats = await stream.get_stats()
+    assert stats.batches == 1 and stats.completed == 4
+    assert len(recorder.passes) == 1 and len(recorder.passes[0]) == 4, recorder.passes
+    for index, text in enumerate(texts):
+        assert_same_embedding(values[index], minilm.encode(text))
+
+
 def _padded_cost(lengths, groups, pass_cost):
     return sum(pass_cost + len(g) * max(lengths[i] for i in g) for g in groups)
 

@@ -106,6 +106,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info",
                        choices=("critical", "error", "warning", "info", "debug"))
     serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+                       help="event loop (default: uvloop when installed, else asyncio)")
+    serve.add_argument("--http", choices=("auto", "h11", "httptools"), default="auto",
+                       help="HTTP/1.1 parser (default: httptools when installed, else h11)")
     serve.set_defaults(run=_cmd_serve)
 
     distill = sub.add_parser(

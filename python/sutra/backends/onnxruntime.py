@@ -1,7 +1,10 @@
 """The CPU backend: ONNX Runtime on a graph sutra builds from the model's safetensors.
 
-The graph (encoder, pooling and normalization) is built once per (weights, pooling, builder) and
-cached on disk under ``<cache>/onnx/``, keyed by the weights' sha256, so later loads skip the build.
+The graph (encoder, pooling and normalization) is built once per (weights, pooling, builder,
+layout) and cached on disk under ``<cache>/onnx/``, keyed by the weights' sha256, so later loads
+skip the build. Two layouts: the padded graph (``[batch, sequence]`` inputs), and for built graphs
+a packed one (the sequences' tokens concatenated, no padding; see
+:func:`sutra.onnx.build_packed_encoder_graph`), loaded on first use, for batches of mixed lengths.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +24,7 @@ from ..models.folder import ModelFolder
 
 SENTENCE_OUTPUT = "sentence_embedding"
 TOKEN_OUTPUT = "token_embeddings"
+LAYOUTS = ("padded", "packed")
 
 
 class OnnxRuntimeBackend:
@@ -50,16 +55,66 @@ class OnnxRuntimeBackend:
                 )
         else:
             path = built_graph_path(model)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = num_threads or (os.cpu_count() or 1)
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            str(path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        self._num_threads = num_threads or (os.cpu_count() or 1)
+        self.session = self._open(path)
         self.graph_path = Path(path)
         self._input_names = {i.name for i in self.session.get_inputs()}
         self._output_names = [o.name for o in self.session.get_outputs()]
+        # The packed graph exists for sutra's own graphs only (a student or a third-party ONNX
+        # file has no packed twin); its session opens on first use (load_packed).
+        self.supports_packed = onnx_source == "build"
+        self._packed_session = None
+        self._packed_lock = threading.Lock()
+
+    def _open(self, path: str | os.PathLike[str]):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = self._num_threads
+        options.inter_op_num_threads = 1
+        return ort.InferenceSession(
+            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+
+    def load_packed(self) -> None:
+        """Build (or read from the cache) and open the packed graph now rather than on the first
+        :meth:`forward_packed` call, which would otherwise pay for it (seconds). Thread-safe.
+
+        Raises:
+            BackendUnavailableError: this backend runs a graph without a packed variant.
+        """
+        if not self.supports_packed:
+            raise BackendUnavailableError(
+                f"{self.graph_path} is not a graph sutra built (a distilled student or the "
+                "model's own ONNX file); it has no packed variant"
+            )
+        if self._packed_session is None:
+            with self._packed_lock:
+                if self._packed_session is None:
+                    self._packed_session = self._open(built_graph_path(self.model, layout="packed"))
+
+    def forward_packed(self, input_ids: np.ndarray, cu_seqlens: np.ndarray,
+                       want_tokens: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Encode sequences given back to back, without padding.
+
+        Args:
+            input_ids: int64 ``[T]``, the sequences' token ids concatenated.
+            cu_seqlens: int64 ``[B + 1]``: 0, then the running total of the sequence lengths
+                (every length >= 1, the last value ``T``).
+            want_tokens: also return the last hidden state.
+
+        Returns:
+            ``(sentence [B, H] float32, tokens [T, H] float32 or None)``, equal (to float32
+            rounding) to :meth:`forward` on the same sequences padded. Attention spans every
+            token of the call, so its cost grows with ``T**2``: callers keep ``T`` to a few
+            hundred (see :func:`packed_cost`).
+        """
+        self.load_packed()
+        feeds = {"input_ids": input_ids, "cu_seqlens": cu_seqlens}
+        names = [SENTENCE_OUTPUT] + ([TOKEN_OUTPUT] if want_tokens else [])
+        outputs = self._packed_session.run(names, feeds)
+        return outputs[0], (outputs[1] if want_tokens else None)
 
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray,
                 want_tokens: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
@@ -106,22 +161,23 @@ class OnnxRuntimeBackend:
         return sentence, (tokens if want_tokens else None)
 
 
-def built_graph_path(model: ModelFolder) -> Path:
-    """The cached ONNX graph for ``model``, building it first when it is not cached yet."""
+def built_graph_path(model: ModelFolder, layout: str = "padded") -> Path:
+    """The cached ONNX graph for ``model`` (``layout`` ``"padded"`` or ``"packed"``), building
+    it first when it is not cached yet."""
     from .. import onnx as graph_builder
 
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
     weights_hash = _weights_hash(model.weights_path)
-    key = hashlib.sha256(
-        json.dumps(
-            {
-                "weights": weights_hash,
-                "pooling": model.pooling,
-                "normalize": model.normalize,
-                "builder": _builder_fingerprint(),
-            },
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()[:24]
+    fields = {
+        "weights": weights_hash,
+        "pooling": model.pooling,
+        "normalize": model.normalize,
+        "builder": _builder_fingerprint(),
+    }
+    if layout != "padded":  # the padded graph keeps the key it had before layouts existed
+        fields["layout"] = layout
+    key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
     folder = cache_root() / "onnx"
     path = folder / f"{model.path.name}-{key}.onnx"
     if path.is_file():
@@ -129,9 +185,9 @@ def built_graph_path(model: ModelFolder) -> Path:
     from safetensors.numpy import load_file
 
     weights = load_file(str(model.weights_path))
-    proto = graph_builder.build_encoder_graph(
-        model.config, weights, graph_builder.PoolingSpec(model.pooling, model.normalize)
-    )
+    build = (graph_builder.build_encoder_graph if layout == "padded"
+             else graph_builder.build_packed_encoder_graph)
+    proto = build(model.config, weights, graph_builder.PoolingSpec(model.pooling, model.normalize))
     folder.mkdir(parents=True, exist_ok=True)
     # Written beside its final name and renamed, so a crash never leaves a truncated graph.
     fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".onnx", dir=folder)

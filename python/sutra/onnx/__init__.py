@@ -8,7 +8,7 @@ See :mod:`sutra.onnx.builder` for the graph's inputs and outputs.
 """
 
 from ._arch import supported_architectures
-from .builder import POOLING_MODES, PoolingSpec, build_encoder_graph
+from .builder import POOLING_MODES, PoolingSpec, build_encoder_graph, build_packed_encoder_graph
 from .folder import build_from_folder, pooling_spec_from_folder
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "PoolingSpec",
     "build_encoder_graph",
     "build_from_folder",
+    "build_packed_encoder_graph",
     "pooling_spec_from_folder",
     "supported_architectures",
 ]

@@ -96,19 +96,214 @@ def build_encoder_graph(
 
     _pooling(g, hidden, "attention_mask", pooling, spec.hidden_size)
 
-    graph = g.graph
-    graph.name = f"sutra_{spec.model_type}_encoder"
-    graph.input.extend([
+    g.graph.input.extend([
         value_info("input_ids", INT64, ["batch", "sequence"]),
         value_info("attention_mask", INT64, ["batch", "sequence"]),
     ])
-    graph.output.extend([
+    g.graph.output.extend([
         value_info("token_embeddings", FLOAT, ["batch", "sequence", spec.hidden_size]),
         value_info("sentence_embedding", FLOAT, ["batch", spec.hidden_size]),
     ])
+    return _finish(g, spec, pooling, fused, opset, layout="padded")
+
+
+def build_packed_encoder_graph(
+    config: Mapping,
+    weights: Mapping[str, np.ndarray],
+    pooling: PoolingSpec,
+    *,
+    fused: bool = True,
+    opset: int = 17,
+) -> onnx.ModelProto:
+    """Build the padding-free ("packed") variant of :func:`build_encoder_graph`.
+
+    The tokens of every sequence of a batch are concatenated; nothing is padded, so the dense
+    layers (projections, feed-forward, LayerNorm) compute real tokens only. Attention runs over
+    all packed tokens at once with a block-diagonal mask (a token attends to the tokens of its
+    own sequence), so its cost grows with the square of the packed length: callers bound the
+    tokens per call (see ``sutra.backends.onnxruntime``).
+
+    Graph contract:
+      inputs   input_ids   int64 [tokens]  the sequences' ids, one after the other
+               cu_seqlens  int64 [batch + 1]  0, then the running total of the sequence lengths
+                           (sequence b is ``input_ids[cu_seqlens[b]:cu_seqlens[b + 1]]``);
+                           nondecreasing, last value = tokens, every length >= 1
+      outputs  token_embeddings    float32 [tokens, hidden]  last hidden state of every token
+               sentence_embedding  float32 [batch, hidden]  pooled per sequence (then normalized),
+                                   equal to the padded graph's output for the same sequences
+
+    Position ids restart at every sequence (with the RoBERTa/MPNet padding offset, which counts
+    non-pad tokens as the padded graph does); MPNet's relative position bias is taken from the
+    distance of two tokens within their sequence. Arguments and errors are those of
+    :func:`build_encoder_graph`.
+    """
+    if opset < 17:
+        raise ValueError(f"opset must be >= 17 (LayerNormalization), got {opset}")
+    spec = parse_encoder(config, weights)
+    _check_size(spec)
+
+    g = GraphBuilder(opset)
+    seg = _PackedSegments(g)
+    hidden = _packed_embeddings(g, spec, seg)
+    masks = _PackedMasks(g, seg)
+    position_bias = _packed_relative_position_bias(g, spec, seg) if spec.relative_bias is not None else None
+
+    for i, layer in enumerate(spec.layers()):
+        last = i == spec.num_layers - 1
+        out_name = "packed_hidden" if last else None
+        hidden = _layer(g, spec, layer, i, hidden, masks, position_bias, out_name, fused)
+    if spec.num_layers == 0:
+        hidden = g.op("Identity", [hidden], outputs=["packed_hidden"])
+    tokens = g.squeeze(hidden, [0], outputs=["token_embeddings"])
+
+    _packed_pooling(g, tokens, seg, pooling)
+
+    g.graph.input.extend([
+        value_info("input_ids", INT64, ["tokens"]),
+        value_info("cu_seqlens", INT64, ["batch_plus_1"]),
+    ])
+    g.graph.output.extend([
+        value_info("token_embeddings", FLOAT, ["tokens", spec.hidden_size]),
+        value_info("sentence_embedding", FLOAT, ["batch", spec.hidden_size]),
+    ])
+    return _finish(g, spec, pooling, fused, opset, layout="packed")
+
+
+class _PackedSegments:
+    """Per-token bookkeeping of a packed batch, derived once from ``cu_seqlens``."""
+
+    def __init__(self, g: GraphBuilder) -> None:
+        self.starts = g.op("Slice", ["cu_seqlens", g.const([0]), g.const([-1])], name="seq_starts")  # [B]
+        ends = g.op("Slice", ["cu_seqlens", g.const([1]), g.const([2**62])], name="seq_ends")  # [B]
+        self.lengths = g.op("Sub", [ends, self.starts], name="seq_lengths")  # [B]
+        total = g.squeeze(g.op("Shape", ["input_ids"]), [0], name="num_tokens")
+        index = g.op("Range", [g.const(0), total, g.const(1)], name="token_index")  # [T]
+        # A token's sequence is the number of sequences that end at or before it: [T, B] -> [T].
+        ended = g.op("GreaterOrEqual", [g.unsqueeze(index, [1]), g.unsqueeze(ends, [0])])
+        self.segment = g.reduce("ReduceSum", g.op("Cast", [ended], to=INT64), [1], 0,
+                                name="token_segment")  # [T]
+        self.start_of_token = g.op("Gather", [self.starts, self.segment], name="token_seq_start")
+        self.offset = g.op("Sub", [index, self.start_of_token], name="token_offset")  # [T]
+        batch = g.squeeze(g.op("Shape", [self.starts]), [0], name="num_sequences")
+        self.batch_index = g.op("Range", [g.const(0), batch, g.const(1)], name="seq_index")  # [B]
+        # Which tokens belong to which sequence, [B, T]: the pooling matrix.
+        self.membership = g.op("Equal", [g.unsqueeze(self.batch_index, [1]),
+                                         g.unsqueeze(self.segment, [0])], name="membership")
+
+
+def _packed_embeddings(g: GraphBuilder, spec: EncoderSpec, seg: _PackedSegments) -> str:
+    word_table = g.weight("embeddings.word", spec.word_embeddings)
+    pos_table = g.weight("embeddings.position", spec.position_embeddings)
+    words = g.op("Gather", [word_table, "input_ids"], name="word_embeddings")  # [T, H]
+    if spec.position_kind == "absolute":
+        pos_ids = seg.offset
+    else:
+        # HF create_position_ids_from_input_ids per sequence: cumsum(not pad) * not pad + pad,
+        # the cumulative sum restarted at each sequence start.
+        pad = g.const(spec.padding_idx)
+        not_pad = g.op("Cast", [g.op("Not", [g.op("Equal", ["input_ids", pad])])], to=INT64,
+                       name="not_pad")
+        inclusive = g.op("CumSum", [not_pad, g.const(0)])
+        exclusive = g.op("CumSum", [not_pad, g.const(0)], exclusive=1)
+        before = g.op("Gather", [exclusive, seg.start_of_token], name="not_pad_before_seq")
+        within = g.op("Sub", [inclusive, before])
+        pos_ids = g.op("Add", [g.op("Mul", [within, not_pad]), pad], name="position_ids")
+    positions = g.op("Gather", [pos_table, pos_ids], name="position_embeddings")
+    gamma = g.weight("embeddings.ln.weight", spec.emb_ln_g)
+    beta = g.weight("embeddings.ln.bias", spec.emb_ln_b)
+    summed = g.op("Add", [words, positions], name="embeddings_sum")
+    normed = g.op("LayerNormalization", [summed, gamma, beta], axis=-1, epsilon=spec.layer_norm_eps,
+                  name="embeddings_ln")
+    # The layers see one sequence of all tokens: [1, T, H].
+    return g.unsqueeze(normed, [0], name="packed_embeddings")
+
+
+def _packed_relative_position_bias(g: GraphBuilder, spec: EncoderSpec, seg: _PackedSegments) -> str:
+    """MPNet bias [1, heads, T, T] from the in-sequence distance of every token pair.
+
+    Pairs of different sequences get some bucket too; the block-diagonal mask removes them.
+    """
+    n = spec.position_embeddings.shape[0]
+    # bucket of (key - query) for -(n-1)..(n-1), the diagonals of the padded graph's table.
+    by_distance = mpnet_relative_buckets(2 * n - 1)[n - 1].astype(np.int32)
+    table_by_distance = g.weight("relative_position.buckets_by_distance", by_distance)
+    table = g.weight("relative_position.bias", spec.relative_bias)
+    distance = g.op("Sub", [g.unsqueeze(seg.offset, [0]), g.unsqueeze(seg.offset, [1])])  # [T, T]
+    shifted = g.op("Add", [distance, g.const(n - 1)])
+    buckets = g.op("Gather", [table_by_distance, shifted], name="rel_buckets")
+    values = g.op("Gather", [table, buckets], name="rel_values")  # [T, T, heads]
+    per_head = g.op("Transpose", [values], perm=[2, 0, 1])
+    return g.unsqueeze(per_head, [0], name="rel_position_bias")
+
+
+class _PackedMasks:
+    """Block-diagonal attention mask of a packed batch, in the forms the attention variants take."""
+
+    def __init__(self, g: GraphBuilder, seg: _PackedSegments) -> None:
+        self._g = g
+        self._seg = seg
+        self._same: str | None = None
+        self._int32: str | None = None
+        self._additive: str | None = None
+
+    def _same_sequence(self) -> str:
+        if self._same is None:
+            s = self._seg.segment
+            self._same = self._g.op("Equal", [self._g.unsqueeze(s, [1]), self._g.unsqueeze(s, [0])],
+                                    name="same_sequence")  # [T, T]
+        return self._same
+
+    def int32(self) -> str:
+        """[1, T, T] int32, 1 where query and key are in the same sequence (contrib Attention's
+        3-D mask_index form)."""
+        if self._int32 is None:
+            g = self._g
+            mask = g.op("Cast", [self._same_sequence()], to=INT32)
+            self._int32 = g.unsqueeze(mask, [0], name="mask_int32")
+        return self._int32
+
+    def additive(self) -> str:
+        """[1, 1, T, T]: 0 within a sequence, float32 min across sequences."""
+        if self._additive is None:
+            g = self._g
+            bias = g.op("Where", [self._same_sequence(), g.const(0.0, np.float32),
+                                  g.const(np.finfo(np.float32).min, np.float32)])
+            self._additive = g.unsqueeze(bias, [0, 1], name="mask_bias")
+        return self._additive
+
+
+def _packed_pooling(g: GraphBuilder, tokens: str, seg: _PackedSegments, pooling: PoolingSpec) -> None:
+    """sentence-transformers Pooling (then Normalize) per sequence of tokens [T, H]."""
+    final = "sentence_embedding"
+    pooled_name = "pooled" if pooling.normalize else final
+    if pooling.mode in ("mean", "mean_sqrt_len"):
+        # Sum per sequence as one [B, T] x [T, H] product with the 0/1 membership matrix.
+        member_f = g.op("Cast", [seg.membership], to=FLOAT, name="membership_float")
+        summed = g.op("MatMul", [member_f, tokens], name="masked_sum")
+        count = g.unsqueeze(g.op("Cast", [seg.lengths], to=FLOAT), [1], name="token_count")
+        count = g.op("Max", [count, g.const(_MEAN_CLAMP, np.float32)])
+        if pooling.mode == "mean_sqrt_len":
+            count = g.op("Sqrt", [count])
+        g.op("Div", [summed, count], outputs=[pooled_name])
+    elif pooling.mode == "cls":
+        g.op("Gather", [tokens, seg.starts], axis=0, outputs=[pooled_name])
+    else:  # max
+        member = g.unsqueeze(seg.membership, [2])  # [B, T, 1]
+        filled = g.op("Where", [member, g.unsqueeze(tokens, [0]), g.const(-np.inf, np.float32)])
+        g.reduce("ReduceMax", filled, [1], 0, outputs=[pooled_name])
+    if pooling.normalize:
+        norm = g.reduce("ReduceL2", pooled_name, [-1], 1, name="l2_norm")
+        norm = g.op("Max", [norm, g.const(_NORMALIZE_EPS, np.float32)])
+        g.op("Div", [pooled_name, norm], outputs=[final])
+
+
+def _finish(g: GraphBuilder, spec: EncoderSpec, pooling: PoolingSpec, fused: bool, opset: int,
+            layout: str) -> onnx.ModelProto:
+    graph = g.graph
+    graph.name = f"sutra_{spec.model_type}_encoder" + ("_packed" if layout == "packed" else "")
     graph.doc_string = (
         f"sutra {spec.model_type} encoder, hidden {spec.hidden_size}, {spec.num_layers} layers, "
-        f"pooling {pooling.mode}, normalize {pooling.normalize}, "
+        f"pooling {pooling.mode}, normalize {pooling.normalize}, {layout} tokens, "
         f"{'ONNX Runtime contrib ops' if fused else 'standard ONNX ops'}"
     )
     model = g.model
@@ -126,6 +321,7 @@ def build_encoder_graph(
         "pooling_mode": pooling.mode,
         "normalize": "true" if pooling.normalize else "false",
         "fused": "true" if fused else "false",
+        "layout": layout,
     }
     helper.set_model_props(model, meta)
     return model

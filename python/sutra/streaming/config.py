@@ -49,6 +49,8 @@ class StreamingConfig:
             embedder that spreads one batch over every core; with a single-threaded embedder
             (``num_threads=1``), one worker per core computes batches side by side, which on
             small CPUs avoids the synchronization cost of splitting a small batch over threads.
+            While every worker is busy, up to ``workers`` full batches wait for them, so a worker
+            goes on to the next batch without waiting for the event loop.
         split_cost_tokens: a closed batch is computed in forward passes of similar lengths,
             so that short requests are not padded to the longest one; this is the fixed cost of
             one more forward pass, in tokens of compute, that the split weighs against the
@@ -56,7 +58,9 @@ class StreamingConfig:
             all-MiniLM-L6-v2 on ONNX Runtime CPU, throughput is flat from 8 to 16 and drops
             beyond 32). ``None``: one pass per batch.
             Needs the lengths: token-id inputs, or texts with an embedder that has a
-            ``tokenizer``.
+            ``tokenizer``. Not used with an embedder whose backend packs sequences without
+            padding (sutra's CPU backend on a graph it built): it gets the whole batch and plans
+            its own passes.
     """
 
     buffer_size: int = 100
