@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import corpus  # noqa: E402
 
 BATCH = 32
-LOAD_FRACTIONS = (0.1, 0.25, 0.5, 0.7, 0.8, 0.9, 1.0, 1.15)
+LOAD_FRACTIONS = (0.1, 0.25, 0.5, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0, 1.15)
 
 
 # -- a minimal HTTP/1.1 client -------------------------------------------------------------------

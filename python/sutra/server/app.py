@@ -340,10 +340,32 @@ def create_app(embedder: Any, settings: ServerSettings) -> Starlette:
         Route("/ready", ready, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={HTTPException: _http_exception})
+    app = _App(routes=routes, lifespan=lifespan,
+               exception_handlers={HTTPException: _http_exception})
+    app.embeddings_endpoint = routes[0].endpoint
     app.state.metrics = metrics
     return app
+
+
+class _App(Starlette):
+    """Starlette, with ``POST /v1/embeddings`` dispatched straight to its endpoint.
+
+    That endpoint turns every exception into an OpenAI-shaped response itself, so the middleware
+    stack and the router have nothing to add on it; skipping them saves about a tenth of the
+    event loop's CPU time per request, and on a small machine the event loop shares the cores
+    with the compute. Every other request, WebSocket and lifespan event takes the normal path.
+    """
+
+    embeddings_endpoint: Any = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if (scope["type"] == "http" and scope["method"] == "POST"
+                and scope["path"] == "/v1/embeddings" and self.embeddings_endpoint is not None):
+            scope["app"] = self
+            response = await self.embeddings_endpoint(Request(scope, receive, send))
+            await response(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def _instrumented(endpoint, name: str, metrics: ServerMetrics):
