@@ -171,6 +171,7 @@ def test_mixed_lengths_take_the_packed_path_and_match_the_padded_one(minilm, mon
     assert max(map(len, ids)) == minilm.max_seq_length and min(map(len, ids)) == 3
     calls = {"packed": 0, "padded": 0}
     backend = minilm.backend
+    backend.load_packed()  # what StreamingEmbedder does on entry
     packed, padded = backend.forward_packed, backend.forward
 
     def count_packed(*args, **kwargs):
@@ -193,6 +194,15 @@ def test_mixed_lengths_take_the_packed_path_and_match_the_padded_one(minilm, mon
                                      want_tokens=True)
         np.testing.assert_allclose(together[row], sentence[0], rtol=0, atol=1e-5, err_msg=str(row))
         np.testing.assert_allclose(tokens[row], token_out[0], rtol=0, atol=1e-4, err_msg=str(row))
+
+
+def test_encode_never_opens_the_packed_graph_itself(efficient_folder):
+    embedder = sutra.Embedder(efficient_folder)
+    assert embedder.backend.supports_packed and not embedder.backend.packed_loaded
+    embedder.encode(["a", " ".join(SENTENCES) * 2, "two words"])
+    assert not embedder.backend.packed_loaded
+    embedder.backend.load_packed()
+    assert embedder.backend.packed_loaded
 
 
 def test_sorted_batches_of_similar_lengths_stay_padded():

@@ -285,7 +285,10 @@ class Embedder:
 
         row_embeddings = np.empty((len(rows), hidden), dtype=np.float32)
         row_tokens: list[np.ndarray | None] = [None] * len(rows)
-        packs = getattr(self.backend, "supports_packed", False)
+        # Packed passes need the backend's second (packed) session: used once something opened
+        # it (StreamingEmbedder and `sutra serve` do; backend.load_packed() opts in), never
+        # opened here, where it would double the model's memory in the middle of a call.
+        packs = getattr(self.backend, "packed_loaded", False)
         for batch in _plan_batches([len(r) for r in rows], batch_size,
                                    self.config.max_batch_tokens, progress):
             chunks = _packed_chunks([len(rows[r]) for r in batch], hidden) if packs else None

@@ -77,6 +77,12 @@ class OnnxRuntimeBackend:
             str(path), sess_options=options, providers=["CPUExecutionProvider"]
         )
 
+    @property
+    def packed_loaded(self) -> bool:
+        """Whether the packed graph is open (after :meth:`load_packed`); the Embedder uses it
+        only then, so a plain ``encode()`` never pays for a second session unasked."""
+        return self._packed_session is not None
+
     def load_packed(self) -> None:
         """Build (or read from the cache) and open the packed graph now rather than on the first
         :meth:`forward_packed` call, which would otherwise pay for it (seconds). Thread-safe.
