@@ -5,9 +5,11 @@ max error by 2x the error of the same computation done in the input dtype (plus 
 dtype x head dim x lengths (uniform and packed varlen) x causal / window / ALiBi / relative bias.
 Outputs are poisoned with NaN first, so an element the kernel never wrote fails.
 
-Sanitizer (manual, on a GPU machine):
-    compute-sanitizer --tool memcheck  python -m pytest tests/test_attention.py -k "small" -x
-    compute-sanitizer --tool racecheck python -m pytest tests/test_attention.py -k "small" -x
+Sanitizer (manual, on a GPU machine; racecheck filtered to sutra's kernel because it also
+reports hazards inside cuBLAS's own kernels, which torch's fp16 reference matmul runs):
+    compute-sanitizer --tool memcheck python -m pytest tests/test_attention.py -k "small" -x
+    compute-sanitizer --tool racecheck --kernel-name kns=flash_fwd_kernel \
+        python -m pytest tests/test_attention.py -k "small" -x
 """
 
 from __future__ import annotations
@@ -291,6 +293,15 @@ def test_bias_small(dtype, d, bias, causal):
 
 
 @gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("window", ((64, 64), (256, 256), (257, 256), (0, 64), (64, 0)))
+def test_window_tile_padded(dtype, window):
+    # At d=64, two-sided windows with left + right <= 512 run the 64-row window tile, (257, 256)
+    # just misses it: both sides of the switch, padded form, a length that is no tile multiple.
+    _run_case(dtype, 64, [4097, 4097], varlen=False, window=window, heads=2)
+
+
+@gpu
 @pytest.mark.parametrize("bias", ("alibi", "rel"))
 def test_bias_with_window_small(bias):
     _run_case("float16", 64, [1000, 4097], varlen=True, window=(64, 64), bias=bias, heads=2)
@@ -383,6 +394,37 @@ def test_bucket_function_matches_transformers():
     ours = mpnet_relative_position_bucket(rel, 32, 128)
     theirs = MPNetEncoder.relative_position_bucket(rel, 32, 128)
     assert torch.equal(ours, theirs), transformers.__version__
+
+
+def test_visible_pairs_counts_the_window():
+    import numpy as np
+
+    from sutra.flash_attention import _visible_pairs
+
+    for length in (1, 2, 17, 300):
+        i = np.arange(length)[:, None]
+        j = np.arange(length)[None, :]
+        for left, right in ((-1, -1), (-1, 0), (0, 0), (5, 3), (64, 64), (400, -1), (-1, 2)):
+            visible = np.ones((length, length), bool)
+            if left >= 0:
+                visible &= j >= i - left
+            if right >= 0:
+                visible &= j <= i + right
+            assert _visible_pairs(length, left, right) == visible.sum(), (length, left, right)
+
+
+@gpu
+def test_stats_follow_the_dispatched_tile():
+    opt = FlashAttentionOptimizer()
+    full = opt.get_stats(4096)
+    narrow = opt.get_stats(4096, batch=2, window=(64, 64))
+    wide = opt.get_stats(4096, window=(257, 256))
+    assert narrow["tile"][0] == 64 and full["tile"][0] == wide["tile"][0] == 128
+    assert narrow["window"] == (64, 64)
+    pairs = sum(min(4095, i + 64) - max(0, i - 64) + 1 for i in range(4096))
+    assert narrow["flops"] == 4 * 2 * 12 * pairs * 64
+    causal = opt.get_stats(100, causal=True)
+    assert causal["flops"] == 4 * 12 * (100 * 101 // 2) * 64 and causal["window"] == (-1, 0)
 
 
 @gpu

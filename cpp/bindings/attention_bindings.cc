@@ -102,8 +102,9 @@ void bind_attention(py::module_& m) {
 
   m.def(
       "flash_attention_kernel_info",
-      [](int head_dim, bool with_bias) {
-        const FlashAttnKernelInfo info = flash_attention_kernel_info(head_dim, with_bias);
+      [](int head_dim, bool with_bias, int window_left, int window_right) {
+        const FlashAttnKernelInfo info =
+            flash_attention_kernel_info(head_dim, with_bias, window_left, window_right);
         py::dict out;
         out["block_m"] = info.block_m;
         out["block_n"] = info.block_n;
@@ -113,8 +114,10 @@ void bind_attention(py::module_& m) {
         out["path"] = info.path;
         return out;
       },
-      py::arg("head_dim"), py::arg("with_bias") = false,
-      "Tile configuration of the flash attention kernel for a head dim (32, 64, 128):\n"
+      py::arg("head_dim"), py::arg("with_bias") = false, py::arg("window_left") = -1,
+      py::arg("window_right") = -1,
+      "Tile configuration of the flash attention kernel a call with this head dim (32, 64, 128)\n"
+      "and window (inclusive bounds, -1 unbounded) runs:\n"
       "{'block_m', 'block_n', 'threads', 'stages', 'smem_bytes', 'path'}. Raises SutraError in a\n"
       "build without CUDA.");
 }

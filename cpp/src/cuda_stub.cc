@@ -16,7 +16,7 @@ void cuda_l2_normalize_rows(const float*, int64_t, int64_t, float*, int) {
   throw Error("this build of sutra has no CUDA support");
 }
 
-FlashAttnKernelInfo flash_attention_kernel_info(int, bool) {
+FlashAttnKernelInfo flash_attention_kernel_info(int, bool, int, int) {
   throw Error("this build of sutra has no CUDA support");
 }
 

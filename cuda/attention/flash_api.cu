@@ -35,11 +35,16 @@ void require(bool ok, const std::string& message) {
 
 }  // namespace
 
-FlashAttnKernelInfo flash_attention_kernel_info(int head_dim, bool with_bias) {
+FlashAttnKernelInfo flash_attention_kernel_info(int head_dim, bool with_bias, int window_left,
+                                                int window_right) {
+  using namespace cuda::attn;
   switch (head_dim) {
-    case 32: return cuda::attn::flash_fwd_info<32>(with_bias);
-    case 64: return cuda::attn::flash_fwd_info<64>(with_bias);
-    case 128: return cuda::attn::flash_fwd_info<128>(with_bias);
+    case 32: return flash_fwd_info<DefaultTraits<32>::type>(with_bias);
+    case 64:
+      return uses_window_tiles(head_dim, window_left, window_right)
+                 ? flash_fwd_info<WindowTraits64>(with_bias)
+                 : flash_fwd_info<DefaultTraits<64>::type>(with_bias);
+    case 128: return flash_fwd_info<DefaultTraits<128>::type>(with_bias);
     default:
       throw std::invalid_argument("head_dim must be 32, 64 or 128, got " +
                                   std::to_string(head_dim));
@@ -70,7 +75,13 @@ void flash_attention_forward(const FlashAttnParams& p, cudaStream_t stream) {
   }
   switch (p.head_dim) {
     case 32: cuda::attn::run_flash_fwd_hdim32(p, stream); break;
-    case 64: cuda::attn::run_flash_fwd_hdim64(p, stream); break;
+    case 64:
+      if (cuda::attn::uses_window_tiles(p.head_dim, p.window_left, p.window_right)) {
+        cuda::attn::run_flash_fwd_hdim64_window(p, stream);
+      } else {
+        cuda::attn::run_flash_fwd_hdim64(p, stream);
+      }
+      break;
     case 128: cuda::attn::run_flash_fwd_hdim128(p, stream); break;
     default:
       throw std::invalid_argument("head_dim must be 32, 64 or 128, got " +

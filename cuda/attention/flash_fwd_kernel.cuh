@@ -18,6 +18,12 @@
 
 #include "sutra/attention.h"
 
+// Stage O through shared memory for 16-byte stores (1) or store the fragments directly (0); the
+// switch exists to compare the two in one benchmark session.
+#ifndef SUTRA_ATTN_SMEM_EPILOGUE
+#define SUTRA_ATTN_SMEM_EPILOGUE 1
+#endif
+
 namespace sutra::cuda::attn {
 
 template <int kHeadDim_, int kBlockM_, int kBlockN_, int kNWarps_, bool kQInRegs_,
@@ -531,31 +537,71 @@ __global__ void __launch_bounds__(Tr::kThreads)
   }
   cp_async_wait<0>();  // no copy may still target smem when the block exits (empty key range)
 
-  // Epilogue: normalize, store rows inside the sequence; lse = ln(sum) + max (natural log).
+  // Epilogue: normalize; lse = ln(sum) + max (natural log).
+  float inv_sum[Tr::kMT][2];
 #pragma unroll
   for (int mt = 0; mt < Tr::kMT; ++mt) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const float sum = quad_sum(row_sum[mt][h]);
-      const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+      inv_sum[mt][h] = sum > 0.0f ? 1.0f / sum : 0.0f;
+      const int row = m_start + warp_row0 + mt * 16 + g + h * 8;
+      if (p.lse != nullptr && tq == 0 && row < seqlen) {
+        const float lse = sum > 0.0f ? (row_max[mt][h] * sm_scale + log2f(sum)) * 0.6931471805599453f
+                                     : -INFINITY;
+        p.lse[(p.cu_seqlens ? tok0 : b * p.lse_batch_stride) + head * p.lse_head_stride + row] = lse;
+      }
+    }
+  }
+#if SUTRA_ATTN_SMEM_EPILOGUE
+  // O goes out through this warp's own rows of sQ, then as 16-byte row chunks: the fragment
+  // layout would otherwise store 4 bytes per thread, 8 rows per instruction. Every warp reads
+  // only its own Q rows, but the Q tile was copied in by all threads: the barrier makes sure no
+  // copy into sQ is still landing when the key range was empty (no barrier ran in the loop).
+  __syncthreads();
+  T* sO = sQ + warp_row0 * Tr::kRowStride;
+#pragma unroll
+  for (int mt = 0; mt < Tr::kMT; ++mt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int dt = 0; dt < Tr::kDT; ++dt)
+        *reinterpret_cast<uint32_t*>(sO + (mt * 16 + g + h * 8) * Tr::kRowStride + dt * 8 +
+                                     tq * 2) =
+            Mma<T>::pack(acc_o[mt][dt][2 * h] * inv_sum[mt][h],
+                         acc_o[mt][dt][2 * h + 1] * inv_sum[mt][h]);
+  __syncwarp();
+  constexpr int kChunks = Tr::kHeadDim / 8;   // 16-byte chunks per row
+  constexpr int kRowsPerPass = 32 / kChunks;  // rows one warp instruction stores
+  static_assert(32 % kChunks == 0 && Tr::kWarpRows % kRowsPerPass == 0, "whole rows per pass");
+  const int c = lane % kChunks;
+#pragma unroll
+  for (int i = 0; i < Tr::kWarpRows / kRowsPerPass; ++i) {
+    const int r = lane / kChunks + i * kRowsPerPass;
+    const int row = m_start + warp_row0 + r;
+    if (row < seqlen) {
+      *reinterpret_cast<uint4*>(o + static_cast<int64_t>(row) * p.o_row_stride + c * 8) =
+          *reinterpret_cast<const uint4*>(sO + r * Tr::kRowStride + c * 8);
+    }
+  }
+#else
+#pragma unroll
+  for (int mt = 0; mt < Tr::kMT; ++mt) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
       const int row = m_start + warp_row0 + mt * 16 + g + h * 8;
       if (row < seqlen) {
         T* orow = o + static_cast<int64_t>(row) * p.o_row_stride;
 #pragma unroll
         for (int dt = 0; dt < Tr::kDT; ++dt) {
-          const uint32_t packed =
-              Mma<T>::pack(acc_o[mt][dt][2 * h] * inv, acc_o[mt][dt][2 * h + 1] * inv);
-          *reinterpret_cast<uint32_t*>(orow + dt * 8 + tq * 2) = packed;
-        }
-        if (p.lse != nullptr && tq == 0) {
-          const float lse = sum > 0.0f ? (row_max[mt][h] * sm_scale + log2f(sum)) * 0.6931471805599453f
-                                       : -INFINITY;
-          p.lse[(p.cu_seqlens ? tok0 : b * p.lse_batch_stride) + head * p.lse_head_stride + row] =
-              lse;
+          *reinterpret_cast<uint32_t*>(orow + dt * 8 + tq * 2) =
+              Mma<T>::pack(acc_o[mt][dt][2 * h] * inv_sum[mt][h],
+                           acc_o[mt][dt][2 * h + 1] * inv_sum[mt][h]);
         }
       }
     }
   }
+#endif
 }
 
 }  // namespace sutra::cuda::attn

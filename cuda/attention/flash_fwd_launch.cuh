@@ -64,6 +64,31 @@ struct DefaultTraits<128> {
                          SUTRA_ATTN_D128_QREGS, SUTRA_ATTN_D128_STAGES, true>;
 };
 
+/// Narrow two-sided windows at d=64 (ModernBERT's local layers, +-64) run a 64x32 tile: with
+/// +-64 a 128-row query tile walks 256 keys for each of its rows, a 64-row tile 192, and the
+/// smaller blocks (37 KB of smem, 6 per SM) keep more copies in flight. On the H100 at L=16384
+/// (bench/results/attention_h100.md, v5): 0.22 -> 0.13 ms for the 128x64 -> 64x64 tile at +-64
+/// (0.33 -> 0.26 ms at +-256), 0.12 ms with 64x32; 32x32 matched it at +-64 but lost at +-256.
+/// Wider windows keep the 128-row tile, whose K/V fragments serve twice the rows.
+#ifndef SUTRA_ATTN_WINDOW_BM
+#define SUTRA_ATTN_WINDOW_BM 64
+#endif
+#ifndef SUTRA_ATTN_WINDOW_BN
+#define SUTRA_ATTN_WINDOW_BN 32
+#endif
+#ifndef SUTRA_ATTN_WINDOW_STAGES
+#define SUTRA_ATTN_WINDOW_STAGES 3
+#endif
+using WindowTraits64 = FwdTraits<64, SUTRA_ATTN_WINDOW_BM, SUTRA_ATTN_WINDOW_BN,
+                                 SUTRA_ATTN_WINDOW_BM / 16, true, SUTRA_ATTN_WINDOW_STAGES, true>;
+constexpr int kWindowTileMaxSpan = 512;  // left + right, inclusive bounds
+
+/// True when a call runs the window tile instead of DefaultTraits.
+inline bool uses_window_tiles(int head_dim, int window_left, int window_right) {
+  return head_dim == 64 && window_left >= 0 && window_right >= 0 &&
+         window_left + window_right <= kWindowTileMaxSpan;
+}
+
 template <typename Tr, typename T, bool kHasBias>
 void launch_flash_fwd(const FlashAttnParams& p, cudaStream_t stream) {
   const int smem = Tr::kSmemBytes + (kHasBias ? Tr::kSmemLutBytes : 0);
@@ -77,9 +102,8 @@ void launch_flash_fwd(const FlashAttnParams& p, cudaStream_t stream) {
   check_launch("flash_fwd_kernel", stream);
 }
 
-template <int kHeadDim>
+template <typename Tr>
 void run_flash_fwd(const FlashAttnParams& p, cudaStream_t stream) {
-  using Tr = typename DefaultTraits<kHeadDim>::type;
   const bool bias = p.bias != AttnBias::kNone;
   if (p.dtype == AttnDtype::kFloat16) {
     bias ? launch_flash_fwd<Tr, __half, true>(p, stream)
@@ -90,9 +114,8 @@ void run_flash_fwd(const FlashAttnParams& p, cudaStream_t stream) {
   }
 }
 
-template <int kHeadDim>
+template <typename Tr>
 FlashAttnKernelInfo flash_fwd_info(bool with_bias) {
-  using Tr = typename DefaultTraits<kHeadDim>::type;
   FlashAttnKernelInfo info;
   info.block_m = Tr::kBlockM;
   info.block_n = Tr::kBlockN;
@@ -107,9 +130,10 @@ FlashAttnKernelInfo flash_fwd_info(bool with_bias) {
   return info;
 }
 
-// Defined in attn_fwd_hdim{32,64,128}.cu, one translation unit per head dim.
+// Defined in attn_fwd_hdim*_sm80.cu, one translation unit per instantiation family.
 void run_flash_fwd_hdim32(const FlashAttnParams& p, cudaStream_t stream);
 void run_flash_fwd_hdim64(const FlashAttnParams& p, cudaStream_t stream);
+void run_flash_fwd_hdim64_window(const FlashAttnParams& p, cudaStream_t stream);
 void run_flash_fwd_hdim128(const FlashAttnParams& p, cudaStream_t stream);
 
 }  // namespace sutra::cuda::attn

@@ -78,9 +78,10 @@ def flash_attention_forward(params: dict) -> None:
     element strides, sizes and flags. Use sutra.ops.flash_attention instead; nothing here
     checks that the pointers are what the strides say.
     """
-def flash_attention_kernel_info(head_dim: typing.SupportsInt | typing.SupportsIndex, with_bias: bool = False) -> dict:
+def flash_attention_kernel_info(head_dim: typing.SupportsInt | typing.SupportsIndex, with_bias: bool = False, window_left: typing.SupportsInt | typing.SupportsIndex = -1, window_right: typing.SupportsInt | typing.SupportsIndex = -1) -> dict:
     """
-    Tile configuration of the flash attention kernel for a head dim (32, 64, 128):
+    Tile configuration of the flash attention kernel a call with this head dim (32, 64, 128)
+    and window (inclusive bounds, -1 unbounded) runs:
     {'block_m', 'block_n', 'threads', 'stages', 'smem_bytes', 'path'}. Raises SutraError in a
     build without CUDA.
     """

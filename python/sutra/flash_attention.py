@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from . import _core
 from ._errors import SutraError
 
@@ -145,7 +147,6 @@ def mpnet_relative_position_bucket(relative_position: Any, num_buckets: int = 32
         val_if_large = torch.min(val_if_large, torch.full_like(val_if_large, num_buckets - 1))
         ret += torch.where(is_small, n, val_if_large)
         return ret
-    import numpy as np
 
     rp = np.asarray(relative_position, dtype=np.int64)
     n = -rp
@@ -356,30 +357,38 @@ class FlashAttentionOptimizer:
         return seq_len >= self.config.sequence_threshold and self._gpu_reason() is None
 
     def get_stats(self, seq_len: int, *, batch: int = 1, heads: int = 12, head_dim: int = 64,
-                  dtype: str = "float16", causal: bool = False, measure: bool = False,
+                  dtype: str = "float16", causal: bool = False,
+                  window: tuple[int, int] = (-1, -1), measure: bool = False,
                   repeats: int = 20) -> dict[str, Any]:
-        """The kernel chosen for this shape: tiles, shared memory, FLOPs and bytes, and with
-        ``measure=True`` the median time of ``repeats`` calls (CUDA events; needs torch).
+        """The kernel chosen for this shape and window: tiles, shared memory, FLOPs and bytes, and
+        with ``measure=True`` the median time of ``repeats`` calls (CUDA events; needs torch).
 
-        FLOPs count the two matmuls over the visible (i, j) pairs: 4 * B * H * pairs * d.
-        Bytes are the HBM floor: q, k, v read once and o written once.
-        On a machine without a usable GPU: {'available': False, 'reason': ...}.
+        ``window`` and ``causal`` mean what they mean in :func:`flash_attention` (narrow windows
+        at head_dim 64 run a shorter query tile, reported here). FLOPs count the two matmuls over
+        the visible (i, j) pairs: 4 * B * H * pairs * d. Bytes are the HBM floor: q, k, v read
+        once and o written once. On a machine without a usable GPU:
+        {'available': False, 'reason': ...}.
         """
         reason = self._gpu_reason()
         if reason is not None:
             return {"available": False, "reason": reason, "seq_len": seq_len}
-        info = dict(_core.flash_attention_kernel_info(head_dim, False))
+        left, right = (int(w) for w in window)
+        if left < -1 or right < -1:
+            raise ValueError(f"window bounds must be >= 0 or -1 (unbounded), got {window!r}")
+        if causal:
+            right = 0 if right < 0 else min(right, 0)
+        info = dict(_core.flash_attention_kernel_info(head_dim, False, left, right))
         block = info["block_m"]
         if self.config.block_size not in (None, block):
             raise ValueError(f"block_size {self.config.block_size} differs from the compiled tile "
                              f"block_m={block} for head_dim {head_dim}")
-        pairs = seq_len * (seq_len + 1) // 2 if causal else seq_len * seq_len
+        pairs = _visible_pairs(seq_len, left, right)
         flops = 4 * batch * heads * pairs * head_dim
         nbytes = 4 * batch * seq_len * heads * head_dim * 2
         stats: dict[str, Any] = {
             "available": True, "enabled": self.should_enable(seq_len), "seq_len": seq_len,
             "batch": batch, "heads": heads, "head_dim": head_dim, "dtype": dtype,
-            "causal": causal, "kernel": info, "tile": (info["block_m"], info["block_n"]),
+            "causal": causal, "window": (left, right), "kernel": info, "tile": (info["block_m"], info["block_n"]),
             "smem_bytes": info["smem_bytes"], "flops": flops, "hbm_bytes": nbytes,
             "hopper_path": False,
         }
@@ -390,16 +399,24 @@ class FlashAttentionOptimizer:
             q, k, v = (torch.randn(shape, dtype=getattr(torch, dtype), device="cuda")
                        for _ in range(3))
             for _ in range(3):
-                flash_attention(q, k, v, causal=causal)
+                flash_attention(q, k, v, window=(left, right))
             times = []
             for _ in range(repeats):
                 start = torch.cuda.Event(enable_timing=True)
                 end = torch.cuda.Event(enable_timing=True)
                 start.record()
-                flash_attention(q, k, v, causal=causal)
+                flash_attention(q, k, v, window=(left, right))
                 end.record()
                 end.synchronize()
                 times.append(start.elapsed_time(end))
             ms = sorted(times)[len(times) // 2]
             stats.update(time_ms=ms, tflops=flops / ms / 1e9)
         return stats
+
+
+def _visible_pairs(seq_len: int, left: int, right: int) -> int:
+    """Number of (query i, key j) pairs with i - left <= j <= i + right in one sequence."""
+    i = np.arange(seq_len, dtype=np.int64)
+    lo = np.maximum(0, i - left) if left >= 0 else np.zeros_like(i)
+    hi = np.minimum(seq_len - 1, i + right) if right >= 0 else np.full_like(i, seq_len - 1)
+    return int(np.maximum(hi - lo + 1, 0).sum())

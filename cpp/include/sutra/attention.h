@@ -70,9 +70,11 @@ struct FlashAttnKernelInfo {
   const char* path = "";
 };
 
-/// Tile configuration of the kernel for `head_dim` (32, 64, 128). Throws std::invalid_argument
-/// for another head dim, sutra::Error in a CPU-only build.
-FlashAttnKernelInfo flash_attention_kernel_info(int head_dim, bool with_bias);
+/// Tile configuration of the kernel a call with `head_dim` (32, 64, 128) and this window
+/// (inclusive bounds, -1 unbounded) runs. Throws std::invalid_argument for another head dim,
+/// sutra::Error in a CPU-only build.
+FlashAttnKernelInfo flash_attention_kernel_info(int head_dim, bool with_bias, int window_left = -1,
+                                                int window_right = -1);
 
 /// Runs the forward pass on `stream` (of `p.device`). Throws std::invalid_argument for
 /// inconsistent parameters, sutra::Error for CUDA failures or a device older than sm_80.

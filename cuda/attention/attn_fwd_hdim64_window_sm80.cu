@@ -1,0 +1,11 @@
+// Instantiations for head dim 64 with the narrow-window query tile (WindowTraits64):
+// {fp16, bf16} x {no bias, bias (ALiBi / relative buckets)}.
+#include "flash_fwd_launch.cuh"
+
+namespace sutra::cuda::attn {
+
+void run_flash_fwd_hdim64_window(const FlashAttnParams& p, cudaStream_t stream) {
+  run_flash_fwd<WindowTraits64>(p, stream);
+}
+
+}  // namespace sutra::cuda::attn
