@@ -2,11 +2,13 @@
 
 Measures, with all-MiniLM-L6-v2 on this machine, in one run:
 
-1. direct ``Embedder.encode()`` throughput (batch size 32, WordNet example sentences) in three
+1. direct ``Embedder.encode()`` throughput (batch size 32, WordNet example sentences) in four
    layouts (ONNX Runtime threads over one batch; one single-threaded caller; one single-threaded
-   caller per core), before and after the server runs; the best figure is the baseline;
+   caller per core, without and with the packed graph loaded), before and after the server runs;
+   the best figure is the baseline;
 2. single-request latency of the idle server (one request at a time, one text each);
-3. the server's saturation throughput (closed loop: 64 connections sending back to back);
+3. the server's saturation throughput (closed loop: 64 connections sending back to back), and
+   where its CPU time goes: the event loop's thread vs the compute threads, per request;
 4. open-loop load with Poisson arrivals at increasing rates: p50/p99 latency vs offered load
    (latency counted from each request's scheduled arrival, so a stalled server cannot hide
    queueing: no coordinated omission);
@@ -121,15 +123,19 @@ def _body(text: str) -> bytes:
 
 
 def direct_encode_throughput(model: str, texts: list[str], threads: int | None, callers: int,
-                             rounds: int = 3) -> float:
+                             packed: bool = False, rounds: int = 3) -> float:
     """Texts per second of ``Embedder.encode`` (batch 32) over all ``texts``: one embedder with
     ``threads`` ONNX Runtime threads (``None``: every core), called from ``callers`` threads at
-    once, each on its share of the texts. The median of ``rounds``."""
+    once, each on its share of the texts; with ``packed``, its packed graph is loaded, so
+    ``encode()`` may pack a batch instead of padding it (as the server's embedder may). The
+    median of ``rounds``."""
     from concurrent.futures import ThreadPoolExecutor
 
     import sutra
 
     embedder = sutra.Embedder(model, batch_size=BATCH, num_threads=threads)
+    if packed:
+        embedder.backend.load_packed()
     shares = [texts[i::callers] for i in range(callers)]
     with ThreadPoolExecutor(callers) as pool:
         def run() -> None:
@@ -149,9 +155,11 @@ def direct_encode_throughput(model: str, texts: list[str], threads: int | None, 
 # Direct encode() layouts; the best is the baseline. ONNX Runtime's own threads over one batch,
 # and (the layout of `sutra serve`) single-threaded compute called from one thread per core.
 DIRECT_LAYOUTS = (
-    ("1 caller, ONNX Runtime on every core", None, 1),
-    ("1 caller, 1 ONNX Runtime thread", 1, 1),
-    ("1 caller per core, 1 ONNX Runtime thread each", 1, os.cpu_count() or 1),
+    ("1 caller, ONNX Runtime on every core", None, 1, False),
+    ("1 caller, 1 ONNX Runtime thread", 1, 1, False),
+    ("1 caller per core, 1 ONNX Runtime thread each", 1, os.cpu_count() or 1, False),
+    ("1 caller per core, 1 ONNX Runtime thread each, packed graph loaded", 1,
+     os.cpu_count() or 1, True),
 )
 
 
@@ -244,6 +252,13 @@ class CpuMeter:
     def snapshot(self) -> tuple[float, float, float]:
         return time.perf_counter(), time.process_time(), self.server_seconds()
 
+    def event_loop_seconds(self) -> float:
+        """CPU seconds of the server's main thread, which runs the event loop (uvicorn, the
+        app, the batcher); every other thread of the server computes or waits for compute."""
+        with open(f"/proc/{self.server_pid}/task/{self.server_pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / self.tick
+
     @staticmethod
     def shares(before: tuple[float, float, float], after: tuple[float, float, float]
                ) -> dict[str, float]:
@@ -314,8 +329,13 @@ async def run_server_benchmarks(host: str, port: int, server_pid: int, texts: li
     await idle_latency(pool, texts[:50])  # warm the server and the connection
     idle = await idle_latency(pool, texts[:300]) * 1e3
     before = meter.snapshot()
+    loop_before = meter.event_loop_seconds()
     saturation = await closed_loop(host, port, texts, 64, duration)
-    saturation_cpu = CpuMeter.shares(before, meter.snapshot())
+    after = meter.snapshot()
+    saturation_cpu = CpuMeter.shares(before, after)
+    served = saturation * (after[0] - before[0])
+    saturation_cpu["loop_ms"] = (meter.event_loop_seconds() - loop_before) / served * 1e3
+    saturation_cpu["compute_ms"] = (after[2] - before[2]) / served * 1e3 - saturation_cpu["loop_ms"]
 
     async def level(rate: float, seed: int) -> dict[str, float]:
         pool.close()  # start every level with fresh connections
@@ -378,6 +398,9 @@ def render(results: dict, args: argparse.Namespace, command: str, load_before: s
         f"{results['saturation']:.0f} req/s ({results['saturation'] / direct:.2f}x direct; "
         f"cores used: server {sat_cpu['server_cores']:.2f}, load generator "
         f"{sat_cpu['client_cores']:.2f}) | |",
+        f"| server CPU per request at saturation | event loop thread {sat_cpu['loop_ms']:.2f} ms, "
+        f"compute threads {sat_cpu['compute_ms']:.2f} ms (direct `encode()`: "
+        f"{(os.cpu_count() or 1) / direct * 1e3:.2f} ms, its cores / its throughput) | |",
         f"| maximum sustainable rate (open loop) | {results['max_sustained']:.0f} req/s "
         f"(**{ratio:.2f}x** direct) | >= 0.8x |",
         f"| p50 / p99 at 80% of it ({at_80['offered']:.0f} req/s offered) | {at_80['p50']:.1f} / "
@@ -419,8 +442,8 @@ def render(results: dict, args: argparse.Namespace, command: str, load_before: s
 
 def measure_direct(model: str, texts: list[str]) -> list[float]:
     rates = []
-    for name, threads, callers in DIRECT_LAYOUTS:
-        rates.append(direct_encode_throughput(model, texts, threads, callers))
+    for name, threads, callers, packed in DIRECT_LAYOUTS:
+        rates.append(direct_encode_throughput(model, texts, threads, callers, packed))
         print(f"direct encode(), {name}: {rates[-1]:.0f} texts/s", file=sys.stderr)
     return rates
 
@@ -453,7 +476,7 @@ def main() -> None:
         log.unlink(missing_ok=True)
     direct_after = measure_direct(args.model, texts)
     load_after = load_average()
-    results["direct_layouts"] = [(name, b, a) for (name, _, _), b, a in
+    results["direct_layouts"] = [(name, b, a) for (name, *_), b, a in
                                  zip(DIRECT_LAYOUTS, direct_before, direct_after)]
     results["direct"] = max(direct_before + direct_after)
     report = render(results, args, command, load_before, load_after)

@@ -351,6 +351,29 @@ async def test_an_embedder_that_packs_gets_the_whole_mixed_batch(minilm, as_toke
         assert_same_embedding(values[index], minilm.encode(text))
 
 
+class _BrokenPackedBackend:
+    supports_packed = True
+
+    def load_packed(self) -> None:
+        raise OSError("no space left on device")
+
+
+@pytest.mark.anyio
+async def test_a_packed_graph_that_cannot_open_falls_back_to_passes_of_similar_lengths(
+        minilm, caplog):
+    recorder = LengthAwareEmbedder(minilm)
+    recorder.backend = _BrokenPackedBackend()
+    texts = ["a cat", "the sea is calm", "stocks fell", LONG_TEXT]
+    config = StreamingConfig(batch_size=4, max_latency_ms=60_000, split_cost_tokens=16)
+    with caplog.at_level("WARNING", logger="sutra.streaming"):
+        async with StreamingEmbedder(config, recorder) as stream:
+            vectors = await stream.embed_many(texts)
+    assert "packed graph is unavailable" in caplog.text
+    assert [LONG_TEXT] in recorder.passes and len(recorder.passes) == 2, recorder.passes
+    for vector, text in zip(vectors, texts):
+        assert_same_embedding(vector, minilm.encode(text))
+
+
 def _padded_cost(lengths, groups, pass_cost):
     return sum(pass_cost + len(g) * max(lengths[i] for i in g) for g in groups)
 

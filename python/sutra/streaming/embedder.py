@@ -12,6 +12,7 @@ inputs it was handed, and its result comes back through ``anyio.to_thread``.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
 import time
@@ -27,6 +28,8 @@ import numpy as np
 from .chunking import chunk_text, chunk_token_ids
 from .config import CHUNK_UNITS, BufferFullError, StreamingClosedError, StreamingConfig
 from .stats import StatsRecorder, StreamingStats
+
+logger = logging.getLogger("sutra.streaming")
 
 # A request's life: QUEUED in the buffer, RUNNING in a batch, then DONE; ABANDONED when its
 # caller was cancelled or timed out while it was still queued (the batcher skips it).
@@ -691,11 +694,19 @@ def split_by_length(lengths: Sequence[int], pass_cost: float) -> list[list[int]]
 
 
 def _prepare_packed(embedder: Any) -> bool:
-    """Open the embedder's packed graph if its backend has one (worker thread); whether it does."""
+    """Open the embedder's packed graph if its backend has one (worker thread); whether it does.
+
+    A packed graph that cannot be built or opened is not fatal: batches then run padded, split
+    by length, as they would on a backend without one."""
     backend = getattr(embedder, "backend", None)
     if not getattr(backend, "supports_packed", False):
         return False
-    backend.load_packed()
+    try:
+        backend.load_packed()
+    except Exception as exc:  # noqa: BLE001 - any failure falls back to the padded graph
+        logger.warning("the packed graph is unavailable (%s: %s); batches run padded",
+                       type(exc).__name__, exc)
+        return False
     return True
 
 
