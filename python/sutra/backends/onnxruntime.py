@@ -4,7 +4,8 @@ The graph (encoder, pooling and normalization) is built once per (weights, pooli
 layout) and cached on disk under ``<cache>/onnx/``, keyed by the weights' sha256, so later loads
 skip the build. Two layouts: the padded graph (``[batch, sequence]`` inputs), and for built graphs
 a packed one (the sequences' tokens concatenated, no padding; see
-:func:`sutra.onnx.build_packed_encoder_graph`), loaded on first use, for batches of mixed lengths.
+:func:`sutra.onnx.build_packed_encoder_graph`) for batches of mixed lengths, opened only on request
+(:meth:`OnnxRuntimeBackend.load_packed`).
 """
 
 from __future__ import annotations
@@ -114,7 +115,8 @@ class OnnxRuntimeBackend:
             ``(sentence [B, H] float32, tokens [T, H] float32 or None)``, equal (to float32
             rounding) to :meth:`forward` on the same sequences padded. Attention spans every
             token of the call, so its cost grows with ``T**2``: callers keep ``T`` to a few
-            hundred (see :func:`packed_cost`).
+            hundred (the Embedder's cost model in ``sutra.embedder`` cuts passes at about
+            ``sqrt(96 * hidden)`` tokens). Opens the packed graph first if needed.
         """
         self.load_packed()
         feeds = {"input_ids": input_ids, "cu_seqlens": cu_seqlens}
