@@ -278,6 +278,21 @@ class LengthAwareEmbedder:
 LONG_TEXT = " ".join(f"word{i} and some more filler text" for i in range(16))
 
 
+async def _submit_one_by_one(config, embedder, items):
+    """Each item as its own concurrent request; the answers by index, and the final stats."""
+    values: dict[int, np.ndarray] = {}
+
+    async def submit(stream, index):
+        values[index] = (await stream.embed_many([items[index]]))[0]
+
+    async with StreamingEmbedder(config, embedder) as stream:
+        async with anyio.create_task_group() as tasks:
+            for index in range(len(items)):
+                tasks.start_soon(submit, stream, index)
+        stats = await stream.get_stats()
+    return values, stats
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize("as_token_ids", [False, True])
 async def test_a_batch_of_mixed_lengths_runs_as_passes_of_similar_lengths(minilm, as_token_ids):
@@ -288,16 +303,7 @@ async def test_a_batch_of_mixed_lengths_runs_as_passes_of_similar_lengths(minilm
     recorder = LengthAwareEmbedder(minilm)
     config = StreamingConfig(batch_size=4, max_latency_ms=60_000, split_cost_tokens=16)
     items = minilm.tokenizer.encode(texts) if as_token_ids else texts
-    values: dict[int, np.ndarray] = {}
-
-    async def submit(stream, index):
-        values[index] = (await stream.embed_many([items[index]]))[0]
-
-    async with StreamingEmbedder(config, recorder) as stream:
-        async with anyio.create_task_group() as tasks:
-            for index in range(len(items)):
-                tasks.start_soon(submit, stream, index)
-        stats = await stream.get_stats()
+    values, stats = await _submit_one_by_one(config, recorder, items)
     assert stats.batches == 1 and stats.completed == 4
     long_item = tuple(items[3]) if as_token_ids else LONG_TEXT
     assert [long_item] in recorder.passes and len(recorder.passes) == 2, recorder.passes
@@ -335,16 +341,7 @@ async def test_an_embedder_that_packs_gets_the_whole_mixed_batch(minilm, as_toke
     recorder = PackingRecorder(minilm)
     config = StreamingConfig(batch_size=4, max_latency_ms=60_000, split_cost_tokens=16)
     items = minilm.tokenizer.encode(texts) if as_token_ids else texts
-    values: dict[int, np.ndarray] = {}
-
-    async def submit(stream, index):
-        values[index] = (await stream.embed_many([items[index]]))[0]
-
-    async with StreamingEmbedder(config, recorder) as stream:
-        async with anyio.create_task_group() as tasks:
-            for index in range(len(items)):
-                tasks.start_soon(submit, stream, index)
-        stats = await stream.get_stats()
+    values, stats = await _submit_one_by_one(config, recorder, items)
     assert stats.batches == 1 and stats.completed == 4
     assert len(recorder.passes) == 1 and len(recorder.passes[0]) == 4, recorder.passes
     for index, text in enumerate(texts):

@@ -235,14 +235,7 @@ def flash_attention(q: Any, k: Any, v: Any, cu_seqlens: Any = None, max_seqlen: 
     for name, t in (("q", qv), ("k", kv), ("v", vv)):
         _check_rows(name, t, head_dim)
 
-    try:
-        left, right = (int(w) for w in window)
-    except (TypeError, ValueError):
-        raise ValueError(f"window must be a pair of ints (left, right), got {window!r}") from None
-    if left < -1 or right < -1:
-        raise ValueError(f"window bounds must be >= 0 or -1 (unbounded), got {window!r}")
-    if causal:
-        right = 0 if right < 0 else min(right, 0)
+    left, right = _window_bounds(window, causal)
     scale = 1.0 / math.sqrt(head_dim) if softmax_scale is None else float(softmax_scale)
     if not scale > 0.0 or not math.isfinite(scale):
         raise ValueError(f"softmax_scale must be a finite number > 0, got {softmax_scale}")
@@ -372,11 +365,7 @@ class FlashAttentionOptimizer:
         reason = self._gpu_reason()
         if reason is not None:
             return {"available": False, "reason": reason, "seq_len": seq_len}
-        left, right = (int(w) for w in window)
-        if left < -1 or right < -1:
-            raise ValueError(f"window bounds must be >= 0 or -1 (unbounded), got {window!r}")
-        if causal:
-            right = 0 if right < 0 else min(right, 0)
+        left, right = _window_bounds(window, causal)
         info = dict(_core.flash_attention_kernel_info(head_dim, False, left, right))
         block = info["block_m"]
         if self.config.block_size not in (None, block):
@@ -412,6 +401,20 @@ class FlashAttentionOptimizer:
             ms = sorted(times)[len(times) // 2]
             stats.update(time_ms=ms, tflops=flops / ms / 1e9)
         return stats
+
+
+def _window_bounds(window: Any, causal: bool) -> tuple[int, int]:
+    """(left, right) inclusive key bounds from ``window`` (-1 unbounded), with ``causal`` folded
+    in as right <= 0; ValueError for anything but a pair of ints >= -1."""
+    try:
+        left, right = (int(w) for w in window)
+    except (TypeError, ValueError):
+        raise ValueError(f"window must be a pair of ints (left, right), got {window!r}") from None
+    if left < -1 or right < -1:
+        raise ValueError(f"window bounds must be >= 0 or -1 (unbounded), got {window!r}")
+    if causal:
+        right = 0 if right < 0 else min(right, 0)
+    return left, right
 
 
 def _visible_pairs(seq_len: int, left: int, right: int) -> int:

@@ -457,7 +457,6 @@ class StreamingEmbedder:
 
     async def _batch_loop(self) -> None:
         config = self.config
-        max_latency = config.max_latency_ms / 1e3
         limit = config.batch_size if config.auto_batch else 1
         while True:
             oldest = self._oldest_live()
@@ -479,15 +478,22 @@ class StreamingEmbedder:
                 if not (self._computing < 2 * config.workers and self._queued_live >= limit):
                     await self._wait_for_change()
                     continue
-            if config.auto_batch and not self._closing and self._queued_live < limit:
-                # The deadline belongs to the oldest request, not to this wait: a request that
-                # queued while the previous batch computed is not made to wait a second time.
-                remaining = oldest.group.submitted + max_latency - anyio.current_time()
-                if remaining > 0:
-                    with anyio.move_on_after(remaining):
-                        await self._wait_for_change()
-                    continue
+            remaining = self._due_in(oldest)
+            if remaining > 0:
+                with anyio.move_on_after(remaining):
+                    await self._wait_for_change()
+                continue
             self._start_batch()
+
+    def _due_in(self, oldest: _Request) -> float:
+        """Seconds until the batch holding ``oldest`` closes; <= 0 when it closes now (it is
+        full, the embedder is closing, or auto-batching is off). The deadline belongs to the
+        oldest request, not to the batcher's wait: a request that queued while the previous
+        batch computed is not made to wait a second time."""
+        config = self.config
+        if not config.auto_batch or self._closing or self._queued_live >= config.batch_size:
+            return 0.0
+        return oldest.group.submitted + config.max_latency_ms / 1e3 - anyio.current_time()
 
     def _start_batch(self) -> None:
         """Take up to ``batch_size`` queued requests and start computing them."""
@@ -508,12 +514,7 @@ class StreamingEmbedder:
         if self._computing >= self.config.workers:
             return False
         oldest = self._oldest_live()
-        if oldest is None:
-            return False
-        config = self.config
-        if config.auto_batch and not self._closing and self._queued_live < config.batch_size:
-            return oldest.group.submitted + config.max_latency_ms / 1e3 <= anyio.current_time()
-        return True
+        return oldest is not None and self._due_in(oldest) <= 0
 
     async def _run_batch(self, batch: list[_Request]) -> None:
         items = [request.item for request in batch]
