@@ -205,22 +205,14 @@ def test_encode_never_opens_the_packed_graph_itself(efficient_folder):
     assert embedder.backend.packed_loaded
 
 
-def test_sorted_batches_of_similar_lengths_stay_padded():
-    from sutra.embedder import _packed_chunks
+def test_batches_without_padding_to_save_stay_padded():
+    from sutra.embedder import _packing_pays
 
-    assert _packed_chunks([12] * 32, 384) is None  # no padding to save
-    assert _packed_chunks([13, 12, 12, 11] * 8, 384) is None
-    assert _packed_chunks([40], 384) is None  # one row never pads
-    lengths = [44, 30, 21, 15, 12, 11, 10, 9, 9, 8, 7, 7, 6, 5, 4, 3]
-    chunks = _packed_chunks(lengths, 384)
-    assert chunks is not None
-    assert sorted(k for chunk in chunks for k in chunk) == list(range(len(lengths)))
-    # Consecutive rows, each pass within the attention budget (sqrt(16 * 6 * 384) = 192 tokens).
-    assert all(chunk == list(range(chunk[0], chunk[-1] + 1)) for chunk in chunks)
-    assert all(sum(lengths[k] for k in chunk) <= 192 for chunk in chunks)
-    # A row longer than the budget gets a pass of its own.
-    chunks = _packed_chunks([256, 200, 3, 3, 3], 384)
-    assert chunks is not None and [0] in chunks and [1] in chunks
+    assert not _packing_pays([12] * 32)  # no padding to save
+    assert not _packing_pays([40])  # one row never pads
+    assert not _packing_pays([13, 13, 13, 12])  # 2% padding: less than the gathers cost
+    assert _packing_pays([13, 12, 12, 11] * 8)  # 8%
+    assert _packing_pays([44, 30, 21, 15, 12, 11, 10, 9, 9, 8, 7, 7, 6, 5, 4, 3])
 
 
 def test_embed_batch_matches_encode(minilm):

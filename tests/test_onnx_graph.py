@@ -486,12 +486,22 @@ def pack(ids, mask):
     return flat, cu
 
 
-def run_packed(model: onnx.ModelProto, flat, cu):
+def row_layouts(cu):
+    """Attention rows (cu_rowlens) for packed sequences with boundaries ``cu``: everything in one
+    row, one row per sequence, and rows of two neighbours (the last one alone when odd)."""
+    cu = np.asarray(cu, np.int64)
+    pairs = np.unique(np.concatenate([cu[::2], cu[-1:]]))
+    return {"one row": np.array([0, cu[-1]], np.int64), "row per sequence": cu, "pairs": pairs}
+
+
+def run_packed(model: onnx.ModelProto, flat, cu, rows=None):
+    """Run a packed graph; ``rows`` (cu_rowlens) defaults to one row per sequence."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    rows = cu if rows is None else rows
     tokens, sentence = sess.run(["token_embeddings", "sentence_embedding"],
-                                {"input_ids": flat, "cu_seqlens": cu})
+                                {"input_ids": flat, "cu_seqlens": cu, "cu_rowlens": rows})
     assert tokens.dtype == np.float32 and sentence.dtype == np.float32
     assert tokens.shape == (len(flat), HIDDEN) and sentence.shape == (len(cu) - 1, HIDDEN)
     return tokens, sentence
@@ -505,8 +515,8 @@ def _longest(model_type: str) -> int:
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "plain"])
 @pytest.mark.parametrize("model_type", ARCHS)
 def test_packed_matches_reference_and_padded(model_type, fused):
-    """Packed = the float64 reference = the padded graph, for every pooling, on a mix of a
-    length-1 row, a full-length row and short ones."""
+    """Packed = the float64 reference = the padded graph, for every pooling and every layout of
+    the attention rows, on a mix of a length-1 sequence, a full-length one and short ones."""
     seed = 2000 + ARCHS.index(model_type)
     config = make_config(model_type)
     weights = make_weights(model_type, seed, PREFIX[model_type])
@@ -515,12 +525,15 @@ def test_packed_matches_reference_and_padded(model_type, fused):
     ids, mask = make_batch(model_type, lengths, seed)
     flat, cu = pack(ids, mask)
     valid = mask.astype(bool)
+    layouts = list(row_layouts(cu).items())
     for mode in POOL_MODES:
         for normalize in (True, False):
             pooling = PoolingSpec(mode, normalize)
-            where = f"seed={seed} {model_type} fused={fused} pooling={pooling}"
+            # One row layout per pooling (all three over the loop) keeps the test quick.
+            layout, rows = layouts[(POOL_MODES.index(mode) * 2 + normalize) % len(layouts)]
+            where = f"seed={seed} {model_type} fused={fused} pooling={pooling} rows={layout}"
             tokens, sentence = run_packed(build_packed_encoder_graph(config, weights, pooling, fused=fused),
-                                          flat, cu)
+                                          flat, cu, rows)
             ref_tokens, ref_sentence = reference(config, plain, ids, mask, pooling)
             tok_err = np.abs(tokens - ref_tokens[valid]).max()
             sent_err = np.abs(sentence - ref_sentence).max()
@@ -534,16 +547,19 @@ def test_packed_matches_reference_and_padded(model_type, fused):
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "plain"])
 @pytest.mark.parametrize("model_type", ["bert", "roberta", "mpnet"])
 def test_packed_alone_equals_with_others(model_type, fused):
-    """A sequence packed with others gets the embedding it gets alone: nothing crosses the
-    block-diagonal mask, and positions and MPNet's relative bias restart per sequence."""
+    """A sequence packed with others, in one attention row with them, gets the embedding it gets
+    alone: nothing crosses the mask (empty slots of a shorter row included), and positions and
+    MPNet's relative bias restart per sequence."""
     config = make_config(model_type)
     weights = make_weights(model_type, 81)
     lengths = [5, 1, 12, _longest(model_type), 3]
     ids, mask = make_batch(model_type, lengths, 81)
     flat, cu = pack(ids, mask)
+    # Rows [5, 1, 12] and [longest, 3]: the first row has empty slots.
+    rows = np.array([0, cu[3], cu[5]], np.int64)
     for mode in POOL_MODES:
         model = build_packed_encoder_graph(config, weights, PoolingSpec(mode, True), fused=fused)
-        tokens, together = run_packed(model, flat, cu)
+        tokens, together = run_packed(model, flat, cu, rows)
         for b, n in enumerate(lengths):
             alone_tokens, alone = run_packed(model, ids[b, :n].copy(), np.array([0, n], np.int64))
             where = f"{model_type} fused={fused} {mode} row {b} (length {n})"
@@ -553,7 +569,7 @@ def test_packed_alone_equals_with_others(model_type, fused):
         # The order of the sequences in the pack does not matter either.
         order = [3, 0, 4, 2, 1]
         flat2, cu2 = pack(ids[order], mask[order])
-        _, shuffled = run_packed(model, flat2, cu2)
+        _, shuffled = run_packed(model, flat2, cu2, row_layouts(cu2)["one row"])
         np.testing.assert_allclose(shuffled, together[order], rtol=0, atol=1e-5, err_msg=mode)
 
 
@@ -576,14 +592,15 @@ def test_packed_graph_interface_and_ops():
     config, weights = make_config("mpnet"), make_weights("mpnet", 93)
     model = build_packed_encoder_graph(config, weights, PoolingSpec("cls", False), fused=True)
     inputs = {i.name: i for i in model.graph.input}
-    assert list(inputs) == ["input_ids", "cu_seqlens"]
+    assert list(inputs) == ["input_ids", "cu_seqlens", "cu_rowlens"]
     for vi in inputs.values():
         assert vi.type.tensor_type.elem_type == onnx.TensorProto.INT64
         assert len(vi.type.tensor_type.shape.dim) == 1
     assert [o.name for o in model.graph.output] == ["token_embeddings", "sentence_embedding"]
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["layout"] == "packed" and meta["model_type"] == "mpnet"
-    assert {"Attention"} <= {n.op_type for n in model.graph.node if n.domain == "com.microsoft"}
+    assert {"MultiHeadAttention"} <= {n.op_type for n in model.graph.node
+                                      if n.domain == "com.microsoft"}
     plain = build_packed_encoder_graph(config, weights, PoolingSpec("max", True), fused=False)
     onnx.checker.check_model(plain, full_check=True)
     assert {n.domain for n in plain.graph.node} <= {""}

@@ -16,6 +16,7 @@ from ._errors import LongTextTruncatedWarning
 from .backends import create_backend
 from .config import EmbedderConfig
 from .models.folder import ModelFolder, resolve
+from .packing import plan_rows
 from .tokenization import TextTokenizer, pad_batch
 from .windows import AggregationMethod, SlidingWindowAttention, aggregate_embeddings
 
@@ -291,11 +292,8 @@ class Embedder:
         packs = getattr(self.backend, "packed_loaded", False)
         for batch in _plan_batches([len(r) for r in rows], batch_size,
                                    self.config.max_batch_tokens, progress):
-            chunks = _packed_chunks([len(rows[r]) for r in batch], hidden) if packs else None
-            if chunks is not None:
-                for chunk in chunks:
-                    self._forward_packed(rows, [batch[k] for k in chunk], row_embeddings,
-                                         row_tokens if tokens else None)
+            if packs and _packing_pays([len(rows[r]) for r in batch]):
+                self._forward_packed(rows, batch, row_embeddings, row_tokens if tokens else None)
                 continue
             input_ids, mask = pad_batch([rows[r] for r in batch], self.tokenizer.pad_token_id)
             sentence, token_out = self.backend.forward(input_ids, mask, want_tokens=bool(tokens))
@@ -338,20 +336,24 @@ class Embedder:
             embeddings = np.empty((0, width), dtype=dtype)
         return embeddings
 
-    def _forward_packed(self, rows: list[list[int]], chunk: list[int], row_embeddings: np.ndarray,
+    def _forward_packed(self, rows: list[list[int]], batch: list[int], row_embeddings: np.ndarray,
                         row_tokens: list[np.ndarray | None] | None) -> None:
-        """One packed forward pass over ``rows[chunk]``, results written in place."""
-        lengths = [len(rows[r]) for r in chunk]
-        cu_seqlens = np.zeros(len(chunk) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=cu_seqlens[1:])
-        input_ids = np.fromiter((t for r in chunk for t in rows[r]), dtype=np.int64,
+        """One packed forward pass over ``rows[batch]``, results written in place. The sequences
+        are laid out in the order of their attention rows (see :func:`sutra.packing.plan_rows`)."""
+        order, row_lengths = plan_rows([len(rows[r]) for r in batch])
+        laid_out = [batch[k] for k in order]
+        cu_seqlens = np.zeros(len(laid_out) + 1, dtype=np.int64)
+        np.cumsum([len(rows[r]) for r in laid_out], out=cu_seqlens[1:])
+        cu_rowlens = np.zeros(len(row_lengths) + 1, dtype=np.int64)
+        np.cumsum(row_lengths, out=cu_rowlens[1:])
+        input_ids = np.fromiter((t for r in laid_out for t in rows[r]), dtype=np.int64,
                                 count=int(cu_seqlens[-1]))
         sentence, token_out = self.backend.forward_packed(
-            input_ids, cu_seqlens, want_tokens=row_tokens is not None
+            input_ids, cu_seqlens, want_tokens=row_tokens is not None, cu_rowlens=cu_rowlens
         )
-        row_embeddings[chunk] = sentence
+        row_embeddings[laid_out] = sentence
         if row_tokens is not None and token_out is not None:
-            for slot, r in enumerate(chunk):
+            for slot, r in enumerate(laid_out):
                 row_tokens[r] = np.array(token_out[cu_seqlens[slot]:cu_seqlens[slot + 1]],
                                          dtype=np.float32)
 
@@ -416,52 +418,19 @@ def _plan_batches(lengths: list[int], batch_size: int, max_batch_tokens: int,
     return batches
 
 
-# Cost model for choosing between a padded and a packed forward pass, in units of one token's
-# dense compute (projections and feed-forward, about 12 * hidden**2 multiply-adds per layer):
-# - every pass has a fixed cost (dispatch of its kernels), worth about 16 tokens for
-#   all-MiniLM-L6-v2 on ONNX Runtime CPU (the figure StreamingConfig.split_cost_tokens measured);
-# - attention over a span of S tokens adds 2 * S * hidden multiply-adds per token, a fraction
-#   S / (6 * hidden) of the dense work. A padded pass attends over its longest row; a packed pass
-#   over all of its tokens (the block-diagonal mask is applied, not exploited), so packed passes
-#   are cut to about sqrt(pass_cost * 6 * hidden) tokens, where the two costs balance (192 for
-#   hidden 384). Measured on 2 EPYC cores, single-threaded, WordNet sentences: random batches of
-#   16 cost 2.31 ms per text packed vs 2.67 split into similar-length padded passes; batches of 32
-#   sorted by length (what encode() forms) 2.17 padded vs 2.23 to 2.45 packed.
-_PASS_COST_TOKENS = 16.0
+# A packed pass computes the dense layers on its T real tokens and attends in rows of about the
+# longest sequence's length (sutra.packing.plan_rows); a padded pass computes B rows of the longest
+# length throughout. Packing pays when the padding it saves exceeds what its gathers cost, about 3%
+# of the dense work: measured on 2 EPYC cores, single-threaded, WordNet sentences (1000, ms per
+# text): random batches of 16 / 32 / 64 packed 2.46 / 2.42 / 2.46 vs padded 3.96 / 4.38 / 5.08;
+# batches of 32 sorted by length (what encode() forms) packed 2.41 vs padded 2.50.
+_PACKING_OVERHEAD = 0.03
 
 
-def _pass_cost(tokens: int, span: int, hidden: int) -> float:
-    """Modelled cost of one pass computing ``tokens`` tokens that attend over ``span`` each."""
-    return _PASS_COST_TOKENS + tokens * (1.0 + span / (6.0 * hidden))
-
-
-def _packed_chunks(lengths: list[int], hidden: int) -> list[list[int]] | None:
-    """Positions of ``lengths`` grouped into packed passes, or ``None`` when one padded pass over
-    all of them is modelled to cost less (uniform lengths, as encode()'s sorted batches have).
-
-    Groups follow the order of ``lengths`` and hold consecutive positions, so a batch sorted by
-    length is packed with neighbours of similar length.
-    """
-    if len(lengths) < 2:
-        return None
-    longest = max(lengths)
-    padded = _pass_cost(len(lengths) * longest, longest, hidden)
-    budget = max(int(round((_PASS_COST_TOKENS * 6.0 * hidden) ** 0.5)), 1)
-    chunks: list[list[int]] = []
-    current: list[int] = []
-    total = 0
-    for k, n in enumerate(lengths):
-        if current and total + n > budget:
-            chunks.append(current)
-            current, total = [], 0
-        current.append(k)
-        total += n
-    chunks.append(current)
-    packed = 0.0
-    for chunk in chunks:
-        tokens = sum(lengths[k] for k in chunk)
-        packed += _pass_cost(tokens, tokens, hidden)
-    return chunks if packed < padded else None
+def _packing_pays(lengths: list[int]) -> bool:
+    """Whether one packed pass over sequences of these lengths is modelled to cost less than one
+    padded pass (any batch with more than ~3% padding)."""
+    return len(lengths) > 1 and sum(lengths) * (1.0 + _PACKING_OVERHEAD) < len(lengths) * max(lengths)
 
 
 def _quantize_token_list(arrays: list[np.ndarray], precision: str) -> list[np.ndarray]:

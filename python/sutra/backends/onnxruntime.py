@@ -102,7 +102,8 @@ class OnnxRuntimeBackend:
                     self._packed_session = self._open(built_graph_path(self.model, layout="packed"))
 
     def forward_packed(self, input_ids: np.ndarray, cu_seqlens: np.ndarray,
-                       want_tokens: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+                       want_tokens: bool = False, cu_rowlens: np.ndarray | None = None,
+                       ) -> tuple[np.ndarray, np.ndarray | None]:
         """Encode sequences given back to back, without padding.
 
         Args:
@@ -110,16 +111,20 @@ class OnnxRuntimeBackend:
             cu_seqlens: int64 ``[B + 1]``: 0, then the running total of the sequence lengths
                 (every length >= 1, the last value ``T``).
             want_tokens: also return the last hidden state.
+            cu_rowlens: int64 ``[R + 1]``, the attention rows: 0, then row ends, each one a
+                sequence end, the last ``T``. A row is laid out in ``S`` slots (``S`` = the
+                longest row) and attention costs ``R * S**2``; ``sutra.packing.plan_rows`` bins
+                sequences into rows about as long as the longest sequence. ``None``: one row per
+                sequence.
 
         Returns:
             ``(sentence [B, H] float32, tokens [T, H] float32 or None)``, equal (to float32
-            rounding) to :meth:`forward` on the same sequences padded. Attention spans every
-            token of the call, so its cost grows with ``T**2``: callers keep ``T`` to a few
-            hundred (the Embedder's cost model in ``sutra.embedder`` cuts passes at about
-            ``sqrt(96 * hidden)`` tokens). Opens the packed graph first if needed.
+            rounding) to :meth:`forward` on the same sequences padded, whatever the rows.
+            Opens the packed graph first if needed.
         """
         self.load_packed()
-        feeds = {"input_ids": input_ids, "cu_seqlens": cu_seqlens}
+        feeds = {"input_ids": input_ids, "cu_seqlens": cu_seqlens,
+                 "cu_rowlens": cu_seqlens if cu_rowlens is None else cu_rowlens}
         names = [SENTENCE_OUTPUT] + ([TOKEN_OUTPUT] if want_tokens else [])
         outputs = self._packed_session.run(names, feeds)
         return outputs[0], (outputs[1] if want_tokens else None)

@@ -12,8 +12,8 @@ Sequences may be at most as long as the position table allows: max_position_embe
 BERT/DistilBERT, max_position_embeddings - padding_idx - 1 for RoBERTa/XLM-R/MPNet (514 -> 512);
 truncating is the caller's job (a longer input fails in the position Gather).
 
-``fused=True`` uses ONNX Runtime contrib ops (domain com.microsoft: Attention,
-BiasGelu / FastGelu) and runs only on ONNX Runtime. ``fused=False`` uses
+``fused=True`` uses ONNX Runtime contrib ops (domain com.microsoft: Attention (MultiHeadAttention
+in the packed graph), BiasGelu / FastGelu) and runs only on ONNX Runtime. ``fused=False`` uses
 standard ONNX ops (opset >= 17 for LayerNormalization).
 """
 
@@ -118,16 +118,20 @@ def build_packed_encoder_graph(
     """Build the padding-free ("packed") variant of :func:`build_encoder_graph`.
 
     The tokens of every sequence of a batch are concatenated; nothing is padded, so the dense
-    layers (projections, feed-forward, LayerNorm) compute real tokens only. Attention runs over
-    all packed tokens at once with a block-diagonal mask (a token attends to the tokens of its
-    own sequence), so its cost grows with the square of the packed length: callers bound the
-    tokens per call (see ``sutra.backends.onnxruntime``).
+    layers (projections, feed-forward, LayerNorm) compute real tokens only. Attention runs in
+    rows: ``cu_rowlens`` cuts the tokens into rows of whole sequences, each row is gathered into
+    ``S`` slots (``S`` = the longest row) and a token attends to the tokens of its own sequence.
+    Attention then costs ``rows * S**2``: one row per sequence is the padded graph's attention,
+    one row of everything is ``tokens**2``, and sequences binned into rows as long as the
+    longest one (:func:`sutra.packing.plan_rows`) come close to ``tokens * longest``.
 
     Graph contract:
       inputs   input_ids   int64 [tokens]  the sequences' ids, one after the other
                cu_seqlens  int64 [batch + 1]  0, then the running total of the sequence lengths
                            (sequence b is ``input_ids[cu_seqlens[b]:cu_seqlens[b + 1]]``);
                            nondecreasing, last value = tokens, every length >= 1
+               cu_rowlens  int64 [rows + 1]  0, then the end of each attention row; every value
+                           is also in cu_seqlens (rows hold whole sequences), last value = tokens
       outputs  token_embeddings    float32 [tokens, hidden]  last hidden state of every token
                sentence_embedding  float32 [batch, hidden]  pooled per sequence (then normalized),
                                    equal to the padded graph's output for the same sequences
@@ -144,23 +148,24 @@ def build_packed_encoder_graph(
 
     g = GraphBuilder(opset)
     seg = _PackedSegments(g)
-    hidden = _packed_embeddings(g, spec, seg)
-    masks = _PackedMasks(g, seg)
-    position_bias = _packed_relative_position_bias(g, spec, seg) if spec.relative_bias is not None else None
+    rows = _AttentionRows(g, seg)
+    hidden = _packed_embeddings(g, spec, seg)  # [T, H]
+    position_bias = _packed_relative_position_bias(g, spec, rows) if spec.relative_bias is not None else None
 
     for i, layer in enumerate(spec.layers()):
         last = i == spec.num_layers - 1
-        out_name = "packed_hidden" if last else None
-        hidden = _layer(g, spec, layer, i, hidden, masks, position_bias, out_name, fused)
+        out_name = "token_embeddings" if last else None
+        hidden = _layer(g, spec, layer, i, hidden, rows, position_bias, out_name, fused)
     if spec.num_layers == 0:
-        hidden = g.op("Identity", [hidden], outputs=["packed_hidden"])
-    tokens = g.squeeze(hidden, [0], outputs=["token_embeddings"])
+        hidden = g.op("Identity", [hidden], outputs=["token_embeddings"])
+    tokens = hidden
 
     _packed_pooling(g, tokens, seg, pooling)
 
     g.graph.input.extend([
         value_info("input_ids", INT64, ["tokens"]),
         value_info("cu_seqlens", INT64, ["batch_plus_1"]),
+        value_info("cu_rowlens", INT64, ["rows_plus_1"]),
     ])
     g.graph.output.extend([
         value_info("token_embeddings", FLOAT, ["tokens", spec.hidden_size]),
@@ -178,6 +183,7 @@ class _PackedSegments:
         self.lengths = g.op("Sub", [ends, self.starts], name="seq_lengths")  # [B]
         total = g.squeeze(g.op("Shape", ["input_ids"]), [0], name="num_tokens")
         index = g.op("Range", [g.const(0), total, g.const(1)], name="token_index")  # [T]
+        self.index = index
         # A token's sequence is the number of sequences that end at or before it: [T, B] -> [T].
         ended = g.op("GreaterOrEqual", [g.unsqueeze(index, [1]), g.unsqueeze(ends, [0])])
         self.segment = g.reduce("ReduceSum", g.op("Cast", [ended], to=INT64), [1], 0,
@@ -214,62 +220,114 @@ def _packed_embeddings(g: GraphBuilder, spec: EncoderSpec, seg: _PackedSegments)
     summed = g.op("Add", [words, positions], name="embeddings_sum")
     normed = g.op("LayerNormalization", [summed, gamma, beta], axis=-1, epsilon=spec.layer_norm_eps,
                   name="embeddings_ln")
-    # The layers see one sequence of all tokens: [1, T, H].
-    return g.unsqueeze(normed, [0], name="packed_embeddings")
+    return normed
 
 
-def _packed_relative_position_bias(g: GraphBuilder, spec: EncoderSpec, seg: _PackedSegments) -> str:
-    """MPNet bias [1, heads, T, T] from the in-sequence distance of every token pair.
+def _packed_relative_position_bias(g: GraphBuilder, spec: EncoderSpec, rows: "_AttentionRows") -> str:
+    """MPNet bias [R, heads, S, S] from the in-sequence distance of every slot pair of a row.
 
-    Pairs of different sequences get some bucket too; the block-diagonal mask removes them.
+    Pairs of different sequences (and empty slots) get some bucket too; the row mask removes them.
     """
     n = spec.position_embeddings.shape[0]
     # bucket of (key - query) for -(n-1)..(n-1), the diagonals of the padded graph's table.
     by_distance = mpnet_relative_buckets(2 * n - 1)[n - 1].astype(np.int32)
     table_by_distance = g.weight("relative_position.buckets_by_distance", by_distance)
     table = g.weight("relative_position.bias", spec.relative_bias)
-    distance = g.op("Sub", [g.unsqueeze(seg.offset, [0]), g.unsqueeze(seg.offset, [1])])  # [T, T]
+    offset = rows.slot_offset  # [R, S]
+    distance = g.op("Sub", [g.unsqueeze(offset, [1]), g.unsqueeze(offset, [2])])  # [R, S, S]
     shifted = g.op("Add", [distance, g.const(n - 1)])
     buckets = g.op("Gather", [table_by_distance, shifted], name="rel_buckets")
-    values = g.op("Gather", [table, buckets], name="rel_values")  # [T, T, heads]
-    per_head = g.op("Transpose", [values], perm=[2, 0, 1])
-    return g.unsqueeze(per_head, [0], name="rel_position_bias")
+    values = g.op("Gather", [table, buckets], name="rel_values")  # [R, S, S, heads]
+    return g.op("Transpose", [values], perm=[0, 3, 1, 2], name="rel_position_bias")
 
 
-class _PackedMasks:
-    """Block-diagonal attention mask of a packed batch, in the forms the attention variants take."""
+class _AttentionRows:
+    """Where attention runs in a packed batch: ``cu_rowlens`` cuts the packed tokens into rows
+    of whole sequences; each row is laid out in ``S`` slots (``S`` = the longest row, empty slots
+    at the end) and a token attends to the tokens of its own sequence within its row.
+
+    The dense layers keep the packed ``[T, H]`` tokens; only attention gathers them into
+    ``[R, S, H]`` and back. Attention costs ``R * S**2`` instead of ``T**2`` for one row of all
+    tokens, which is what makes large packed passes cheap: the caller bins sequences into rows
+    about as long as the longest one (``sutra.packing``).
+    """
 
     def __init__(self, g: GraphBuilder, seg: _PackedSegments) -> None:
         self._g = g
+        starts = g.op("Slice", ["cu_rowlens", g.const([0]), g.const([-1])], name="row_starts")  # [R]
+        ends = g.op("Slice", ["cu_rowlens", g.const([1]), g.const([2**62])], name="row_ends")  # [R]
+        lengths = g.op("Sub", [ends, starts], name="row_lengths")  # [R]
+        width = g.reduce("ReduceMax", lengths, [0], 0, name="row_width")  # S, a scalar
+        column = g.op("Range", [g.const(0), width, g.const(1)], name="slot_column")  # [S]
+        # Slot -> token: [R, S]; empty slots read token 0 (any real token) and are masked.
+        self.valid = g.op("Less", [g.unsqueeze(column, [0]), g.unsqueeze(lengths, [1])],
+                          name="slot_valid")
+        token = g.op("Add", [g.unsqueeze(starts, [1]), g.unsqueeze(column, [0])])
+        self.slot_token = g.op("Where", [self.valid, token, g.const(0)], name="slot_token")
+        # Token -> slot: [T], row * S + position in the row.
+        ended = g.op("GreaterOrEqual", [g.unsqueeze(seg.index, [1]), g.unsqueeze(ends, [0])])
+        row = g.reduce("ReduceSum", g.op("Cast", [ended], to=INT64), [1], 0, name="token_row")
+        within = g.op("Sub", [seg.index, g.op("Gather", [starts, row])])
+        self.token_slot = g.op("Add", [g.op("Mul", [row, width]), within], name="token_slot")
+        # A slot's sequence, -1 when empty; a key is visible when it shares its query's sequence.
+        slot_segment = g.op("Where", [self.valid, g.op("Gather", [seg.segment, self.slot_token]),
+                                      g.const(-1)], name="slot_segment")
+        self._same = g.op("And", [g.op("Equal", [g.unsqueeze(slot_segment, [2]),
+                                                 g.unsqueeze(slot_segment, [1])]),
+                                  g.unsqueeze(self.valid, [1])], name="same_sequence")  # [R, S, S]
         self._seg = seg
-        self._same: str | None = None
-        self._int32: str | None = None
+        self._offset: str | None = None
         self._additive: str | None = None
+        self._combined: str | None = None
 
-    def _same_sequence(self) -> str:
-        if self._same is None:
-            s = self._seg.segment
-            self._same = self._g.op("Equal", [self._g.unsqueeze(s, [1]), self._g.unsqueeze(s, [0])],
-                                    name="same_sequence")  # [T, T]
-        return self._same
-
-    def int32(self) -> str:
-        """[1, T, T] int32, 1 where query and key are in the same sequence (contrib Attention's
-        3-D mask_index form)."""
-        if self._int32 is None:
-            g = self._g
-            mask = g.op("Cast", [self._same_sequence()], to=INT32)
-            self._int32 = g.unsqueeze(mask, [0], name="mask_int32")
-        return self._int32
+    @property
+    def slot_offset(self) -> str:
+        """[R, S]: each slot's position within its sequence (0 for empty slots)."""
+        if self._offset is None:
+            self._offset = self._g.op("Gather", [self._seg.offset, self.slot_token],
+                                      name="slot_offset")
+        return self._offset
 
     def additive(self) -> str:
-        """[1, 1, T, T]: 0 within a sequence, float32 min across sequences."""
+        """[R, 1, S, S]: 0 where the key is visible, float32 min elsewhere."""
         if self._additive is None:
             g = self._g
-            bias = g.op("Where", [self._same_sequence(), g.const(0.0, np.float32),
+            bias = g.op("Where", [self._same, g.const(0.0, np.float32),
                                   g.const(np.finfo(np.float32).min, np.float32)])
-            self._additive = g.unsqueeze(bias, [0, 1], name="mask_bias")
+            self._additive = g.unsqueeze(bias, [1], name="mask_bias")
         return self._additive
+
+    def attend(self, g: GraphBuilder, spec: EncoderSpec, w: LayerWeights, p: str, x: str,
+               position_bias: str | None, fused: bool) -> str:
+        """Self-attention of packed tokens ``x`` [T, H] within their rows: context [T, H].
+
+        Fused: the QKV projection runs on the T tokens, then ONNX Runtime's contrib
+        MultiHeadAttention on [R, S, H] (projecting after the gather would also project the
+        empty slots, 10 to 20% of them for short sentences). Standard ops: the tokens are
+        gathered into rows and attended as the padded graph does.
+        """
+        if fused:
+            H = spec.hidden_size
+            qkv = g.op("MatMul", [x, g.weight(f"{p}.qkv.weight", w.qkv_w)])  # [T, 3H]
+            laid_out = g.op("Gather", [qkv, self.slot_token], name=f"{p}.qkv_rows")  # [R, S, 3H]
+            q, k, v = g.op("Split", [laid_out, g.const([H, H, H])], axis=2, n_out=3,
+                           name=f"{p}.qkv_split")
+            ctx = g.op("MultiHeadAttention",
+                       [q, k, v, g.weight(f"{p}.qkv.bias", w.qkv_b), "", self._bias(position_bias)],
+                       domain=MS_DOMAIN, num_heads=spec.num_heads, name=f"{p}.attention")
+        else:
+            laid_out = g.op("Gather", [x, self.slot_token], name=f"{p}.rows")  # [R, S, H]
+            ctx = _attention_plain(g, spec, w, p, laid_out, self, position_bias)  # [R, S, H]
+        flat = g.op("Reshape", [ctx, g.const([-1, spec.hidden_size])])
+        return g.op("Gather", [flat, self.token_slot], name=f"{p}.context_tokens")  # [T, H]
+
+    def _bias(self, position_bias: str | None) -> str:
+        """The row mask plus MPNet's position bias, summed once for every layer."""
+        if position_bias is None:
+            return self.additive()
+        if self._combined is None:
+            self._combined = self._g.op("Add", [self.additive(), position_bias], name="rows_bias")
+        return self._combined
 
 
 def _packed_pooling(g: GraphBuilder, tokens: str, seg: _PackedSegments, pooling: PoolingSpec) -> None:
@@ -443,11 +501,15 @@ def _add_layer_norm(g: GraphBuilder, spec: EncoderSpec, y: str, bias: str, resid
     return g.op("LayerNormalization", [summed, gamma, beta], axis=-1, epsilon=spec.layer_norm_eps, **out)
 
 
-def _layer(g: GraphBuilder, spec: EncoderSpec, w: LayerWeights, i: int, x: str, masks: "_Masks",
-           position_bias: str | None, out_name: str | None, fused: bool) -> str:
+def _layer(g: GraphBuilder, spec: EncoderSpec, w: LayerWeights, i: int, x: str,
+           masks: "_Masks | _AttentionRows", position_bias: str | None, out_name: str | None,
+           fused: bool) -> str:
     p = f"layer{i}"
-    attention = _attention_contrib if fused else _attention_plain
-    ctx = attention(g, spec, w, p, x, masks, position_bias)
+    if isinstance(masks, _AttentionRows):
+        ctx = masks.attend(g, spec, w, p, x, position_bias, fused)
+    else:
+        attention = _attention_contrib if fused else _attention_plain
+        ctx = attention(g, spec, w, p, x, masks, position_bias)
     proj = g.op("MatMul", [ctx, g.weight(f"{p}.attn_out.weight", w.out_w)])
     x1 = _add_layer_norm(g, spec, proj, g.weight(f"{p}.attn_out.bias", w.out_b), x,
                          g.weight(f"{p}.ln1.weight", w.ln1_g), g.weight(f"{p}.ln1.bias", w.ln1_b),
