@@ -182,6 +182,31 @@ def test_base64_is_little_endian_float32_as_openai_sends_it(server, minilm):
     assert_rows_match([vector], minilm.encode(["hello"]))
 
 
+def test_response_body_is_the_compact_json_of_the_openai_shape():
+    """The embeddings response is assembled from strings; it must be byte for byte what the
+    generic encoder writes for OpenAI's shape (compact, UTF-8, keys in order)."""
+    from sutra.server.app import _embeddings_body
+
+    vectors = np.random.default_rng(5).standard_normal((3, 7)).astype(np.float32)
+    vectors[0, :3] = [1e-45, -0.0, 3.4028235e38]  # denormal, negative zero, float32 max
+    name = "mod\u00e8le/\"quoted\""
+    for encoding_format in ("float", "base64"):
+        body = _embeddings_body(vectors, encoding_format, json.dumps(name, ensure_ascii=False), 17)
+        rows = [v.tolist() if encoding_format == "float" else
+                base64.b64encode(v.astype("<f4").tobytes()).decode() for v in vectors]
+        expected = {"object": "list",
+                    "data": [{"object": "embedding", "index": i, "embedding": row}
+                             for i, row in enumerate(rows)],
+                    "model": name, "usage": {"prompt_tokens": 17, "total_tokens": 17}}
+        assert body == json.dumps(expected, ensure_ascii=False, separators=(",", ":")).encode()
+        decoded = json.loads(body)["data"][2]["embedding"]
+        if encoding_format == "float":
+            np.testing.assert_array_equal(np.asarray(decoded, np.float32), vectors[2])
+        else:
+            np.testing.assert_array_equal(np.frombuffer(base64.b64decode(decoded), "<f4"),
+                                          vectors[2])
+
+
 @pytest.mark.parametrize("stack", [("asyncio", "h11"), ("uvloop", "httptools")])
 def test_event_loop_and_http_parser_choices_serve_the_same_answers(efficient_folder, minilm, stack):
     """`--loop`/`--http` pick the server stack explicitly; both the pure-Python fallback and
@@ -270,6 +295,17 @@ def test_limits_on_items_tokens_and_body_size(server, minilm):
     response = httpx.post(url, headers={**AUTH, "Content-Type": "application/json"},
                           content=chunked())
     assert response.status_code == 413
+
+    def chunked_small():  # a body under the limit, in several chunks, is read whole
+        body = json.dumps({"input": ["ok", "fine"]}).encode()
+        for start in range(0, len(body), 5):
+            yield body[start:start + 5]
+
+    response = httpx.post(url, headers={**AUTH, "Content-Type": "application/json"},
+                          content=chunked_small())
+    assert response.status_code == 200, response.text
+    assert_rows_match([d["embedding"] for d in response.json()["data"]],
+                      minilm.encode(["ok", "fine"]))
 
 
 def test_api_key_guards_v1_but_not_the_probes(server):

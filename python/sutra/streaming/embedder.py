@@ -319,7 +319,10 @@ class StreamingEmbedder:
             raise
         if group.error is not None:
             raise _fresh_copy(group.error)
-        return np.stack(group.results)  # type: ignore[arg-type]
+        results = group.results
+        if size == 1:  # most streaming calls: a view of the batch's row, not a copy via stack
+            return results[0][np.newaxis]  # type: ignore[index]
+        return np.stack(results)  # type: ignore[arg-type]
 
     async def embed_chunks_stream(self, text: str, *, unit: str = "chars",
                                   chunk_size: int | None = None,
