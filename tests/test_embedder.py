@@ -196,6 +196,19 @@ def test_mixed_lengths_take_the_packed_path_and_match_the_padded_one(minilm, mon
         np.testing.assert_allclose(tokens[row], token_out[0], rtol=0, atol=1e-4, err_msg=str(row))
 
 
+def test_packed_rows_that_cut_a_sequence_are_refused(minilm):
+    ids = np.array([101, 7, 8, 102, 101, 9, 102], np.int64)
+    cu = np.array([0, 4, 7], np.int64)
+    backend = minilm.backend
+    together, _ = backend.forward_packed(ids, cu, cu_rowlens=np.array([0, 7], np.int64))
+    apart, _ = backend.forward_packed(ids, cu)  # one row per sequence
+    np.testing.assert_allclose(together, apart, rtol=0, atol=1e-5)
+    for rows, match in (([0, 5, 7], "5 falls inside a sequence"), ([0, 4], "from 0 to the token count 7"),
+                        ([1, 4, 7], "from 0"), ([0, 4, 4, 7], "increasing")):
+        with pytest.raises(ValueError, match=match):
+            backend.forward_packed(ids, cu, cu_rowlens=np.array(rows, np.int64))
+
+
 def test_encode_never_opens_the_packed_graph_itself(efficient_folder):
     embedder = sutra.Embedder(efficient_folder)
     assert embedder.backend.supports_packed and not embedder.backend.packed_loaded

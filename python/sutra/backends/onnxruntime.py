@@ -121,10 +121,18 @@ class OnnxRuntimeBackend:
             ``(sentence [B, H] float32, tokens [T, H] float32 or None)``, equal (to float32
             rounding) to :meth:`forward` on the same sequences padded, whatever the rows.
             Opens the packed graph first if needed.
+
+        Raises:
+            ValueError: ``cu_rowlens`` does not start at 0, does not end at ``T``, is not
+                increasing, or cuts a sequence (a row end that is not a sequence end); the graph
+                would silently let the pieces attend apart.
         """
+        if cu_rowlens is None:
+            cu_rowlens = cu_seqlens
+        else:
+            _check_rows(cu_rowlens, cu_seqlens)
         self.load_packed()
-        feeds = {"input_ids": input_ids, "cu_seqlens": cu_seqlens,
-                 "cu_rowlens": cu_seqlens if cu_rowlens is None else cu_rowlens}
+        feeds = {"input_ids": input_ids, "cu_seqlens": cu_seqlens, "cu_rowlens": cu_rowlens}
         names = [SENTENCE_OUTPUT] + ([TOKEN_OUTPUT] if want_tokens else [])
         outputs = self._packed_session.run(names, feeds)
         return outputs[0], (outputs[1] if want_tokens else None)
@@ -172,6 +180,20 @@ class OnnxRuntimeBackend:
         if self.model.normalize:
             sentence = _core.l2_normalize_rows(sentence)
         return sentence, (tokens if want_tokens else None)
+
+
+def _check_rows(cu_rowlens: np.ndarray, cu_seqlens: np.ndarray) -> None:
+    rows = np.asarray(cu_rowlens)
+    ends = np.asarray(cu_seqlens)
+    if rows.ndim != 1 or len(rows) < 2 or rows[0] != 0 or rows[-1] != ends[-1]:
+        raise ValueError(f"cu_rowlens must be [rows + 1] from 0 to the token count "
+                         f"{int(ends[-1])}, got {rows.tolist()[:8]}")
+    if np.any(np.diff(rows) <= 0):
+        raise ValueError(f"cu_rowlens must be increasing (no empty row), got {rows.tolist()[:8]}")
+    cut = rows[~np.isin(rows, ends)]
+    if len(cut):
+        raise ValueError(f"cu_rowlens must cut the tokens at sequence ends (values of "
+                         f"cu_seqlens); {int(cut[0])} falls inside a sequence")
 
 
 def built_graph_path(model: ModelFolder, layout: str = "padded") -> Path:
