@@ -5,8 +5,9 @@ same weights), 1000 WordNet example sentences tokenized once, timed without toke
 
 - random batches (the order requests reach a server) of 16, 32 and 64 sentences: padded to the
   longest, or packed with attention rows laid out three ways: one row of every token (attention
-  over ``T**2`` pairs, the packed graph before attention rows existed), one row per sequence, and
-  rows planned by ``sutra.packing.plan_rows`` (sequences binned into rows as long as the longest);
+  over ``T**2`` pairs: what the packed graph computed before attention rows), one row per
+  sequence, and rows planned by ``sutra.packing.plan_rows`` (sequences binned into rows as long
+  as the longest);
 - batches of 32 sorted by length (what ``Embedder.encode`` forms): padded vs planned rows.
 
 Every packed layout is checked against the padded graph first. Best of ``--repeats`` rounds,

@@ -420,10 +420,10 @@ def _plan_batches(lengths: list[int], batch_size: int, max_batch_tokens: int,
 
 # A packed pass computes the dense layers on its T real tokens and attends in rows of about the
 # longest sequence's length (sutra.packing.plan_rows); a padded pass computes B rows of the longest
-# length throughout. Packing pays when the padding it saves exceeds what its gathers cost, about 3%
-# of the dense work: measured on 2 EPYC cores, single-threaded, WordNet sentences (1000, ms per
-# text): random batches of 16 / 32 / 64 packed 2.46 / 2.42 / 2.46 vs padded 3.96 / 4.38 / 5.08;
-# batches of 32 sorted by length (what encode() forms) packed 2.41 vs padded 2.50.
+# length throughout. Packing pays when the padding it saves exceeds what its gathers cost, a few
+# percent of the dense work (bench/results/packed_cpu.md, 2 EPYC cores, single-threaded, ms per
+# WordNet sentence: random batches of 16 / 32 / 64 packed 2.48 / 2.43 / 2.46 vs padded
+# 4.08 / 4.41 / 5.06; batches of 32 sorted by length, what encode() forms, 2.49 vs 2.52).
 _PACKING_OVERHEAD = 0.03
 
 
