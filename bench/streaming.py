@@ -387,7 +387,7 @@ def render(results: dict, args: argparse.Namespace, command: str, load_before: s
         f"- Load average (1, 5, 15 min) before: {load_before}; after: {load_after}",
         f"- Command: `{command}`",
         f"- Server: `sutra serve` defaults (extra arguments: {server}); one sentence per request, "
-        "`encoding_format: base64`. The load generator (this script: asyncio, raw keep-alive "
+        "`encoding_format: base64`. The load generator (this script: asyncio on uvloop, raw keep-alive "
         "HTTP/1.1) runs on the same machine and shares its cores; its CPU use is reported.",
         f"- Texts: {len(args.texts_used)} WordNet example sentences (bench/corpus.py, seed 0); "
         f"{args.duration:g} s per load level; open-loop latency counted from the scheduled "
