@@ -77,10 +77,7 @@ def build_encoder_graph(
         ValueError: unsupported model_type or activation, missing or mis-shaped tensor, opset < 17,
             or weights too large for a single 2 GiB protobuf.
     """
-    if opset < 17:
-        raise ValueError(f"opset must be >= 17 (LayerNormalization), got {opset}")
-    spec = parse_encoder(config, weights)
-    _check_size(spec)
+    spec = _parse_checked(config, weights, opset)
 
     g = GraphBuilder(opset)
     hidden = _embeddings(g, spec)
@@ -141,10 +138,7 @@ def build_packed_encoder_graph(
     distance of two tokens within their sequence. Arguments and errors are those of
     :func:`build_encoder_graph`.
     """
-    if opset < 17:
-        raise ValueError(f"opset must be >= 17 (LayerNormalization), got {opset}")
-    spec = parse_encoder(config, weights)
-    _check_size(spec)
+    spec = _parse_checked(config, weights, opset)
 
     g = GraphBuilder(opset)
     seg = _PackedSegments(g)
@@ -178,16 +172,11 @@ class _PackedSegments:
     """Per-token bookkeeping of a packed batch, derived once from ``cu_seqlens``."""
 
     def __init__(self, g: GraphBuilder) -> None:
-        self.starts = g.op("Slice", ["cu_seqlens", g.const([0]), g.const([-1])], name="seq_starts")  # [B]
-        ends = g.op("Slice", ["cu_seqlens", g.const([1]), g.const([2**62])], name="seq_ends")  # [B]
-        self.lengths = g.op("Sub", [ends, self.starts], name="seq_lengths")  # [B]
+        self.starts, ends, self.lengths = _intervals(g, "cu_seqlens", "seq")  # [B] each
         total = g.squeeze(g.op("Shape", ["input_ids"]), [0], name="num_tokens")
         index = g.op("Range", [g.const(0), total, g.const(1)], name="token_index")  # [T]
         self.index = index
-        # A token's sequence is the number of sequences that end at or before it: [T, B] -> [T].
-        ended = g.op("GreaterOrEqual", [g.unsqueeze(index, [1]), g.unsqueeze(ends, [0])])
-        self.segment = g.reduce("ReduceSum", g.op("Cast", [ended], to=INT64), [1], 0,
-                                name="token_segment")  # [T]
+        self.segment = _interval_of(g, index, ends, "token_segment")  # [T]
         self.start_of_token = g.op("Gather", [self.starts, self.segment], name="token_seq_start")
         self.offset = g.op("Sub", [index, self.start_of_token], name="token_offset")  # [T]
         batch = g.squeeze(g.op("Shape", [self.starts]), [0], name="num_sequences")
@@ -254,27 +243,24 @@ class _AttentionRows:
 
     def __init__(self, g: GraphBuilder, seg: _PackedSegments) -> None:
         self._g = g
-        starts = g.op("Slice", ["cu_rowlens", g.const([0]), g.const([-1])], name="row_starts")  # [R]
-        ends = g.op("Slice", ["cu_rowlens", g.const([1]), g.const([2**62])], name="row_ends")  # [R]
-        lengths = g.op("Sub", [ends, starts], name="row_lengths")  # [R]
+        starts, ends, lengths = _intervals(g, "cu_rowlens", "row")  # [R] each
         width = g.reduce("ReduceMax", lengths, [0], 0, name="row_width")  # S, a scalar
         column = g.op("Range", [g.const(0), width, g.const(1)], name="slot_column")  # [S]
         # Slot -> token: [R, S]; empty slots read token 0 (any real token) and are masked.
-        self.valid = g.op("Less", [g.unsqueeze(column, [0]), g.unsqueeze(lengths, [1])],
-                          name="slot_valid")
+        valid = g.op("Less", [g.unsqueeze(column, [0]), g.unsqueeze(lengths, [1])],
+                     name="slot_valid")
         token = g.op("Add", [g.unsqueeze(starts, [1]), g.unsqueeze(column, [0])])
-        self.slot_token = g.op("Where", [self.valid, token, g.const(0)], name="slot_token")
+        self.slot_token = g.op("Where", [valid, token, g.const(0)], name="slot_token")
         # Token -> slot: [T], row * S + position in the row.
-        ended = g.op("GreaterOrEqual", [g.unsqueeze(seg.index, [1]), g.unsqueeze(ends, [0])])
-        row = g.reduce("ReduceSum", g.op("Cast", [ended], to=INT64), [1], 0, name="token_row")
+        row = _interval_of(g, seg.index, ends, "token_row")
         within = g.op("Sub", [seg.index, g.op("Gather", [starts, row])])
         self.token_slot = g.op("Add", [g.op("Mul", [row, width]), within], name="token_slot")
         # A slot's sequence, -1 when empty; a key is visible when it shares its query's sequence.
-        slot_segment = g.op("Where", [self.valid, g.op("Gather", [seg.segment, self.slot_token]),
+        slot_segment = g.op("Where", [valid, g.op("Gather", [seg.segment, self.slot_token]),
                                       g.const(-1)], name="slot_segment")
         self._same = g.op("And", [g.op("Equal", [g.unsqueeze(slot_segment, [2]),
                                                  g.unsqueeze(slot_segment, [1])]),
-                                  g.unsqueeze(self.valid, [1])], name="same_sequence")  # [R, S, S]
+                                  g.unsqueeze(valid, [1])], name="same_sequence")  # [R, S, S]
         self._seg = seg
         self._offset: str | None = None
         self._additive: str | None = None
@@ -383,6 +369,30 @@ def _finish(g: GraphBuilder, spec: EncoderSpec, pooling: PoolingSpec, fused: boo
     }
     helper.set_model_props(model, meta)
     return model
+
+
+def _parse_checked(config: Mapping, weights: Mapping[str, np.ndarray], opset: int) -> EncoderSpec:
+    """The encoder spec of a checkpoint, after the checks both graph builders share."""
+    if opset < 17:
+        raise ValueError(f"opset must be >= 17 (LayerNormalization), got {opset}")
+    spec = parse_encoder(config, weights)
+    _check_size(spec)
+    return spec
+
+
+def _intervals(g: GraphBuilder, cumulative: str, what: str) -> tuple[str, str, str]:
+    """``(starts, ends, lengths)``, each [N], of the intervals a [N + 1] cumulative input
+    (``cu_seqlens``, ``cu_rowlens``) describes."""
+    starts = g.op("Slice", [cumulative, g.const([0]), g.const([-1])], name=f"{what}_starts")
+    ends = g.op("Slice", [cumulative, g.const([1]), g.const([2**62])], name=f"{what}_ends")
+    return starts, ends, g.op("Sub", [ends, starts], name=f"{what}_lengths")
+
+
+def _interval_of(g: GraphBuilder, index: str, ends: str, name: str) -> str:
+    """[T]: the interval each token index falls in, the number of intervals that end at or
+    before it ([T, N] compared, then summed)."""
+    ended = g.op("GreaterOrEqual", [g.unsqueeze(index, [1]), g.unsqueeze(ends, [0])])
+    return g.reduce("ReduceSum", g.op("Cast", [ended], to=INT64), [1], 0, name=name)
 
 
 def _check_size(spec: EncoderSpec) -> None:
