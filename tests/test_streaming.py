@@ -583,6 +583,70 @@ async def test_invalid_inputs_are_refused_before_they_reach_a_batch(embedder):
     assert embedder.batches == []
 
 
+@pytest.mark.anyio
+async def test_token_id_inputs_are_checked_token_by_token(minilm):
+    vocab = minilm.tokenizer.vocab_size
+    good = minilm.tokenizer.encode(["a token-id input"])[0]
+    async with StreamingEmbedder(StreamingConfig(max_latency_ms=0), minilm) as stream:
+        for bad, error, message in (
+            ([101, True, 102], TypeError, r"item 1 holds True; token ids must be ints"),
+            ([101, 7.0, 102], TypeError, r"item 1 holds 7.0"),
+            ([101, -1, 102], ValueError, rf"item 1 holds token id -1, outside \[0, {vocab}\)"),
+            ([101, vocab, 102], ValueError, rf"token id {vocab}, outside"),
+            ([], ValueError, r"item 1 is an empty token list"),
+        ):
+            with pytest.raises(error, match=message):
+                await stream.embed_many([good, bad])
+        # numpy integers take the slow path of the check and are accepted.
+        vectors = await stream.embed_many([good, np.asarray(good, dtype=np.int32),
+                                           [np.int64(t) for t in good]])
+        stats = await stream.get_stats()
+    reference = minilm.embed_tokens([good])[0]
+    for vector in vectors:
+        assert_same_embedding(vector, reference)
+    assert stats.total_requests == 3 and stats.completed == 3
+
+
+@pytest.mark.anyio
+async def test_timeout_also_bounds_the_wait_for_room_in_the_buffer(embedder):
+    # One batch of two, held in the compute: a computing batch keeps its buffer slots (even
+    # after its callers time out) until it returns.
+    config = StreamingConfig(buffer_size=2, batch_size=2, max_latency_ms=60_000,
+                             overflow="wait", timeout_secs=0.2)
+    embedder.hold.clear()
+    results = Results()
+    async with StreamingEmbedder(config, embedder) as stream:
+        async with anyio.create_task_group() as tasks:
+            await _fill_buffer(stream, tasks, results, 2)
+            await wait_for_compute(embedder)
+            with pytest.raises(TimeoutError, match="timeout_secs=0.2"):
+                await stream.embed_stream("never admitted")
+            assert stream.queue_depth == 2  # the held batch; nothing leaked from the third
+            embedder.hold.set()
+    stats = await stream.get_stats()  # after the held batch has returned
+    # The two held requests also passed their deadline while the test waited for the third.
+    assert embedder.batches == [["queued 0", "queued 1"]]
+    assert all(isinstance(results.values[f"queued {i}"], TimeoutError) for i in range(2))
+    assert stats.timed_out == 3 and stats.buffer_overflows == 1 and stats.pending == 0
+
+
+@pytest.mark.anyio
+async def test_an_observer_that_raises_loses_no_answer(embedder):
+    reports = []
+
+    def observer(report):
+        reports.append(report)
+        raise RuntimeError("a broken metrics hook")
+
+    async with StreamingEmbedder(StreamingConfig(max_latency_ms=0), embedder,
+                                 on_batch=observer) as stream:
+        first = await stream.embed_stream("first")
+        second = await stream.embed_stream("second")
+    assert len(reports) == 2 and all(r.error is None for r in reports)
+    assert_same_embedding(first, embedder.reference("first"))
+    assert_same_embedding(second, embedder.reference("second"))
+
+
 # -- statistics ----------------------------------------------------------------------------------
 
 

@@ -6,19 +6,25 @@ batch may also queue behind a busy worker, one per worker); the batch runs on a 
 (ONNX Runtime and the native core release the GIL) so the event loop stays free, packed without
 padding or as forward passes of similar lengths; each waiter gets its own row. Everything but the
 compute runs on the event loop, so the queue needs no locks: a compute thread touches only the
-inputs it was handed, and its result comes back through ``anyio.to_thread``.
+inputs it was handed, and hands its result back by scheduling a callback on the event loop.
+
+A server calls this once per HTTP request, and on a small machine the event loop shares the cores
+with the compute, so the per-request path avoids anyio's generic helpers where they cost a
+backend lookup per call (the clock, events) or a timer per request (timeouts are kept by one
+task that sleeps until the earliest deadline).
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
-import math
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,16 +78,22 @@ class ChunkEmbedding:
 class _Group:
     """The requests of one ``embed_many`` call and the one event their caller waits on."""
 
-    __slots__ = ("requests", "results", "remaining", "error", "done", "abandoned", "submitted")
+    __slots__ = ("requests", "results", "remaining", "error", "done", "abandoned", "submitted",
+                 "deadline")
 
-    def __init__(self, size: int, submitted: float) -> None:
+    def __init__(self, size: int, submitted: float, deadline: float, done: Any) -> None:
         self.requests: list[_Request] = []
         self.results: list[np.ndarray | None] = [None] * size
         self.remaining = size
         self.error: BaseException | None = None
-        self.done = anyio.Event()
+        self.done = done
         self.abandoned = False
         self.submitted = submitted
+        self.deadline = deadline
+
+
+class _TimedOut(Exception):
+    """Set as a group's error when its deadline passed before its answer came."""
 
 
 class _Request:
@@ -195,9 +207,18 @@ class StreamingEmbedder:
         self._task_group: Any = None
         self._running = False
         self._closing = False
+        self._stopped = False  # left the context: late batch results have nobody to answer
         self._vocab_size: int | None = None
         self._packs = False
         self._token_tokenizer: Any = None
+        # Groups waiting for an answer, in submission order, which is deadline order: every
+        # request gets the same timeout.
+        self._deadlines: deque[_Group] = deque()
+        self._deadline_added: Any = None
+        self._deadline_scope: anyio.CancelScope | None = None
+        self._now: Callable[[], float] = anyio.current_time
+        self._new_event: Callable[[], Any] = anyio.Event
+        self._call_soon_threadsafe: Callable[..., Any] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -214,15 +235,16 @@ class StreamingEmbedder:
         self._vocab_size = _vocab_size(self._embedder)
         # Opening the packed graph takes seconds: do it now, not in the first mixed batch.
         self._packs = await anyio.to_thread.run_sync(_prepare_packed, self._embedder)
+        self._now, self._new_event, self._call_soon_threadsafe = _event_loop_hooks()
         # At most `workers` batches compute at once, each on a thread of this executor; up to
-        # `workers` more full batches wait in its queue (see _batch_loop), and one anyio worker
-        # thread per batch handed over waits for its result.
-        workers = self.config.workers
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="sutra-stream")
-        self._limiter = anyio.CapacityLimiter(2 * workers)
+        # `workers` more full batches wait in its queue (see _batch_loop).
+        self._executor = ThreadPoolExecutor(self.config.workers, thread_name_prefix="sutra-stream")
         self._changed = anyio.Event()
+        self._deadline_added = self._new_event()
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
+        if self.config.timeout_secs is not None:
+            await self._task_group.start(self._deadline_loop)
         self._task_group.start_soon(self._batch_loop)
         self._running = True
         return self
@@ -237,6 +259,7 @@ class StreamingEmbedder:
         try:
             return await self._task_group.__aexit__(exc_type, exc, tb)
         finally:
+            self._stopped = True
             self._executor.shutdown(wait=False)
             # Anything still unanswered (the batcher was cancelled mid-way) learns it now.
             for group in list(self._groups):
@@ -291,33 +314,26 @@ class StreamingEmbedder:
             return np.empty((0, self.dimensions), dtype=np.float32)
         stats = self._stats
         size = len(prepared)
-        submitted = anyio.current_time()
+        submitted = self._now()
         stats.total_requests += size
         if stats.first_submission is None:
             stats.first_submission = submitted
         group: _Group | None = None
         timeout = self.config.timeout_secs
-        # A cancel scope with a deadline is what anyio.fail_after builds, minus its
-        # context-manager layers (a few percent of the event loop's time per request).
-        deadline = math.inf if timeout is None else submitted + timeout
+        deadline = float("inf") if timeout is None else submitted + timeout
         try:
-            with anyio.CancelScope(deadline=deadline) as scope:
-                await self._admit(size)
-                group = self._enqueue(prepared, submitted)
-                await group.done.wait()
-            if scope.cancelled_caught:  # only the deadline cancels this scope
-                raise TimeoutError
-        except BufferFullError:
-            raise
-        except TimeoutError:
-            self._give_up(group, size, timed_out=True)
-            raise TimeoutError(
-                f"no answer within timeout_secs={self.config.timeout_secs}"
-            ) from None
+            if not self._gate.try_acquire(size):
+                await self._wait_for_admission(size, deadline)
+            group = self._enqueue(prepared, submitted, deadline)
+            await group.done.wait()
+        except (BufferFullError, TimeoutError):
+            raise  # refused or timed out before admission, and counted there
         except BaseException:
             self._give_up(group, size, timed_out=False)
             raise
         if group.error is not None:
+            if isinstance(group.error, _TimedOut):
+                raise TimeoutError(f"no answer within timeout_secs={timeout}")
             raise _fresh_copy(group.error)
         results = group.results
         if size == 1:  # most streaming calls: a view of the batch's row, not a copy via stack
@@ -368,7 +384,7 @@ class StreamingEmbedder:
 
     async def get_stats(self) -> StreamingStats:
         """A snapshot of the counters and latency percentiles (see :class:`StreamingStats`)."""
-        return self._stats.snapshot(anyio.current_time(), self._gate.used)
+        return self._stats.snapshot(self._now(), self._gate.used)
 
     # -- internals: admission and queue ----------------------------------------------------------
 
@@ -379,6 +395,12 @@ class StreamingEmbedder:
             ids = tuple(item.tolist() if isinstance(item, np.ndarray) else item)
             if not ids:
                 raise ValueError(f"item {index} is an empty token list")
+            # Plain ints within the vocabulary, checked at C speed; anything else the slow way,
+            # which names the offending token.
+            if set(map(type, ids)) == {int} and min(ids) >= 0 and (
+                self._vocab_size is None or max(ids) < self._vocab_size
+            ):
+                return ids
             for token in ids:
                 # Checked here, not in the batch, so one bad input cannot fail its neighbours.
                 if isinstance(token, bool) or not isinstance(token, (int, np.integer)):
@@ -392,9 +414,8 @@ class StreamingEmbedder:
             f"item {index} is {type(item).__name__}; expected a str or a list of token ids"
         )
 
-    async def _admit(self, slots: int) -> None:
-        if self._gate.try_acquire(slots):
-            return
+    async def _wait_for_admission(self, slots: int, deadline: float) -> None:
+        """The buffer had no room for ``slots``: reject, or wait for room until ``deadline``."""
         self._stats.buffer_overflows += 1
         if self.config.overflow == "reject":
             self._stats.rejected += slots
@@ -402,10 +423,15 @@ class StreamingEmbedder:
                 f"the streaming buffer is full ({self._gate.used} of {self._gate.capacity} "
                 f"requests pending; this call needs {slots})"
             )
-        await self._gate.acquire(slots)
+        with anyio.move_on_after(deadline - self._now()) as scope:
+            await self._gate.acquire(slots)
+        if scope.cancelled_caught:
+            self._stats.timed_out += slots
+            raise TimeoutError(f"no answer within timeout_secs={self.config.timeout_secs}")
 
-    def _enqueue(self, items: list[str | tuple[int, ...]], submitted: float) -> _Group:
-        group = _Group(len(items), submitted)
+    def _enqueue(self, items: list[str | tuple[int, ...]], submitted: float,
+                 deadline: float) -> _Group:
+        group = _Group(len(items), submitted, deadline, self._new_event())
         for index, item in enumerate(items):
             request = _Request(item, group, index)
             group.requests.append(request)
@@ -413,6 +439,16 @@ class StreamingEmbedder:
         was_empty = self._queued_live == 0
         self._queued_live += len(items)
         self._groups.add(group)
+        if self._deadline_scope is not None:
+            waiting = self._deadlines
+            # Answers come roughly in submission order: dropping the answered head here keeps
+            # the deque about as long as the requests in flight (the deadline task wakes only
+            # once per timeout).
+            while waiting and (waiting[0].done.is_set() or waiting[0].abandoned):
+                waiting.popleft()
+            waiting.append(group)
+            if len(waiting) == 1:
+                self._deadline_added.set()
         limit = self.config.batch_size if self.config.auto_batch else 1
         # The batcher waits for the first request (to start its deadline) or a full batch;
         # a request in between changes nothing for it, so it is not woken.
@@ -424,6 +460,8 @@ class StreamingEmbedder:
         """The caller stopped waiting: free what its requests hold, count them, keep the rest."""
         if group is None:  # never admitted; the gate already cleaned up after itself
             unanswered = size
+        elif group.abandoned:  # already given up (timed out)
+            return
         else:
             unanswered = 0
             group.abandoned = True
@@ -451,6 +489,31 @@ class StreamingEmbedder:
         self._changed = anyio.Event()
         await self._changed.wait()
 
+    async def _deadline_loop(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        """Answer ``TimeoutError`` to every group whose deadline passes before its answer: one
+        task sleeping until the earliest deadline instead of a timer per request."""
+        waiting = self._deadlines
+        with anyio.CancelScope() as self._deadline_scope:
+            task_status.started()
+            while True:
+                now = self._now()
+                while waiting and (waiting[0].done.is_set() or waiting[0].abandoned
+                                   or waiting[0].deadline <= now):
+                    group = waiting.popleft()
+                    if not (group.done.is_set() or group.abandoned):
+                        self._time_out(group)
+                if waiting:
+                    # Later groups have later deadlines: nothing to wake this sleep for.
+                    await anyio.sleep(waiting[0].deadline - now)
+                else:
+                    self._deadline_added = self._new_event()
+                    await self._deadline_added.wait()
+
+    def _time_out(self, group: _Group) -> None:
+        self._give_up(group, len(group.results), timed_out=True)
+        group.error = _TimedOut()
+        group.done.set()
+
     def _oldest_live(self) -> _Request | None:
         while self._queue and self._queue[0].state != _QUEUED:
             self._queue.popleft()
@@ -467,6 +530,8 @@ class StreamingEmbedder:
                 # used > 0 with an empty queue: a caller was just admitted and will enqueue, or
                 # a batch is still computing.
                 if self._closing and self._gate.used == 0 and not self._gate.waiting:
+                    if self._deadline_scope is not None:
+                        self._deadline_scope.cancel()
                     return
                 await self._wait_for_change()
                 continue
@@ -496,7 +561,7 @@ class StreamingEmbedder:
         config = self.config
         if not config.auto_batch or self._closing or self._queued_live >= config.batch_size:
             return 0.0
-        return oldest.group.submitted + config.max_latency_ms / 1e3 - anyio.current_time()
+        return oldest.group.submitted + config.max_latency_ms / 1e3 - self._now()
 
     def _start_batch(self) -> None:
         """Take up to ``batch_size`` queued requests and start computing them."""
@@ -509,7 +574,9 @@ class StreamingEmbedder:
                 batch.append(request)
         self._queued_live -= len(batch)
         self._computing += 1
-        self._task_group.start_soon(self._run_batch, batch)
+        started = self._now()
+        future = self._executor.submit(self._timed_compute, [request.item for request in batch])
+        future.add_done_callback(lambda done: self._computed(batch, started, done))
 
     def _batch_is_due(self) -> bool:
         """Whether the batcher would close a batch right now (a full one, or one whose oldest
@@ -519,20 +586,26 @@ class StreamingEmbedder:
         oldest = self._oldest_live()
         return oldest is not None and self._due_in(oldest) <= 0
 
-    async def _run_batch(self, batch: list[_Request]) -> None:
-        items = [request.item for request in batch]
-        started = anyio.current_time()
+    def _computed(self, batch: list[_Request], started: float, future: Future) -> None:
+        """Compute thread: a batch is done; the event loop takes it from here."""
+        try:
+            self._call_soon_threadsafe(self._finish_batch, batch, started, future)
+        except RuntimeError:  # the event loop is gone (closed after a cancellation): no waiters
+            pass
+
+    def _finish_batch(self, batch: list[_Request], started: float, future: Future) -> None:
+        """Event loop: answer a computed batch's requests, start the next due batch. A callback
+        must not raise (under trio that would end the run), so nothing here may."""
+        if self._stopped:  # its callers were told StreamingClosedError when the context closed
+            return
         error: BaseException | None = None
         vectors: np.ndarray | None = None
         compute_seconds = 0.0
         try:
-            future = self._executor.submit(self._timed_compute, items)
-            vectors, compute_seconds = await anyio.to_thread.run_sync(
-                future.result, limiter=self._limiter
-            )
-        except Exception as exc:  # routed to this batch's callers, the batcher carries on
+            vectors, compute_seconds = future.result()
+        except BaseException as exc:  # routed to this batch's callers, the batcher carries on
             error = exc
-        finished = anyio.current_time()
+        finished = self._now()
         self._computing -= 1
         self._gate.release(len(batch))
         if self._batch_is_due():
@@ -559,7 +632,11 @@ class StreamingEmbedder:
                     self._finish_group(group, None)
         self._notify()
         if self._on_batch is not None:
-            self._on_batch(BatchReport(len(batch), compute_seconds or finished - started, error))
+            try:
+                self._on_batch(BatchReport(len(batch), compute_seconds or finished - started,
+                                           error))
+            except Exception:  # an observer's bug must not lose the batch's answers
+                logger.exception("the on_batch observer raised")
 
     def _finish_group(self, group: _Group, error: BaseException | None) -> None:
         if group.done.is_set():
@@ -699,6 +776,23 @@ def split_by_length(lengths: Sequence[int], pass_cost: float) -> list[list[int]]
         j = i
     groups.reverse()
     return groups
+
+
+def _event_loop_hooks() -> tuple[Callable[[], float], Callable[[], Any], Callable[..., Any]]:
+    """The running event loop's clock, event type and thread-safe ``call_soon``.
+
+    anyio's own ``current_time()`` and ``Event()`` look the backend up on every call (about 2 us
+    each, several times per request); these are bound once, on entry."""
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            token = trio.lowlevel.current_trio_token()
+        except RuntimeError:  # trio is imported but this is not a trio run
+            pass
+        else:
+            return trio.current_time, anyio.Event, token.run_sync_soon
+    loop = asyncio.get_running_loop()
+    return loop.time, asyncio.Event, loop.call_soon_threadsafe
 
 
 def _prepare_packed(embedder: Any) -> bool:
