@@ -91,9 +91,10 @@ class _Group:
         self.submitted = submitted
         self.deadline = deadline
 
-
-class _TimedOut(Exception):
-    """Set as a group's error when its deadline passed before its answer came."""
+    @property
+    def settled(self) -> bool:
+        """Answered, or given up by its caller: nothing left to time out."""
+        return self.abandoned or self.done.is_set()
 
 
 class _Request:
@@ -332,8 +333,6 @@ class StreamingEmbedder:
             self._give_up(group, size, timed_out=False)
             raise
         if group.error is not None:
-            if isinstance(group.error, _TimedOut):
-                raise TimeoutError(f"no answer within timeout_secs={timeout}")
             raise _fresh_copy(group.error)
         results = group.results
         if size == 1:  # most streaming calls: a view of the batch's row, not a copy via stack
@@ -444,7 +443,7 @@ class StreamingEmbedder:
             # Answers come roughly in submission order: dropping the answered head here keeps
             # the deque about as long as the requests in flight (the deadline task wakes only
             # once per timeout).
-            while waiting and (waiting[0].done.is_set() or waiting[0].abandoned):
+            while waiting and waiting[0].settled:
                 waiting.popleft()
             waiting.append(group)
             if len(waiting) == 1:
@@ -497,10 +496,9 @@ class StreamingEmbedder:
             task_status.started()
             while True:
                 now = self._now()
-                while waiting and (waiting[0].done.is_set() or waiting[0].abandoned
-                                   or waiting[0].deadline <= now):
+                while waiting and (waiting[0].settled or waiting[0].deadline <= now):
                     group = waiting.popleft()
-                    if not (group.done.is_set() or group.abandoned):
+                    if not group.settled:
                         self._time_out(group)
                 if waiting:
                     # Later groups have later deadlines: nothing to wake this sleep for.
@@ -511,7 +509,7 @@ class StreamingEmbedder:
 
     def _time_out(self, group: _Group) -> None:
         self._give_up(group, len(group.results), timed_out=True)
-        group.error = _TimedOut()
+        group.error = TimeoutError(f"no answer within timeout_secs={self.config.timeout_secs}")
         group.done.set()
 
     def _oldest_live(self) -> _Request | None:
