@@ -15,6 +15,7 @@
 #include "sutra/aggregate.h"
 #include "sutra/pooling.h"
 #include "sutra/quantize.h"
+#include "sutra/relative_position.h"
 #include "sutra/windows.h"
 
 namespace sutra::bindings {
@@ -156,6 +157,30 @@ QuantizeResult quantize_py(ArrayArg<float> embeddings, const std::string& precis
   return QuantizeResult(out);
 }
 
+py::array_t<int64_t> mpnet_relative_buckets_py(ArrayArg<int64_t> relative_positions,
+                                               int num_buckets, int max_distance) {
+  if (!py::isinstance<py::array_t<int64_t>>(relative_positions.object) ||
+      !(py::reinterpret_borrow<py::array>(relative_positions.object).flags() &
+        py::array::c_style)) {
+    throw py::value_error(
+        "relative_positions must be a C-contiguous numpy.ndarray of dtype int64 (any shape), got " +
+        describe(relative_positions.object));
+  }
+  auto rel = py::reinterpret_borrow<py::array_t<int64_t, py::array::c_style>>(
+      relative_positions.object);
+  std::vector<py::ssize_t> shape(rel.shape(), rel.shape() + rel.ndim());
+  py::array_t<int64_t> out(shape);
+  mpnet_relative_bucket(0, num_buckets, max_distance);  // checks the parameters, with the GIL
+  const int64_t* in = rel.data();
+  int64_t* dst = out.mutable_data();
+  const py::ssize_t n = rel.size();
+  {
+    py::gil_scoped_release release;
+    for (py::ssize_t i = 0; i < n; ++i) dst[i] = mpnet_relative_bucket(in[i], num_buckets, max_distance);
+  }
+  return out;
+}
+
 }  // namespace
 
 void bind_ops(py::module_& m) {
@@ -201,6 +226,14 @@ token_embeddings: float32 [b, s, h] (s >= 1); attention_mask: int64 [b, s]. Retu
 
   m.def("l2_normalize_rows", &l2_normalize_rows_py, py::arg("x"),
         R"doc(New float32 [n, d] array of x's rows divided by max(||row||, 1e-12) (a zero row stays 0).)doc");
+
+  m.def("mpnet_relative_buckets", &mpnet_relative_buckets_py, py::arg("relative_positions"),
+        py::arg("num_buckets") = kMpnetNumBuckets, py::arg("max_distance") = kMpnetMaxDistance,
+        R"doc(MPNet's relative-position bucket of every key - query in relative_positions.
+
+relative_positions: int64, any shape, C-contiguous. Returns int64 of the same shape, equal to
+transformers' MPNetEncoder.relative_position_bucket (float32 log, truncation); MPNet itself always
+uses num_buckets=32, max_distance=128 whatever its config says.)doc");
 
   m.def("quantize", &quantize_py, py::arg("embeddings"), py::arg("precision"),
         py::arg("ranges") = py::none(),
