@@ -15,8 +15,8 @@ using InfoDict = py::typing::Dict<py::str, py::object>;
 
 PYBIND11_MODULE(_core, m) {
   m.doc() =
-      "Native core of sutra: sliding windows, aggregation, pooling, normalization, "
-      "quantization, CPU/GPU discovery. Arrays must be C-contiguous and of the stated dtype; "
+      "Native core of sutra: batch planning, sliding windows, aggregation, pooling, "
+      "normalization, quantization, CPU/GPU discovery. Arrays must be C-contiguous and of the stated dtype; "
       "nothing is converted or copied silently.";
 
   // sutra::Error -> SutraError(RuntimeError); std::invalid_argument -> ValueError (pybind11).
@@ -25,6 +25,7 @@ PYBIND11_MODULE(_core, m) {
   sutra::bindings::bind_ops(m);
   sutra::bindings::bind_cuda(m);
   sutra::bindings::bind_attention(m);
+  sutra::bindings::bind_engine(m);
 
   m.def(
       "cpu_features",

@@ -6,6 +6,7 @@
 #include <pybind11/typing.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -95,22 +96,99 @@ py::array_t<float> aggregate_embeddings_py(ArrayArg<float> embeddings, const std
   return out;
 }
 
-template <void (*Pool)(const PoolParams&)>
-py::array_t<float> pool_py(ArrayArg<float> token_embeddings, ArrayArg<int64_t> attention_mask) {
+PoolingMode parse_pooling(const std::string& mode) {
+  if (mode == "cls") return PoolingMode::kCls;
+  if (mode == "mean") return PoolingMode::kMean;
+  if (mode == "max") return PoolingMode::kMax;
+  if (mode == "mean_sqrt_len") return PoolingMode::kMeanSqrtLen;
+  if (mode == "weightedmean") return PoolingMode::kWeightedMean;
+  if (mode == "lasttoken") return PoolingMode::kLastToken;
+  throw py::value_error("mode must be one of 'cls', 'mean', 'max', 'mean_sqrt_len', "
+                        "'weightedmean', 'lasttoken', got '" + mode + "'");
+}
+
+py::array_t<float> pool_tokens_py(ArrayArg<float> token_embeddings, ArrayArg<int32_t> cu_seqlens,
+                                  const std::string& mode,
+                                  std::optional<ArrayArg<int32_t>> prompt_lengths) {
+  const PoolingMode how = parse_pooling(mode);
+  auto cu = require_array<int32_t>(cu_seqlens.object, "cu_seqlens", {-1}, "(batch + 1,)");
+  if (cu.shape(0) < 1) throw py::value_error("cu_seqlens must hold at least one value (0)");
+  const int64_t batch = cu.shape(0) - 1;
+  const bool padded = py::isinstance<py::array>(token_embeddings.object) &&
+                      py::reinterpret_borrow<py::array>(token_embeddings.object).ndim() == 3;
+  py::array_t<float, py::array::c_style> x =
+      padded ? require_array<float>(token_embeddings.object, "token_embeddings", {batch, -1, -1},
+                                    "(batch, seq, hidden) with batch = len(cu_seqlens) - 1")
+             : require_array<float>(token_embeddings.object, "token_embeddings", {-1, -1},
+                                    "(tokens, hidden) or (batch, seq, hidden)");
+  PoolParams params;
+  params.tokens = x.data();
+  params.cu_seqlens = cu.data();
+  params.batch = batch;
+  params.hidden = x.shape(x.ndim() - 1);
+  params.padded_length = padded ? x.shape(1) : 0;
+  params.mode = how;
+  if (!padded && batch > 0 && cu.data()[batch] > x.shape(0)) {
+    throw py::value_error("cu_seqlens ends at " + std::to_string(cu.data()[batch]) +
+                          " but token_embeddings has " + std::to_string(x.shape(0)) + " rows");
+  }
+  py::array_t<int32_t, py::array::c_style> prompts;
+  if (prompt_lengths) {
+    prompts = require_array<int32_t>(prompt_lengths->object, "prompt_lengths", {batch},
+                                     "(batch,)");
+    params.prompt_lengths = prompts.data();
+  }
+  py::array_t<float> out({static_cast<py::ssize_t>(batch), static_cast<py::ssize_t>(params.hidden)});
+  params.out = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    pool_tokens(params);
+  }
+  return out;
+}
+
+/// The padded-mask form of the pooling (sentence-transformers' right-padded batches).
+template <PoolingMode Mode>
+py::array_t<float> pool_masked_py(ArrayArg<float> token_embeddings, ArrayArg<int64_t> attention_mask) {
   auto x = require_array<float>(token_embeddings.object, "token_embeddings", {-1, -1, -1}, "(b, s, h)");
   auto mask = require_array<int64_t>(attention_mask.object, "attention_mask", {x.shape(0), x.shape(1)},
                                      "(b, s) matching token_embeddings");
+  if ((Mode == PoolingMode::kCls || Mode == PoolingMode::kMax) && x.shape(1) < 1) {
+    throw py::value_error(std::string(Mode == PoolingMode::kCls ? "cls" : "max") +
+                          " pooling needs seq >= 1, got 0");
+  }
+  const int64_t batch = x.shape(0);
+  const int64_t seq = x.shape(1);
+  std::vector<int32_t> cu(static_cast<size_t>(batch + 1), 0);
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t* row = mask.data() + b * seq;
+    int64_t length = 0;
+    while (length < seq && row[length] != 0) ++length;
+    for (int64_t s = length; s < seq; ++s) {
+      if (row[s] != 0) {
+        throw py::value_error("attention_mask row " + std::to_string(b) +
+                              " must be right-padded (its 1s first, then 0s), got a 1 at " +
+                              std::to_string(s) + " after a 0");
+      }
+    }
+    cu[b + 1] = cu[b] + static_cast<int32_t>(length);
+  }
   py::array_t<float> out({x.shape(0), x.shape(2)});
   PoolParams params;
-  params.token_embeddings = x.data();
-  params.attention_mask = mask.data();
+  params.tokens = x.data();
+  params.cu_seqlens = cu.data();
+  params.padded_length = seq;
   params.out = out.mutable_data();
-  params.batch = x.shape(0);
-  params.seq = x.shape(1);
+  params.batch = batch;
   params.hidden = x.shape(2);
+  params.mode = Mode;
   {
     py::gil_scoped_release release;
-    Pool(params);
+    if (seq > 0) {
+      pool_tokens(params);
+    } else {
+      std::fill(params.out, params.out + batch * params.hidden, 0.0f);
+    }
   }
   return out;
 }
@@ -122,6 +200,96 @@ py::array_t<float> l2_normalize_rows_py(ArrayArg<float> x) {
     py::gil_scoped_release release;
     std::copy(in.data(), in.data() + in.size(), out.mutable_data());
     l2_normalize_rows(out.mutable_data(), in.shape(0), in.shape(1));
+  }
+  return out;
+}
+
+py::array_t<float> truncate_and_normalize_py(ArrayArg<float> x, int64_t keep_dim, bool normalize) {
+  auto in = require_array<float>(x.object, "x", {-1, -1}, "(n, d)");
+  py::array_t<float> out({in.shape(0), static_cast<py::ssize_t>(keep_dim)});
+  if (keep_dim < 1 || keep_dim > in.shape(1)) {
+    throw py::value_error("keep_dim must be in [1, " + std::to_string(in.shape(1)) + "], got " +
+                          std::to_string(keep_dim));
+  }
+  {
+    py::gil_scoped_release release;
+    truncate_and_normalize(in.data(), in.shape(0), in.shape(1), keep_dim, normalize,
+                           out.mutable_data());
+  }
+  return out;
+}
+
+using FitResult = py::typing::Tuple<py::array_t<int32_t>, py::array_t<int32_t>,
+                                    py::array_t<int32_t>, py::array_t<int64_t>,
+                                    py::array_t<int64_t>, int64_t, int64_t>;
+
+FitResult fit_sequences_py(ArrayArg<int32_t> ids, ArrayArg<int32_t> cu_seqlens, int64_t max_length,
+                           const std::string& long_text, int64_t overlap,
+                           int64_t num_prefix_special, int64_t num_suffix_special) {
+  auto flat = require_array<int32_t>(ids.object, "ids", {-1}, "(tokens,)");
+  auto cu = require_array<int32_t>(cu_seqlens.object, "cu_seqlens", {-1}, "(sequences + 1,)");
+  if (cu.shape(0) < 1) throw py::value_error("cu_seqlens must hold at least one value (0)");
+  const int64_t n = cu.shape(0) - 1;
+  if (cu.data()[n] > flat.shape(0)) {
+    throw py::value_error("cu_seqlens ends at " + std::to_string(cu.data()[n]) +
+                          " but ids holds only " + std::to_string(flat.shape(0)) + " tokens");
+  }
+  LongTextMode mode;
+  if (long_text == "truncate") {
+    mode = LongTextMode::kTruncate;
+  } else if (long_text == "window") {
+    mode = LongTextMode::kWindow;
+  } else {
+    throw py::value_error("long_text must be 'truncate' or 'window', got '" + long_text + "'");
+  }
+  WindowParams params{max_length, overlap, num_prefix_special, num_suffix_special};
+  FittedSequences fitted;
+  {
+    py::gil_scoped_release release;
+    fitted = fit_sequences(flat.data(), cu.data(), n, params, mode);
+  }
+  const auto rows = static_cast<py::ssize_t>(fitted.cu_seqlens.size() - 1);
+  const auto tokens = static_cast<py::ssize_t>(fitted.ids.size());
+  const auto sequences = static_cast<py::ssize_t>(fitted.content_lengths.size());
+  return FitResult(py::make_tuple(
+      to_numpy(std::move(fitted.ids), {tokens}),
+      to_numpy(std::move(fitted.cu_seqlens), {rows + 1}),
+      to_numpy(std::move(fitted.cu_rows), {sequences + 1}),
+      to_numpy(std::move(fitted.spans), {rows, 2}),
+      to_numpy(std::move(fitted.content_lengths), {sequences}), fitted.truncated,
+      fitted.longest_truncated));
+}
+
+py::array_t<float> aggregate_rows_py(ArrayArg<float> rows, ArrayArg<int32_t> cu_rows,
+                                     const std::string& method,
+                                     std::optional<ArrayArg<int64_t>> spans,
+                                     std::optional<ArrayArg<int64_t>> content_lengths,
+                                     bool normalize) {
+  auto x = require_array<float>(rows.object, "rows", {-1, -1}, "(rows, d)");
+  auto cu = require_array<int32_t>(cu_rows.object, "cu_rows", {-1}, "(sequences + 1,)");
+  if (cu.shape(0) < 1) throw py::value_error("cu_rows must hold at least one value (0)");
+  const int64_t n = cu.shape(0) - 1;
+  if (cu.data()[0] != 0 || cu.data()[n] != x.shape(0)) {
+    throw py::value_error("cu_rows must run from 0 to the number of rows " +
+                          std::to_string(x.shape(0)) + ", got " + std::to_string(cu.data()[0]) +
+                          " .. " + std::to_string(cu.data()[n]));
+  }
+  const AggregationMethod how = parse_method(method);
+  py::array_t<int64_t, py::array::c_style> span_array;
+  py::array_t<int64_t, py::array::c_style> length_array;
+  if (spans) span_array = require_array<int64_t>(spans->object, "spans", {x.shape(0), 2}, "(rows, 2)");
+  if (content_lengths) {
+    length_array = require_array<int64_t>(content_lengths->object, "content_lengths", {n},
+                                          "(sequences,)");
+  }
+  if (how == AggregationMethod::kWeighted && (!spans || !content_lengths)) {
+    throw py::value_error("method='weighted' needs spans and content_lengths, got None");
+  }
+  py::array_t<float> out({static_cast<py::ssize_t>(n), x.shape(1)});
+  {
+    py::gil_scoped_release release;
+    aggregate_rows(x.data(), cu.data(), n, x.shape(1), how, spans ? span_array.data() : nullptr,
+                   content_lengths ? length_array.data() : nullptr, normalize, out.mutable_data());
   }
   return out;
 }
@@ -211,18 +379,61 @@ total_length: content length L. 'weighted' weighs window i by
 count more; L = 0 (or only empty spans) gives the plain mean.
 Returns float32 [d].)doc");
 
-  m.def("mean_pool", &pool_py<mean_pool>, py::arg("token_embeddings"), py::arg("attention_mask"),
-        R"doc(Mask-aware mean: sum(x * mask) / max(sum(mask), 1e-9) per row.
+  m.def("pool_tokens", &pool_tokens_py, py::arg("token_embeddings"), py::arg("cu_seqlens"),
+        py::arg("mode"), py::arg("prompt_lengths") = py::none(),
+        R"doc(sentence-transformers' Pooling of every sequence: float32 [batch, hidden].
 
-token_embeddings: float32 [b, s, h]; attention_mask: int64 [b, s]. Returns float32 [b, h];
-a row with no real token gives zeros.)doc");
-  m.def("cls_pool", &pool_py<cls_pool>, py::arg("token_embeddings"), py::arg("attention_mask"),
-        R"doc(First token of each row: float32 [b, s, h] -> [b, h] (s >= 1; mask shape checked).)doc");
-  m.def("max_pool", &pool_py<max_pool>, py::arg("token_embeddings"), py::arg("attention_mask"),
-        R"doc(Mask-aware elementwise max, padding counted as -1e9 (sentence-transformers).
+token_embeddings: float32 [tokens, hidden] packed (sequence b = rows cu_seqlens[b] ..
+cu_seqlens[b + 1]) or [batch, seq, hidden] right-padded (lengths from cu_seqlens).
+cu_seqlens: int32 [batch + 1]. mode: 'cls' (first token taking part), 'mean', 'max' (-inf where
+no token takes part), 'mean_sqrt_len' (sum / sqrt(count)), 'weightedmean' (weights = 1-based
+positions), 'lasttoken' (zeros where no token takes part); counts clamp at 1e-9.
+prompt_lengths: int32 [batch]: the first prompt_lengths[b] tokens do not take part
+(include_prompt=False); None: all do.)doc");
 
-token_embeddings: float32 [b, s, h] (s >= 1); attention_mask: int64 [b, s]. Returns float32
-[b, h]; a row with no real token gives -1e9.)doc");
+  m.def("mean_pool", &pool_masked_py<PoolingMode::kMean>, py::arg("token_embeddings"),
+        py::arg("attention_mask"),
+        R"doc(Mask-aware mean: sum(x * mask) / max(sum(mask), 1e-9) per row (pool_tokens, 'mean').
+
+token_embeddings: float32 [b, s, h]; attention_mask: int64 [b, s], right-padded (1s then 0s).
+Returns float32 [b, h]; a row with no real token gives zeros.)doc");
+  m.def("cls_pool", &pool_masked_py<PoolingMode::kCls>, py::arg("token_embeddings"),
+        py::arg("attention_mask"),
+        R"doc(First token of each row: float32 [b, s, h] -> [b, h] (s >= 1; mask right-padded).)doc");
+  m.def("max_pool", &pool_masked_py<PoolingMode::kMax>, py::arg("token_embeddings"),
+        py::arg("attention_mask"),
+        R"doc(Mask-aware elementwise max (sentence-transformers: padding is -inf).
+
+token_embeddings: float32 [b, s, h] (s >= 1); attention_mask: int64 [b, s], right-padded.
+Returns float32 [b, h]; a row with no real token gives -inf.)doc");
+
+  m.def("truncate_and_normalize", &truncate_and_normalize_py, py::arg("x"), py::arg("keep_dim"),
+        py::arg("normalize") = true,
+        R"doc(Matryoshka cut: the first keep_dim columns of float32 [n, d] x, as a new float32
+[n, keep_dim] array, each row divided by max(||row||, 1e-12) when normalize (the cut of a unit
+vector re-normalized; without normalize the columns are only copied). 1 <= keep_dim <= d.)doc");
+
+  m.def("fit_sequences", &fit_sequences_py, py::arg("ids"), py::arg("cu_seqlens"),
+        py::arg("max_length"), py::arg("long_text"), py::arg("overlap") = 0,
+        py::arg("num_prefix_special") = 1, py::arg("num_suffix_special") = 1,
+        R"doc(Fit tokenized sequences to the model: one row per sequence that fits, a cut row
+(long_text='truncate': the first max_length - suffix tokens and the suffix specials) or
+overlapping windows (long_text='window', see create_windows) for a longer one.
+
+ids int32 [tokens], cu_seqlens int32 [sequences + 1]. Returns (ids int32 [tokens'],
+cu_seqlens int32 [rows + 1], cu_rows int32 [sequences + 1] (the rows of sequence s are
+cu_rows[s] .. cu_rows[s + 1]), spans int64 [rows, 2] (content spans), content_lengths int64
+[sequences], truncated (how many sequences were cut), longest_truncated (the longest of them)).)doc");
+
+  m.def("aggregate_rows", &aggregate_rows_py, py::arg("rows"), py::arg("cu_rows"),
+        py::arg("method") = "mean", py::arg("spans") = py::none(),
+        py::arg("content_lengths") = py::none(), py::arg("normalize") = false,
+        R"doc(One embedding per sequence from the embeddings of its rows (fit_sequences).
+
+rows float32 [R, d]; cu_rows int32 [n + 1] from 0 to R, every sequence with >= 1 row. A single
+row is copied; several (windows) are aggregated with method 'mean', 'max' or 'weighted' (spans
+int64 [R, 2], content_lengths int64 [n], see aggregate_embeddings), then L2-normalized when
+normalize. Returns float32 [n, d].)doc");
 
   m.def("l2_normalize_rows", &l2_normalize_rows_py, py::arg("x"),
         R"doc(New float32 [n, d] array of x's rows divided by max(||row||, 1e-12) (a zero row stays 0).)doc");

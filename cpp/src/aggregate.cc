@@ -1,5 +1,7 @@
 #include "sutra/aggregate.h"
 
+#include "sutra/pooling.h"
+
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
@@ -67,6 +69,40 @@ void aggregate_embeddings(const float* emb, int64_t n_windows, int64_t dim,
     for (int64_t d = 0; d < dim; ++d) acc[d] += weights[w] * static_cast<double>(row[d]);
   }
   for (int64_t d = 0; d < dim; ++d) out[d] = static_cast<float>(acc[d] / total_weight);
+}
+
+void aggregate_rows(const float* rows, const int32_t* cu_rows, int64_t sequences, int64_t dim,
+                    AggregationMethod method, const int64_t* spans, const int64_t* content_lengths,
+                    bool normalize, float* out) {
+  std::vector<int64_t> starts;
+  std::vector<int64_t> ends;
+  for (int64_t s = 0; s < sequences; ++s) {
+    const int64_t first = cu_rows[s];
+    const int64_t count = cu_rows[s + 1] - first;
+    if (count < 1) {
+      throw std::invalid_argument("cu_rows must give every sequence at least one row; sequence " +
+                                  std::to_string(s) + " has " + std::to_string(count));
+    }
+    float* target = out + s * dim;
+    if (count == 1) {
+      std::copy(rows + first * dim, rows + (first + 1) * dim, target);
+      continue;
+    }
+    const int64_t* span = spans == nullptr ? nullptr : spans + 2 * first;
+    if (span != nullptr) {
+      starts.resize(static_cast<size_t>(count));
+      ends.resize(static_cast<size_t>(count));
+      for (int64_t w = 0; w < count; ++w) {
+        starts[w] = span[2 * w];
+        ends[w] = span[2 * w + 1];
+      }
+    }
+    aggregate_embeddings(rows + first * dim, count, dim, method,
+                         span == nullptr ? nullptr : starts.data(),
+                         span == nullptr ? nullptr : ends.data(),
+                         content_lengths == nullptr ? 0 : content_lengths[s], target);
+    if (normalize) l2_normalize_rows(target, 1, dim);
+  }
 }
 
 }  // namespace sutra

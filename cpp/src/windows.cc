@@ -1,5 +1,6 @@
 #include "sutra/windows.h"
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -75,6 +76,57 @@ std::vector<Window> create_windows(const int64_t* ids, int64_t n, const WindowPa
     windows.push_back(std::move(w));
   }
   return windows;
+}
+
+FittedSequences fit_sequences(const int32_t* ids, const int32_t* cu_seqlens, int64_t n,
+                              const WindowParams& p, LongTextMode mode) {
+  validate_window_params(p);
+  if (n < 0) throw_bad("the number of sequences must be >= 0, got " + std::to_string(n));
+  if (n > 0 && cu_seqlens[0] != 0) {
+    throw_bad("cu_seqlens[0] must be 0, got " + std::to_string(cu_seqlens[0]));
+  }
+  const int64_t specials = p.num_prefix_special + p.num_suffix_special;
+  FittedSequences out;
+  out.cu_seqlens.assign(1, 0);
+  out.cu_rows.assign(1, 0);
+  out.content_lengths.reserve(static_cast<size_t>(n));
+  out.ids.reserve(static_cast<size_t>(n > 0 ? cu_seqlens[n] : 0));
+  auto add_row = [&out](const int32_t* first, const int32_t* last) {
+    out.ids.insert(out.ids.end(), first, last);
+    out.cu_seqlens.push_back(static_cast<int32_t>(out.ids.size()));
+  };
+  for (int64_t s = 0; s < n; ++s) {
+    const int32_t* seq = ids + cu_seqlens[s];
+    const int64_t length = cu_seqlens[s + 1] - cu_seqlens[s];
+    if (length < 0) {
+      throw_bad("cu_seqlens must be nondecreasing, got cu_seqlens[" + std::to_string(s + 1) +
+                "] < cu_seqlens[" + std::to_string(s) + "]");
+    }
+    const int64_t content = std::max<int64_t>(length - specials, 0);
+    out.content_lengths.push_back(content);
+    if (length <= p.window_size) {
+      add_row(seq, seq + length);
+      out.spans.insert(out.spans.end(), {0, content});
+    } else if (mode == LongTextMode::kTruncate) {
+      const int64_t suffix = std::min(p.num_suffix_special, length);
+      out.ids.insert(out.ids.end(), seq, seq + (p.window_size - suffix));
+      add_row(seq + length - suffix, seq + length);
+      out.spans.insert(out.spans.end(), {0, p.window_size - specials});
+      ++out.truncated;
+      out.longest_truncated = std::max(out.longest_truncated, length);
+    } else {
+      const int32_t* body = seq + p.num_prefix_special;
+      const int32_t* suffix = body + content;
+      for (const auto& [start, end] : plan_windows(content, p)) {
+        out.ids.insert(out.ids.end(), seq, seq + p.num_prefix_special);
+        out.ids.insert(out.ids.end(), body + start, body + end);
+        add_row(suffix, suffix + p.num_suffix_special);
+        out.spans.insert(out.spans.end(), {start, end});
+      }
+    }
+    out.cu_rows.push_back(static_cast<int32_t>(out.cu_seqlens.size() - 1));
+  }
+  return out;
 }
 
 }  // namespace sutra

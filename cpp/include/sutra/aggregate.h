@@ -24,4 +24,13 @@ void aggregate_embeddings(const float* emb, int64_t n_windows, int64_t dim,
                           AggregationMethod method, const int64_t* starts, const int64_t* ends,
                           int64_t total_content_len, float* out);
 
+/// For each of `sequences` sequences, its model rows [cu_rows[s], cu_rows[s + 1]) of `rows`
+/// ([R, dim] float32) become out[s] ([sequences, dim]): a single row is copied as it is; several
+/// rows (the windows of a long text) are aggregated by `method` (spans: [R, 2] content spans,
+/// content_lengths: [sequences], used by kWeighted) and then, when `normalize`, scaled to unit
+/// length. Throws std::invalid_argument when cu_rows leaves a sequence without rows.
+void aggregate_rows(const float* rows, const int32_t* cu_rows, int64_t sequences, int64_t dim,
+                    AggregationMethod method, const int64_t* spans, const int64_t* content_lengths,
+                    bool normalize, float* out);
+
 }  // namespace sutra

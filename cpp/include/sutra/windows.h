@@ -30,6 +30,32 @@ void validate_window_params(const WindowParams& params);
 std::vector<std::pair<int64_t, int64_t>> plan_windows(int64_t content_len,
                                                       const WindowParams& params);
 
+/// What becomes of a sequence longer than the model's maximum length.
+enum class LongTextMode : int {
+  kTruncate = 0,  // keep the first max_length - suffix tokens and the suffix specials
+  kWindow = 1,    // overlapping windows (WindowParams with window_size = max_length)
+};
+
+/// Model inputs ("rows") made from tokenized sequences, in the flat layout: the rows of sequence
+/// s are rows [cu_rows[s], cu_rows[s + 1]), one row for a sequence that fits.
+struct FittedSequences {
+  std::vector<int32_t> ids;              // the rows' tokens, concatenated
+  std::vector<int32_t> cu_seqlens;       // [rows + 1]
+  std::vector<int32_t> cu_rows;          // [sequences + 1]
+  std::vector<int64_t> spans;            // [rows, 2]: content span [start, end) of each row
+  std::vector<int64_t> content_lengths;  // [sequences]: content tokens (without the specials)
+  int64_t truncated = 0;                 // sequences cut by kTruncate
+  int64_t longest_truncated = 0;         // the longest of them, in tokens before the cut
+};
+
+/// Fits `n` sequences (flat: ids[cu_seqlens[s] .. cu_seqlens[s + 1]), each with the model's
+/// prefix and suffix special tokens) to params.window_size tokens: a sequence that fits is one
+/// row as it is; a longer one is cut (kTruncate, keeping its suffix specials) or split into
+/// windows (kWindow, see create_windows). Throws std::invalid_argument for bad params or a
+/// sequence shorter than its special tokens (kWindow only).
+FittedSequences fit_sequences(const int32_t* ids, const int32_t* cu_seqlens, int64_t n,
+                              const WindowParams& params, LongTextMode mode);
+
 /// Splits `ids` ([n] int64: prefix specials, content, suffix specials) into windows that each
 /// carry the input's own prefix and suffix special tokens. An input of at most window_size tokens
 /// gives exactly one window equal to the input.
