@@ -32,7 +32,7 @@ from sutra.onnx._arch import mpnet_relative_buckets  # noqa: E402
 ATOL = 2e-5
 
 HIDDEN, HEADS, LAYERS, INTER, VOCAB, MAX_POS = 32, 4, 2, 64, 100, 40
-POOL_MODES = ("mean", "cls", "max", "mean_sqrt_len")
+POOL_MODES = ("mean", "cls", "max", "mean_sqrt_len", "weightedmean", "lasttoken")
 
 # transformers MPNetEncoder.relative_position_bucket for relative position (key - query) -200..200,
 # run-length encoded (bucket, count); produced with torch 2.13 / transformers 5.24.
@@ -206,8 +206,13 @@ def reference(config, weights, ids, mask, pooling: PoolingSpec, dtype=np.float64
         pooled = (x * m).sum(1) / np.maximum(m.sum(1), 1e-9)
     elif pooling.mode == "mean_sqrt_len":
         pooled = (x * m).sum(1) / np.sqrt(np.maximum(m.sum(1), 1e-9))
+    elif pooling.mode == "weightedmean":
+        w = m * np.arange(1, S + 1, dtype=dtype)[None, :, None]
+        pooled = (x * w).sum(1) / np.maximum(w.sum(1), 1e-9)
     elif pooling.mode == "cls":
         pooled = x[np.arange(B), mask.argmax(1)]
+    elif pooling.mode == "lasttoken":
+        pooled = x[np.arange(B), mask.sum(1) - 1]
     else:
         pooled = np.where(m == 0, -np.inf, x).max(1)
     if pooling.normalize:
@@ -408,7 +413,7 @@ def test_missing_embeddings_and_bad_shape():
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="pooling mode"):
-        PoolingSpec("weightedmean", True)
+        PoolingSpec("median", True)
     with pytest.raises(ValueError, match="opset"):
         build_encoder_graph(make_config("bert"), make_weights("bert", 1), PoolingSpec("mean", True), opset=16)
     with pytest.raises(ValueError, match="activation"):
@@ -468,10 +473,13 @@ def test_model_folder_rejects_what_the_graph_lacks(tmp_path):
         pooling_spec_from_folder(tmp_path)
     (tmp_path / "1_Pooling" / "config.json").write_text('{"pooling_mode": "mean_sqrt_len_tokens"}')
     assert pooling_spec_from_folder(tmp_path) == PoolingSpec("mean_sqrt_len", False)
+    # Dense modules run inside the graph now (tests/test_pipelines.py); a module that has no
+    # equivalent in the graph is still refused, by name.
     (tmp_path / "modules.json").write_text(
         '[{"type": "sentence_transformers.models.Transformer", "path": ""},'
-        ' {"type": "sentence_transformers.models.Dense", "path": "2_Dense"}]')
-    with pytest.raises(ValueError, match="Dense"):
+        ' {"type": "sentence_transformers.models.Pooling", "path": "1_Pooling"},'
+        ' {"type": "sentence_transformers.models.LayerNorm", "path": "2_LayerNorm"}]')
+    with pytest.raises(ValueError, match="LayerNorm"):
         pooling_spec_from_folder(tmp_path)
 
 

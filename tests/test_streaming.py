@@ -18,6 +18,7 @@ import anyio
 import numpy as np
 import pytest
 
+from sutra.backends import Backend
 from sutra.streaming import (
     BufferFullError,
     StreamingAggregator,
@@ -348,10 +349,16 @@ async def test_an_embedder_that_packs_gets_the_whole_mixed_batch(minilm, as_toke
         assert_same_embedding(values[index], minilm.encode(text))
 
 
-class _BrokenPackedBackend:
-    supports_packed = True
+class _BrokenPackedBackend(Backend):
+    """A backend whose packed graph cannot open (the contract's prepare step raises)."""
 
-    def load_packed(self) -> None:
+    name = "broken"
+    parallel_passes = 1
+
+    def encode_rows(self, batch, limits, **kwargs):
+        raise AssertionError("never called: the recorder encodes through the real embedder")
+
+    def prepare_for_mixed_lengths(self) -> bool:
         raise OSError("no space left on device")
 
 

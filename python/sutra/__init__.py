@@ -30,6 +30,7 @@ from ._errors import (
     ModelFetchError,
     ModelNotFoundError,
     SutraError,
+    UnsupportedModelError,
 )
 from .config import EmbedderConfig
 from .embedder import Embedder
@@ -51,6 +52,7 @@ __all__ = [
     "ModelNotFoundError",
     "SlidingWindowAttention",
     "SutraError",
+    "UnsupportedModelError",
     "Windows",
     "__version__",
     "aggregate_embeddings",

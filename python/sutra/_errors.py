@@ -14,6 +14,11 @@ class ModelNotFoundError(SutraError, LookupError):
     """A model name or folder could not be resolved to a usable model."""
 
 
+class UnsupportedModelError(ModelNotFoundError, ValueError):
+    """A model folder describes something sutra cannot run (a module, an architecture, a
+    setting); raised when the folder is read, never skipped. The message names what and where."""
+
+
 class ModelFetchError(SutraError):
     """Fetching a registered model from the package index failed; nothing was installed."""
 

@@ -264,6 +264,7 @@ def _cmd_models_info(args: argparse.Namespace) -> int:
                     "dimensions)") if model.student else None,
         "layers": model.config.get("num_hidden_layers"),
         "heads": model.config.get("num_attention_heads"),
+        "pipeline": model.pipeline.describe(),
         "pooling": model.pooling,
         "normalize": model.normalize,
         "max_seq_length": model.max_seq_length,

@@ -14,11 +14,11 @@ import numpy as np
 from . import _core
 from ._errors import LongTextTruncatedWarning
 from .backends import create_backend
+from .backends.base import PassLimits, TokenBatch
 from .config import EmbedderConfig
-from .models.folder import ModelFolder, resolve
-from .packing import plan_rows
-from .tokenization import TextTokenizer, pad_batch
-from .windows import AggregationMethod, SlidingWindowAttention, aggregate_embeddings
+from .models.folder import resolve
+from .models.spec import ModelFolder
+from .tokenization import TextTokenizer
 
 logger = logging.getLogger("sutra")
 
@@ -79,13 +79,12 @@ class Embedder:
             use_flash_attention=config.use_flash_attention,
             onnx_source=config.onnx_source,
             num_threads=config.num_threads,
+            pad_token_id=self.tokenizer.pad_token_id,
         )
-        self._windower = SlidingWindowAttention(
-            max_len,
-            min(config.window_overlap, max_len - self.tokenizer.num_special - 1),
-            self.tokenizer.num_prefix_special,
-            self.tokenizer.num_suffix_special,
-        )
+        self._window_overlap = min(config.window_overlap, max_len - self.tokenizer.num_special - 1)
+        # Checks the window settings now rather than on the first long text.
+        self._fit(TokenBatch(np.zeros(0, np.int32), np.zeros(1, np.int32)), "window")
+        self._prompt_lengths: dict[str, int] = {}
         self._warned_truncation = False
         self._warn_lock = threading.Lock()
 
@@ -127,8 +126,8 @@ class Embedder:
             isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0
         ):
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        out = self._embed_sequences(sequences, self.config.dimensions, None, "float32", False,
-                                    batch_size=batch_size)
+        out = self._embed(TokenBatch.from_sequences(sequences), self.config.dimensions, False,
+                          "float32", False, batch_size=batch_size)
         return out[0] if single else out
 
     # -- sentence-transformers' encode() -------------------------------------------------------
@@ -223,11 +222,10 @@ class Embedder:
             texts = [t.lower() for t in texts]
         if show_progress_bar is None:
             show_progress_bar = logger.getEffectiveLevel() <= logging.INFO
-        sequences = self.tokenizer.encode(texts)
-        result = self._embed_sequences(
-            sequences, truncate_dim, None if output_value == "sentence_embedding" else "tokens",
+        result = self._embed(
+            self.tokenizer.encode_arrays(texts), truncate_dim, output_value == "token_embeddings",
             precision, normalize_embeddings, batch_size=batch_size, long_text=long_text,
-            progress=bool(show_progress_bar),
+            progress=bool(show_progress_bar), prompt_length=self._prompt_length(prefix),
         )
         return result[0] if single else result
 
@@ -256,75 +254,61 @@ class Embedder:
             )
         return self.model.prompts[prompt_name]
 
-    def _embed_sequences(self, sequences: list[list[int]], truncate_dim: int | None,
-                         tokens: str | None, precision: str, normalize: bool, *,
-                         batch_size: int | None = None, long_text: str | None = None,
-                         progress: bool = False) -> Any:
-        """Token ids of each text -> final embeddings in input order."""
-        batch_size = batch_size or self.config.batch_size
-        long_text = long_text or self.config.long_text
-        max_len = self.max_seq_length
-        hidden = self.model.embedding_dim
+    def _prompt_length(self, prefix: str) -> int:
+        """Tokens of a prompt that a Pooling with ``include_prompt=False`` leaves out: the prompt
+        tokenized alone, with the leading special tokens, without the trailing ones (as
+        sentence-transformers counts them). 0 without a prompt or when the pooling includes it."""
+        if not prefix or self.model.pipeline.pooling.include_prompt:
+            return 0
+        if prefix not in self._prompt_lengths:
+            source = prefix.lower() if self.model.do_lower_case else prefix
+            ids = self.tokenizer.encode([source])[0]
+            self._prompt_lengths[prefix] = max(len(ids) - self.tokenizer.num_suffix_special, 0)
+        return self._prompt_lengths[prefix]
 
-        # Each text becomes one or more model inputs ("rows"); owner[r] is the text of row r.
-        rows: list[list[int]] = []
-        owner: list[int] = []
-        windowed: dict[int, Any] = {}
-        for index, ids in enumerate(sequences):
-            if len(ids) <= max_len:
-                rows.append(ids)
-                owner.append(index)
-            elif long_text == "window":
-                windows = self._windower.create_windows(ids)
-                windowed[index] = windows
-                rows.extend(w.tolist() for w in windows.token_ids)
-                owner.extend([index] * len(windows))
-            else:
-                self._warn_truncation(len(ids))
-                rows.append(self.tokenizer.truncate(ids, max_len))
-                owner.append(index)
+    def _fit(self, batch: TokenBatch, long_text: str) -> tuple:
+        """The model rows of ``batch`` (:func:`sutra._core.fit_sequences`)."""
+        return _core.fit_sequences(
+            batch.ids, batch.cu_seqlens, self.max_seq_length, long_text, self._window_overlap,
+            self.tokenizer.num_prefix_special, self.tokenizer.num_suffix_special)
 
-        row_embeddings = np.empty((len(rows), hidden), dtype=np.float32)
-        row_tokens: list[np.ndarray | None] = [None] * len(rows)
-        # Packed passes need the backend's second (packed) session: used once something opened
-        # it (StreamingEmbedder and `sutra serve` do; backend.load_packed() opts in), never
-        # opened here, where it would double the model's memory in the middle of a call.
-        packs = getattr(self.backend, "packed_loaded", False)
-        for batch in _plan_batches([len(r) for r in rows], batch_size,
-                                   self.config.max_batch_tokens, progress):
-            if packs and _packing_pays([len(rows[r]) for r in batch]):
-                self._forward_packed(rows, batch, row_embeddings, row_tokens if tokens else None)
-                continue
-            input_ids, mask = pad_batch([rows[r] for r in batch], self.tokenizer.pad_token_id)
-            sentence, token_out = self.backend.forward(input_ids, mask, want_tokens=bool(tokens))
-            row_embeddings[batch] = sentence
-            if token_out is not None:
-                for slot, r in enumerate(batch):
-                    row_tokens[r] = np.array(token_out[slot, : len(rows[r])], dtype=np.float32)
+    def _embed(self, batch: TokenBatch, truncate_dim: int | None, want_tokens: bool,
+               precision: str, normalize: bool, *, batch_size: int | None = None,
+               long_text: str | None = None, progress: bool = False,
+               prompt_length: int = 0) -> Any:
+        """Token arrays of each text -> final embeddings in input order.
 
-        if tokens:  # one row per text: windowing is refused for token embeddings
-            return _quantize_token_list(row_tokens, precision)
+        Each text becomes one model row, or several windows (``long_text="window"``); the
+        backend plans and runs the passes; windows are aggregated, then the Matryoshka cut,
+        normalization and precision apply to every text alike.
+        """
+        ids, cu_seqlens, cu_rows, spans, content_lengths, truncated, longest = self._fit(
+            batch, long_text or self.config.long_text)
+        if truncated:
+            self._warn_truncation(longest)
+        rows = TokenBatch(ids, cu_seqlens)
+        prompt_lengths = None
+        if prompt_length:  # the prompt is at the start of each text's first row only
+            prompt_lengths = np.zeros(len(rows), dtype=np.int32)
+            prompt_lengths[cu_rows[:-1]] = prompt_length
+        limits = PassLimits(batch_size or self.config.batch_size, self.config.max_batch_tokens)
+        with _progress_bar(progress) as on_pass:
+            out = self.backend.encode_rows(rows, limits, want_tokens=want_tokens,
+                                           prompt_lengths=prompt_lengths, on_pass=on_pass)
 
-        embeddings = np.empty((len(sequences), hidden), dtype=np.float32)
-        first_row = np.full(len(sequences), -1, dtype=np.int64)
-        for r in range(len(rows) - 1, -1, -1):
-            first_row[owner[r]] = r
-        plain = [i for i in range(len(sequences)) if i not in windowed]
-        embeddings[plain] = row_embeddings[first_row[plain]]
-        method = AggregationMethod(self.config.window_aggregation)
-        for index, windows in windowed.items():
-            start = first_row[index]
-            vector = aggregate_embeddings(
-                row_embeddings[start : start + len(windows)], method, windows
-            )
-            embeddings[index] = vector
-            if self.model.normalize:
-                embeddings[index] /= max(float(np.linalg.norm(vector)), 1e-12)
+        if want_tokens:  # one row per text: windowing is refused for token embeddings
+            states = np.split(out.token_states, cu_seqlens[1:-1])
+            return _quantize_token_list(states, precision)
 
-        if truncate_dim is not None and truncate_dim < hidden:
-            embeddings = np.ascontiguousarray(embeddings[:, :truncate_dim])
-            if self.model.normalize:
-                embeddings = _core.l2_normalize_rows(embeddings)
+        embeddings = out.embeddings
+        if len(rows) != len(batch):  # some text has several windows
+            embeddings = _core.aggregate_rows(
+                embeddings, cu_rows, self.config.window_aggregation, spans, content_lengths,
+                self.model.normalize)
+        width = embeddings.shape[1]
+        if truncate_dim is not None and truncate_dim < width:
+            embeddings = _core.truncate_and_normalize(embeddings, truncate_dim,
+                                                      self.model.normalize)
         if normalize and len(embeddings):
             embeddings = _core.l2_normalize_rows(embeddings)
         if precision != "float32" and len(embeddings):
@@ -335,27 +319,6 @@ class Embedder:
             dtype = np.uint8 if precision.startswith("u") else np.int8
             embeddings = np.empty((0, width), dtype=dtype)
         return embeddings
-
-    def _forward_packed(self, rows: list[list[int]], batch: list[int], row_embeddings: np.ndarray,
-                        row_tokens: list[np.ndarray | None] | None) -> None:
-        """One packed forward pass over ``rows[batch]``, results written in place. The sequences
-        are laid out in the order of their attention rows (see :func:`sutra.packing.plan_rows`)."""
-        order, row_lengths = plan_rows([len(rows[r]) for r in batch])
-        laid_out = [batch[k] for k in order]
-        cu_seqlens = np.zeros(len(laid_out) + 1, dtype=np.int64)
-        np.cumsum([len(rows[r]) for r in laid_out], out=cu_seqlens[1:])
-        cu_rowlens = np.zeros(len(row_lengths) + 1, dtype=np.int64)
-        np.cumsum(row_lengths, out=cu_rowlens[1:])
-        input_ids = np.fromiter((t for r in laid_out for t in rows[r]), dtype=np.int64,
-                                count=int(cu_seqlens[-1]))
-        sentence, token_out = self.backend.forward_packed(
-            input_ids, cu_seqlens, want_tokens=row_tokens is not None, cu_rowlens=cu_rowlens
-        )
-        row_embeddings[laid_out] = sentence
-        if row_tokens is not None and token_out is not None:
-            for slot, r in enumerate(laid_out):
-                row_tokens[r] = np.array(token_out[cu_seqlens[slot]:cu_seqlens[slot + 1]],
-                                         dtype=np.float32)
 
     def _warn_truncation(self, length: int) -> None:
         with self._warn_lock:
@@ -396,41 +359,30 @@ def _as_text_list(sentences: Any) -> list[str]:
     return texts
 
 
-def _plan_batches(lengths: list[int], batch_size: int, max_batch_tokens: int,
-                  progress: bool) -> Iterable[list[int]]:
-    """Group row indices into batches: longest first, at most ``batch_size`` rows and at most
-    ``max_batch_tokens`` padded tokens (rows x longest row) per batch."""
-    order = sorted(range(len(lengths)), key=lambda r: -lengths[r])
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for r in order:
-        longest = lengths[current[0]] if current else lengths[r]
-        if current and (len(current) >= batch_size or (len(current) + 1) * longest > max_batch_tokens):
-            batches.append(current)
-            current = []
-        current.append(r)
-    if current:
-        batches.append(current)
-    if progress:
-        from tqdm.auto import tqdm
+class _progress_bar:
+    """A tqdm bar over the forward passes when ``enabled`` (its total is known once the backend
+    has planned them); entering gives the backend's ``on_pass`` callback, or ``None``."""
 
-        return tqdm(batches, desc="Batches", unit="batch")
-    return batches
+    def __init__(self, enabled: bool) -> None:
+        self._enabled = enabled
+        self._bar: Any = None
 
+    def __enter__(self):
+        if not self._enabled:
+            return None
 
-# A packed pass computes the dense layers on its T real tokens and attends in rows of about the
-# longest sequence's length (sutra.packing.plan_rows); a padded pass computes B rows of the longest
-# length throughout. Packing pays when the padding it saves exceeds what its gathers cost, a few
-# percent of the dense work (bench/results/packed_cpu.md, 2 EPYC cores, single-threaded, ms per
-# WordNet sentence: random batches of 16 / 32 / 64 packed 2.48 / 2.43 / 2.46 vs padded
-# 4.08 / 4.41 / 5.06; batches of 32 sorted by length, what encode() forms, 2.49 vs 2.52).
-_PACKING_OVERHEAD = 0.03
+        def on_pass(done: int, total: int) -> None:
+            if self._bar is None:
+                from tqdm.auto import tqdm
 
+                self._bar = tqdm(total=total, desc="Batches", unit="batch")
+            self._bar.update(done - self._bar.n)
 
-def _packing_pays(lengths: list[int]) -> bool:
-    """Whether one packed pass over sequences of these lengths is modelled to cost less than one
-    padded pass (any batch with more than ~3% padding)."""
-    return len(lengths) > 1 and sum(lengths) * (1.0 + _PACKING_OVERHEAD) < len(lengths) * max(lengths)
+        return on_pass
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.close()
 
 
 def _quantize_token_list(arrays: list[np.ndarray], precision: str) -> list[np.ndarray]:

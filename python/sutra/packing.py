@@ -4,12 +4,17 @@ A packed pass computes its dense layers on the real tokens only; attention runs 
 sequences laid out in ``S`` slots each (``S`` = the longest row), at a cost of ``rows * S**2``.
 Binning short sequences into rows as long as the longest sequence keeps that cost near
 ``tokens * longest`` -- the least any layout can pay, since the longest sequence needs a row of
-its own length -- without padding the dense layers.
+its own length -- without padding the dense layers. The binning is the batch planner's
+(:func:`sutra._core.plan_attention_rows`); this is its list-based face.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+import numpy as np
+
+from . import _core
 
 
 def plan_rows(lengths: Sequence[int], capacity: int | None = None) -> tuple[list[int], list[int]]:
@@ -24,24 +29,10 @@ def plan_rows(lengths: Sequence[int], capacity: int | None = None) -> tuple[list
         ``(order, row_lengths)``: ``order`` lists every position of ``lengths`` exactly once,
         row after row (lay the sequences out in this order); ``row_lengths[r]`` is the total
         length of row ``r``, each at most the capacity. An empty input gives ``([], [])``.
+
+    Raises:
+        ValueError: a length below 1.
     """
-    if not lengths:
-        return [], []
-    if min(lengths) < 1:
-        raise ValueError(f"every sequence length must be >= 1, got {min(lengths)}")
-    longest = max(lengths)
-    capacity = longest if capacity is None else max(int(capacity), longest)
-    rows: list[list[int]] = []
-    free: list[int] = []
-    for position in sorted(range(len(lengths)), key=lambda k: -lengths[k]):
-        n = lengths[position]
-        for r, room in enumerate(free):
-            if n <= room:
-                rows[r].append(position)
-                free[r] -= n
-                break
-        else:
-            rows.append([position])
-            free.append(capacity - n)
-    order = [position for row in rows for position in row]
-    return order, [capacity - room for room in free]
+    order, row_lengths = _core.plan_attention_rows(np.asarray(lengths, dtype=np.int32),
+                                                   0 if capacity is None else int(capacity))
+    return order.tolist(), row_lengths.tolist()

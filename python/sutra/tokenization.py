@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer
+
+from .backends.base import TokenBatch
 
 
 class TextTokenizer:
@@ -48,6 +51,23 @@ class TextTokenizer:
         encode_batch = getattr(self._tokenizer, "encode_batch_fast", self._tokenizer.encode_batch)
         return [e.ids for e in encode_batch(texts, add_special_tokens=True)]
 
+    def encode_arrays(self, texts: list[str]) -> TokenBatch:
+        """The token ids of ``texts`` (special tokens included, no truncation) as flat arrays:
+        ``ids int32 [T]``, ``cu_seqlens int32 [len(texts) + 1]``. One loop per text, none per
+        token; the tokenizer's batch call runs in parallel with the GIL released."""
+        sequences = self.encode(texts)
+        cu = np.zeros(len(sequences) + 1, dtype=np.int32)
+        np.cumsum(np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences)),
+                  out=cu[1:])
+        ids = np.fromiter(chain.from_iterable(sequences), dtype=np.int32, count=int(cu[-1]))
+        return TokenBatch(ids, cu)
+
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Ids of ``text`` without special tokens and each token's ``[start, end)`` character
+        offsets in it (for chunking by tokens)."""
+        encoding = self._tokenizer.encode(text, add_special_tokens=False)
+        return encoding.ids, encoding.offsets
+
     def special_token_ids(self) -> list[int]:
         """Ids of the special tokens ([CLS], [SEP], padding, mask...), not the unknown token,
         which stands for text."""
@@ -87,12 +107,3 @@ class TextTokenizer:
         return 0, 0
 
 
-def pad_batch(sequences: list[list[int]], pad_token_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad sequences into ``input_ids`` and ``attention_mask``, both int64 ``[B, L]``."""
-    length = max(len(s) for s in sequences)
-    input_ids = np.full((len(sequences), length), pad_token_id, dtype=np.int64)
-    attention_mask = np.zeros((len(sequences), length), dtype=np.int64)
-    for row, seq in enumerate(sequences):
-        input_ids[row, : len(seq)] = seq
-        attention_mask[row, : len(seq)] = 1
-    return input_ids, attention_mask

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <limits>
 #include <numeric>
+#include <stdexcept>
 #include <string>
 
 #include "sutra/error.h"
@@ -14,7 +15,9 @@ void check_lengths(const int32_t* lengths, int64_t n) {
   SUTRA_CHECK(n >= 0, "the number of sequences", ">= 0", n);
   for (int64_t i = 0; i < n; ++i) {
     if (lengths[i] < 1) {
-      SUTRA_CHECK(false, ("lengths[" + std::to_string(i) + "]").c_str(), ">= 1", lengths[i]);
+      throw std::invalid_argument("every sequence length must be >= 1, got " +
+                                  std::to_string(lengths[i]) + " at lengths[" +
+                                  std::to_string(i) + "]");
     }
   }
 }

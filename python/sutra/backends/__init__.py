@@ -1,13 +1,10 @@
-"""Backends run a model's encoder on padded token batches.
-
-Each backend has ``name`` and ``forward(input_ids, attention_mask, want_tokens)`` returning the
-pooled sentence embeddings ``[B, H]`` and, on request, the token embeddings ``[B, L, H]``.
-"""
+"""Backends run a model's pipeline on flat token arrays (the contract: :mod:`.base`)."""
 
 from __future__ import annotations
 
 from .._errors import BackendUnavailableError
-from ..models.folder import ModelFolder
+from ..models.spec import ModelFolder
+from .base import Backend, EncodedRows, PassLimits, TokenBatch
 from .onnxruntime import OnnxRuntimeBackend
 
 
@@ -31,7 +28,7 @@ def cuda_status() -> tuple[bool, str]:
 
 def create_backend(model: ModelFolder, backend: str, *, use_fp16: bool,
                    use_flash_attention: bool, onnx_source: str,
-                   num_threads: int | None) -> OnnxRuntimeBackend:
+                   num_threads: int | None, pad_token_id: int = 0) -> Backend:
     """Pick and construct a backend; raise ``BackendUnavailableError`` rather than fall back
     silently when an explicit request cannot be met."""
     if backend == "cuda":
@@ -48,7 +45,9 @@ def create_backend(model: ModelFolder, backend: str, *, use_fp16: bool,
                 f"{flag}=True: {what} runs only on the cuda backend, and the backend here is "
                 f"'cpu' ({cuda_status()[1]}); set {flag}=False"
             )
-    return OnnxRuntimeBackend(model, onnx_source=onnx_source, num_threads=num_threads)
+    return OnnxRuntimeBackend(model, onnx_source=onnx_source, num_threads=num_threads,
+                              pad_token_id=pad_token_id)
 
 
-__all__ = ["BackendUnavailableError", "OnnxRuntimeBackend", "create_backend", "cuda_status"]
+__all__ = ["Backend", "BackendUnavailableError", "EncodedRows", "OnnxRuntimeBackend", "PassLimits",
+           "TokenBatch", "create_backend", "cuda_status"]

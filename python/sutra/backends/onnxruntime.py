@@ -1,11 +1,15 @@
 """The CPU backend: ONNX Runtime on a graph sutra builds from the model's safetensors.
 
-The graph (encoder, pooling and normalization) is built once per (weights, pooling, builder,
-layout) and cached on disk under ``<cache>/onnx/``, keyed by the weights' sha256, so later loads
-skip the build. Two layouts: the padded graph (``[batch, sequence]`` inputs), and for built graphs
-a packed one (the sequences' tokens concatenated, no padding; see
-:func:`sutra.onnx.build_packed_encoder_graph`) for batches of mixed lengths, opened only on request
-(:meth:`OnnxRuntimeBackend.load_packed`).
+The graph (encoder, pooling, Dense modules and normalization) is built once per (weights,
+pipeline, builder, layout) and cached on disk under ``<cache>/onnx/``, keyed by the weights'
+sha256, so later loads skip the build and never import the ``onnx`` package. Two layouts: the
+padded graph (``[batch, sequence]`` inputs), and for built graphs a packed one (the sequences'
+tokens concatenated, no padding; see :func:`sutra.onnx.build_packed_encoder_graph`) for batches of
+mixed lengths, opened only on request (:meth:`OnnxRuntimeBackend.load_packed`).
+
+:meth:`OnnxRuntimeBackend.encode_rows` is the backend contract (:mod:`sutra.backends.base`): the
+one batch planner cuts the token arrays into passes, padded or packed, and each pass runs one
+session call.
 """
 
 from __future__ import annotations
@@ -19,32 +23,37 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import _core
 from .._errors import BackendUnavailableError
 from ..models.fetch import cache_root, sha256_file
-from ..models.folder import ModelFolder
+from ..models.spec import ModelFolder
+from .base import Backend, EncodedRows, PassCallback, PassLimits, TokenBatch
+from .head import PipelineHead
 
 SENTENCE_OUTPUT = "sentence_embedding"
 TOKEN_OUTPUT = "token_embeddings"
 LAYOUTS = ("padded", "packed")
 
 
-class OnnxRuntimeBackend:
-    """Runs a model's encoder with ONNX Runtime.
+class OnnxRuntimeBackend(Backend):
+    """Runs a model's pipeline with ONNX Runtime.
 
     Args:
         model: the model folder.
-        onnx_source: ``"build"`` (sutra's graph) or ``"model"`` (the folder's own ONNX file, whose
-            outputs are pooled by sutra when it has no ``sentence_embedding`` output).
+        onnx_source: ``"build"`` (sutra's graph) or ``"model"`` (the folder's own ONNX file: one
+            with a ``sentence_embedding`` output is taken as the whole pipeline; one that stops
+            at the last hidden state is followed by sutra's pooling, Dense and Normalize).
         num_threads: intra-op threads, ``None`` for every core.
+        pad_token_id: the id padded passes fill with.
     """
 
     name = "cpu"
 
     def __init__(self, model: ModelFolder, onnx_source: str = "build",
-                 num_threads: int | None = None) -> None:
-        import onnxruntime as ort
-
+                 num_threads: int | None = None, pad_token_id: int = 0) -> None:
         self.model = model
+        self.pad_token_id = int(pad_token_id)
+        self._head = PipelineHead(model.pipeline)
         if model.student is not None:
             onnx_source = "model"  # a distilled student is only its ONNX graph
         if onnx_source == "model":
@@ -66,6 +75,70 @@ class OnnxRuntimeBackend:
         self.supports_packed = onnx_source == "build"
         self._packed_session = None
         self._packed_lock = threading.Lock()
+        # A graph that stops at the token states is followed by the pipeline head on the host.
+        self._graph_pools = SENTENCE_OUTPUT in self._output_names
+
+    # -- the backend contract ------------------------------------------------------------------
+
+    @property
+    def parallel_passes(self) -> int:
+        """Sessions run concurrently from several threads; with fewer intra-op threads than
+        cores, that many passes fit side by side."""
+        return max(1, (os.cpu_count() or 1) // self._num_threads)
+
+    @property
+    def packs_mixed_lengths(self) -> bool:
+        return self.packed_loaded
+
+    def prepare_for_mixed_lengths(self) -> bool:
+        """Opens the packed graph (a second session: the weights are held twice); a graph sutra
+        did not build (a student, the model's own ONNX file) has none: False."""
+        if not self.supports_packed:
+            return False
+        self.load_packed()
+        return True
+
+    def encode_rows(self, batch: TokenBatch, limits: PassLimits, *, want_tokens: bool = False,
+                    prompt_lengths: np.ndarray | None = None,
+                    on_pass: PassCallback | None = None) -> EncodedRows:
+        """See :meth:`sutra.backends.base.Backend.encode_rows`. Passes are padded, or packed
+        (once the packed graph is open) when packing a pass saves more than it costs."""
+        lengths = batch.lengths
+        embeddings = np.empty((len(batch), self.model.embedding_dim), dtype=np.float32)
+        tokens = (np.empty((int(batch.cu_seqlens[-1]), self.model.hidden_size), dtype=np.float32)
+                  if want_tokens else None)
+        if len(batch) == 0:
+            return EncodedRows(embeddings, tokens)
+        # Pooling that leaves out a prompt needs the token states (the graphs pool everything).
+        on_host = not self._graph_pools or (
+            prompt_lengths is not None and not self.model.pipeline.pooling.include_prompt)
+        passes = _core.plan_batches(
+            lengths, limits.max_sequences, limits.max_tokens, limits.pass_cost_tokens,
+            "when_it_pays" if self.packed_loaded else "never", attention_rows=True)
+        for done, plan in enumerate(passes, 1):
+            order = plan.order
+            need_tokens = want_tokens or on_host
+            if plan.packed:
+                ids, cu, rows = plan.packed_inputs(batch.ids, batch.cu_seqlens)
+                sentence, states = self.forward_packed(ids, cu, want_tokens=need_tokens,
+                                                       cu_rowlens=rows)
+                layout_cu, padded = plan.cu_seqlens, None
+            else:
+                ids, mask = plan.padded_inputs(batch.ids, batch.cu_seqlens, self.pad_token_id)
+                sentence, states = self.forward(ids, mask, want_tokens=need_tokens)
+                layout_cu, padded = plan.cu_seqlens, states
+            if on_host:
+                sentence = self._head.apply(states, layout_cu,
+                                            None if prompt_lengths is None else prompt_lengths[order])
+            embeddings[order] = sentence
+            if tokens is not None:
+                _scatter_tokens(tokens, batch.cu_seqlens, order, states, plan.cu_seqlens,
+                                padded is not None)
+            if on_pass is not None:
+                on_pass(done, len(passes))
+        return EncodedRows(embeddings, tokens)
+
+    # -- the sessions --------------------------------------------------------------------------
 
     def _open(self, path: str | os.PathLike[str]):
         import onnxruntime as ort
@@ -147,8 +220,10 @@ class OnnxRuntimeBackend:
             want_tokens: also return the last hidden state.
 
         Returns:
-            ``(sentence [B, H] float32, tokens [B, L, H] float32 or None)``; ``sentence`` is pooled
-            and, when the model normalizes, unit length.
+            ``(sentence [B, D] float32, tokens [B, L, H] float32 or None)``: ``sentence`` is the
+            pipeline's output (pooled, Dense, normalized as the model says). A model's own graph
+            that stops at the last hidden state gives ``(None, tokens)``: the caller pools
+            (:meth:`encode_rows` does).
         """
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "token_type_ids" in self._input_names:
@@ -160,26 +235,29 @@ class OnnxRuntimeBackend:
                 f"{self.graph_path} has no token_embeddings output (a distilled student gives "
                 "sentence embeddings only); use output_value='sentence_embedding'"
             )
-        if SENTENCE_OUTPUT in self._output_names:
+        if self._graph_pools:
             names = [SENTENCE_OUTPUT] + ([TOKEN_OUTPUT] if want_tokens else [])
             outputs = self.session.run(names, feeds)
             return outputs[0], (outputs[1] if want_tokens else None)
-        # A third-party graph that stops at the last hidden state: pool here.
-        from .. import _core
-
+        # A third-party graph that stops at the last hidden state: the caller pools.
         (tokens,) = self.session.run([self._output_names[0]], feeds)
-        tokens = np.ascontiguousarray(tokens, dtype=np.float32)
-        pool = {"mean": _core.mean_pool, "cls": _core.cls_pool, "max": _core.max_pool}.get(
-            self.model.pooling
-        )
-        if pool is None:
-            raise BackendUnavailableError(
-                f"pooling {self.model.pooling!r} is only available with onnx_source='build'"
-            )
-        sentence = pool(tokens, attention_mask)
-        if self.model.normalize:
-            sentence = _core.l2_normalize_rows(sentence)
-        return sentence, (tokens if want_tokens else None)
+        return None, np.ascontiguousarray(tokens, dtype=np.float32)
+
+
+def _scatter_tokens(out: np.ndarray, cu_seqlens: np.ndarray, order: np.ndarray, states: np.ndarray,
+                    layout_cu: np.ndarray, padded: bool) -> None:
+    """Copy a pass's token states into ``out`` (aligned with the batch's flat ids): from packed
+    ``[T', H]`` states laid out in ``order``, or padded ``[B', L, H]`` ones."""
+    lengths = np.diff(layout_cu)
+    total = int(layout_cu[-1])
+    # Per token of the pass: its index in the pass layout and in the batch.
+    within = np.arange(total) - np.repeat(layout_cu[:-1], lengths)
+    destination = np.repeat(cu_seqlens[order], lengths) + within
+    if padded:
+        rows = np.repeat(np.arange(len(order)), lengths)
+        out[destination] = states[rows, within]
+    else:
+        out[destination] = states
 
 
 def _check_rows(cu_rowlens: np.ndarray, cu_seqlens: np.ndarray) -> None:
@@ -198,18 +276,21 @@ def _check_rows(cu_rowlens: np.ndarray, cu_seqlens: np.ndarray) -> None:
 
 def built_graph_path(model: ModelFolder, layout: str = "padded") -> Path:
     """The cached ONNX graph for ``model`` (``layout`` ``"padded"`` or ``"packed"``), building
-    it first when it is not cached yet."""
-    from .. import onnx as graph_builder
-
+    it first when it is not cached yet. A cached graph is found without importing ``onnx``."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
-    weights_hash = _weights_hash(model.weights_path)
+    pipeline = model.pipeline
     fields = {
-        "weights": weights_hash,
-        "pooling": model.pooling,
-        "normalize": model.normalize,
+        "weights": _weights_hash(model.weights_path),
+        "pooling": pipeline.pooling.mode,
+        "normalize": pipeline.normalize,
         "builder": _builder_fingerprint(),
     }
+    if pipeline.dense:
+        fields["dense"] = [
+            [d.in_features, d.out_features, d.bias, d.activation,
+             _weights_hash(d.path / "model.safetensors")] for d in pipeline.dense
+        ]
     if layout != "padded":  # the padded graph keeps the key it had before layouts existed
         fields["layout"] = layout
     key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
@@ -217,12 +298,9 @@ def built_graph_path(model: ModelFolder, layout: str = "padded") -> Path:
     path = folder / f"{model.path.name}-{key}.onnx"
     if path.is_file():
         return path
-    from safetensors.numpy import load_file
+    from ..onnx import build_pipeline_graph  # imports onnx: only when a graph is built
 
-    weights = load_file(str(model.weights_path))
-    build = (graph_builder.build_encoder_graph if layout == "padded"
-             else graph_builder.build_packed_encoder_graph)
-    proto = build(model.config, weights, graph_builder.PoolingSpec(model.pooling, model.normalize))
+    proto = build_pipeline_graph(pipeline, layout=layout)
     folder.mkdir(parents=True, exist_ok=True)
     # Written beside its final name and renamed, so a crash never leaves a truncated graph.
     fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".onnx", dir=folder)

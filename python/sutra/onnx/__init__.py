@@ -8,15 +8,25 @@ See :mod:`sutra.onnx.builder` for the graph's inputs and outputs.
 """
 
 from ._arch import supported_architectures
-from .builder import POOLING_MODES, PoolingSpec, build_encoder_graph, build_packed_encoder_graph
-from .folder import build_from_folder, pooling_spec_from_folder
+from .builder import (
+    DENSE_ACTIVATIONS,
+    POOLING_MODES,
+    DenseSpec,
+    PoolingSpec,
+    build_encoder_graph,
+    build_packed_encoder_graph,
+)
+from .folder import build_from_folder, build_pipeline_graph, pooling_spec_from_folder
 
 __all__ = [
+    "DENSE_ACTIVATIONS",
+    "DenseSpec",
     "POOLING_MODES",
     "PoolingSpec",
     "build_encoder_graph",
     "build_from_folder",
     "build_packed_encoder_graph",
+    "build_pipeline_graph",
     "pooling_spec_from_folder",
     "supported_architectures",
 ]

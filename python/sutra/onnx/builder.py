@@ -1,12 +1,13 @@
-"""ONNX graph of a sentence-transformers encoder: transformer + Pooling (+ Normalize).
+"""ONNX graph of a sentence-transformers encoder: transformer + Pooling (+ Dense ...) (+ Normalize).
 
 Graph contract (both variants):
   inputs   input_ids       int64 [batch, sequence]
            attention_mask  int64 [batch, sequence], 1 for real tokens, 0 for padding
   outputs  token_embeddings    float32 [batch, sequence, hidden]  last hidden state; rows at
                                padded positions are computed but meaningless
-           sentence_embedding  float32 [batch, hidden]  Pooling over the mask, then L2
-                               normalization when the pooling spec asks for it
+           sentence_embedding  float32 [batch, width]  Pooling over the mask, then the Dense
+                               modules (width: the last one's out_features, else hidden), then
+                               L2 normalization when the pooling spec asks for it
 
 Sequences may be at most as long as the position table allows: max_position_embeddings for
 BERT/DistilBERT, max_position_embeddings - padding_idx - 1 for RoBERTa/XLM-R/MPNet (514 -> 512);
@@ -20,17 +21,19 @@ standard ONNX ops (opset >= 17 for LayerNormalization).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import helper
 
+from .. import _core
 from ._arch import EncoderSpec, LayerWeights, mpnet_relative_buckets, parse_encoder
 from ._graph import FLOAT, INT32, INT64, MS_DOMAIN, GraphBuilder, value_info
 
-POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len")
+POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len", "weightedmean", "lasttoken")
+DENSE_ACTIVATIONS = ("identity", "tanh", "relu", "gelu", "sigmoid")
 PRODUCER = "sutra"
 # A serialized ModelProto cannot exceed 2 GiB (protobuf limit); leave room for the graph itself.
 _PROTO_LIMIT = 2**31 - 2**26
@@ -40,11 +43,14 @@ _MEAN_CLAMP = 1e-9  # sentence-transformers Pooling clamps the token count
 
 @dataclass(frozen=True)
 class PoolingSpec:
-    """How token embeddings become one sentence embedding (sentence-transformers semantics).
+    """How token embeddings become one sentence embedding (sentence-transformers semantics,
+    the same as ``sutra._core.pool_tokens``).
 
-    mode: "mean" (masked mean), "cls" (first unmasked token), "max" (masked max; -inf where a row
-        has no unmasked token) or "mean_sqrt_len" (masked sum / sqrt(token count)).
-    normalize: L2-normalize the pooled vector (sentence-transformers ``Normalize``, eps 1e-12).
+    mode: "mean" (masked mean), "cls" (first token), "max" (masked max; -inf where a row has no
+        unmasked token), "mean_sqrt_len" (masked sum / sqrt(token count)), "weightedmean"
+        (tokens weighted by their 1-based position) or "lasttoken" (the last unmasked token).
+    normalize: L2-normalize the final vector, after any Dense modules (sentence-transformers
+        ``Normalize``, eps 1e-12).
     """
 
     mode: str
@@ -55,11 +61,35 @@ class PoolingSpec:
             raise ValueError(f"pooling mode must be one of {POOLING_MODES}, got {self.mode!r}")
 
 
+@dataclass(frozen=True)
+class DenseSpec:
+    """A sentence-transformers ``Dense`` module: ``activation(x @ weight.T + bias)``.
+
+    weight: float32 [out_features, in_features] (torch Linear layout); bias: float32
+    [out_features] or ``None``; activation: one of :data:`DENSE_ACTIVATIONS`.
+    """
+
+    weight: np.ndarray
+    bias: np.ndarray | None
+    activation: str
+
+    def __post_init__(self) -> None:
+        if self.activation not in DENSE_ACTIVATIONS:
+            raise ValueError(f"Dense activation must be one of {DENSE_ACTIVATIONS}, got "
+                             f"{self.activation!r}")
+        if np.ndim(self.weight) != 2:
+            raise ValueError(f"Dense weight must be [out, in], got shape {np.shape(self.weight)}")
+        if self.bias is not None and np.shape(self.bias) != (np.shape(self.weight)[0],):
+            raise ValueError(f"Dense bias must be [{np.shape(self.weight)[0]}], got shape "
+                             f"{np.shape(self.bias)}")
+
+
 def build_encoder_graph(
     config: Mapping,
     weights: Mapping[str, np.ndarray],
     pooling: PoolingSpec,
     *,
+    dense: Sequence[DenseSpec] = (),
     fused: bool = True,
     opset: int = 17,
 ) -> onnx.ModelProto:
@@ -70,6 +100,8 @@ def build_encoder_graph(
         weights: tensor name -> array (float32, float16 is upcast), names with or without a
             ``bert.``/``roberta.``/``mpnet.`` style prefix.
         pooling: pooling mode and whether to normalize.
+        dense: the pipeline's Dense modules, applied in order after pooling (and before the
+            normalization); each one's in_features must be the previous width.
         fused: use ONNX Runtime contrib ops (faster on ORT CPU) instead of standard ops only.
         opset: default-domain opset, at least 17.
 
@@ -85,23 +117,24 @@ def build_encoder_graph(
     position_bias = _relative_position_bias(g, spec) if spec.relative_bias is not None else None
 
     for i, layer in enumerate(spec.layers()):
-        last = i == spec.num_layers - 1
+        last = i == spec.arch.num_layers - 1
         out_name = "token_embeddings" if last else None
         hidden = _layer(g, spec, layer, i, hidden, masks, position_bias, out_name, fused)
-    if spec.num_layers == 0:
+    if spec.arch.num_layers == 0:
         hidden = g.op("Identity", [hidden], outputs=["token_embeddings"])
 
-    _pooling(g, hidden, "attention_mask", pooling, spec.hidden_size)
+    pooled = _pooling(g, hidden, "attention_mask", pooling, spec.arch.hidden_size)
+    width = _head(g, pooled, dense, pooling, spec.arch.hidden_size)
 
     g.graph.input.extend([
         value_info("input_ids", INT64, ["batch", "sequence"]),
         value_info("attention_mask", INT64, ["batch", "sequence"]),
     ])
     g.graph.output.extend([
-        value_info("token_embeddings", FLOAT, ["batch", "sequence", spec.hidden_size]),
-        value_info("sentence_embedding", FLOAT, ["batch", spec.hidden_size]),
+        value_info("token_embeddings", FLOAT, ["batch", "sequence", spec.arch.hidden_size]),
+        value_info("sentence_embedding", FLOAT, ["batch", width]),
     ])
-    return _finish(g, spec, pooling, fused, opset, layout="padded")
+    return _finish(g, spec, pooling, dense, fused, opset, layout="padded")
 
 
 def build_packed_encoder_graph(
@@ -109,6 +142,7 @@ def build_packed_encoder_graph(
     weights: Mapping[str, np.ndarray],
     pooling: PoolingSpec,
     *,
+    dense: Sequence[DenseSpec] = (),
     fused: bool = True,
     opset: int = 17,
 ) -> onnx.ModelProto:
@@ -147,14 +181,15 @@ def build_packed_encoder_graph(
     position_bias = _packed_relative_position_bias(g, spec, rows) if spec.relative_bias is not None else None
 
     for i, layer in enumerate(spec.layers()):
-        last = i == spec.num_layers - 1
+        last = i == spec.arch.num_layers - 1
         out_name = "token_embeddings" if last else None
         hidden = _layer(g, spec, layer, i, hidden, rows, position_bias, out_name, fused)
-    if spec.num_layers == 0:
+    if spec.arch.num_layers == 0:
         hidden = g.op("Identity", [hidden], outputs=["token_embeddings"])
     tokens = hidden
 
-    _packed_pooling(g, tokens, seg, pooling)
+    pooled = _packed_pooling(g, tokens, seg, pooling)
+    width = _head(g, pooled, dense, pooling, spec.arch.hidden_size)
 
     g.graph.input.extend([
         value_info("input_ids", INT64, ["tokens"]),
@@ -162,17 +197,18 @@ def build_packed_encoder_graph(
         value_info("cu_rowlens", INT64, ["rows_plus_1"]),
     ])
     g.graph.output.extend([
-        value_info("token_embeddings", FLOAT, ["tokens", spec.hidden_size]),
-        value_info("sentence_embedding", FLOAT, ["batch", spec.hidden_size]),
+        value_info("token_embeddings", FLOAT, ["tokens", spec.arch.hidden_size]),
+        value_info("sentence_embedding", FLOAT, ["batch", width]),
     ])
-    return _finish(g, spec, pooling, fused, opset, layout="packed")
+    return _finish(g, spec, pooling, dense, fused, opset, layout="packed")
 
 
 class _PackedSegments:
     """Per-token bookkeeping of a packed batch, derived once from ``cu_seqlens``."""
 
     def __init__(self, g: GraphBuilder) -> None:
-        self.starts, ends, self.lengths = _intervals(g, "cu_seqlens", "seq")  # [B] each
+        self.starts, self.ends, self.lengths = _intervals(g, "cu_seqlens", "seq")  # [B] each
+        ends = self.ends
         total = g.squeeze(g.op("Shape", ["input_ids"]), [0], name="num_tokens")
         index = g.op("Range", [g.const(0), total, g.const(1)], name="token_index")  # [T]
         self.index = index
@@ -190,12 +226,12 @@ def _packed_embeddings(g: GraphBuilder, spec: EncoderSpec, seg: _PackedSegments)
     word_table = g.weight("embeddings.word", spec.word_embeddings)
     pos_table = g.weight("embeddings.position", spec.position_embeddings)
     words = g.op("Gather", [word_table, "input_ids"], name="word_embeddings")  # [T, H]
-    if spec.position_kind == "absolute":
+    if spec.arch.position_kind == "absolute":
         pos_ids = seg.offset
     else:
         # HF create_position_ids_from_input_ids per sequence: cumsum(not pad) * not pad + pad,
         # the cumulative sum restarted at each sequence start.
-        pad = g.const(spec.padding_idx)
+        pad = g.const(spec.arch.padding_idx)
         not_pad = g.op("Cast", [g.op("Not", [g.op("Equal", ["input_ids", pad])])], to=INT64,
                        name="not_pad")
         inclusive = g.op("CumSum", [not_pad, g.const(0)])
@@ -207,7 +243,7 @@ def _packed_embeddings(g: GraphBuilder, spec: EncoderSpec, seg: _PackedSegments)
     gamma = g.weight("embeddings.ln.weight", spec.emb_ln_g)
     beta = g.weight("embeddings.ln.bias", spec.emb_ln_b)
     summed = g.op("Add", [words, positions], name="embeddings_sum")
-    normed = g.op("LayerNormalization", [summed, gamma, beta], axis=-1, epsilon=spec.layer_norm_eps,
+    normed = g.op("LayerNormalization", [summed, gamma, beta], axis=-1, epsilon=spec.arch.layer_norm_eps,
                   name="embeddings_ln")
     return normed
 
@@ -219,7 +255,7 @@ def _packed_relative_position_bias(g: GraphBuilder, spec: EncoderSpec, rows: "_A
     """
     n = spec.position_embeddings.shape[0]
     # bucket of (key - query) for -(n-1)..(n-1), the diagonals of the padded graph's table.
-    by_distance = mpnet_relative_buckets(2 * n - 1)[n - 1].astype(np.int32)
+    by_distance = _core.mpnet_relative_buckets(np.arange(-(n - 1), n, dtype=np.int64)).astype(np.int32)
     table_by_distance = g.weight("relative_position.buckets_by_distance", by_distance)
     table = g.weight("relative_position.bias", spec.relative_bias)
     offset = rows.slot_offset  # [R, S]
@@ -293,18 +329,18 @@ class _AttentionRows:
         gathered into rows and attended as the padded graph does.
         """
         if fused:
-            H = spec.hidden_size
+            H = spec.arch.hidden_size
             qkv = g.op("MatMul", [x, g.weight(f"{p}.qkv.weight", w.qkv_w)])  # [T, 3H]
             laid_out = g.op("Gather", [qkv, self.slot_token], name=f"{p}.qkv_rows")  # [R, S, 3H]
             q, k, v = g.op("Split", [laid_out, g.const([H, H, H])], axis=2, n_out=3,
                            name=f"{p}.qkv_split")
             ctx = g.op("MultiHeadAttention",
                        [q, k, v, g.weight(f"{p}.qkv.bias", w.qkv_b), "", self._bias(position_bias)],
-                       domain=MS_DOMAIN, num_heads=spec.num_heads, name=f"{p}.attention")
+                       domain=MS_DOMAIN, num_heads=spec.arch.num_heads, name=f"{p}.attention")
         else:
             laid_out = g.op("Gather", [x, self.slot_token], name=f"{p}.rows")  # [R, S, H]
             ctx = _attention_plain(g, spec, w, p, laid_out, self, position_bias)  # [R, S, H]
-        flat = g.op("Reshape", [ctx, g.const([-1, spec.hidden_size])])
+        flat = g.op("Reshape", [ctx, g.const([-1, spec.arch.hidden_size])])
         return g.op("Gather", [flat, self.token_slot], name=f"{p}.context_tokens")  # [T, H]
 
     def _bias(self, position_bias: str | None) -> str:
@@ -316,38 +352,85 @@ class _AttentionRows:
         return self._combined
 
 
-def _packed_pooling(g: GraphBuilder, tokens: str, seg: _PackedSegments, pooling: PoolingSpec) -> None:
-    """sentence-transformers Pooling (then Normalize) per sequence of tokens [T, H]."""
-    final = "sentence_embedding"
-    pooled_name = "pooled" if pooling.normalize else final
-    if pooling.mode in ("mean", "mean_sqrt_len"):
+def _packed_pooling(g: GraphBuilder, tokens: str, seg: _PackedSegments, pooling: PoolingSpec) -> str:
+    """sentence-transformers Pooling per sequence of tokens [T, H]: the pooled [B, H] value."""
+    pooled = "pooled"
+    if pooling.mode in ("mean", "mean_sqrt_len", "weightedmean"):
         # Sum per sequence as one [B, T] x [T, H] product with the 0/1 membership matrix.
         member_f = g.op("Cast", [seg.membership], to=FLOAT, name="membership_float")
+        if pooling.mode == "weightedmean":
+            # Weight of a token: its 1-based position in its sequence.
+            position = g.op("Cast", [g.op("Add", [seg.offset, g.const(1)])], to=FLOAT,
+                            name="token_weight")
+            member_f = g.op("Mul", [member_f, g.unsqueeze(position, [0])], name="weighted_membership")
+            count = g.reduce("ReduceSum", member_f, [1], 1, name="weight_sum")
+        else:
+            count = g.unsqueeze(g.op("Cast", [seg.lengths], to=FLOAT), [1], name="token_count")
         summed = g.op("MatMul", [member_f, tokens], name="masked_sum")
-        count = g.unsqueeze(g.op("Cast", [seg.lengths], to=FLOAT), [1], name="token_count")
         count = g.op("Max", [count, g.const(_MEAN_CLAMP, np.float32)])
         if pooling.mode == "mean_sqrt_len":
             count = g.op("Sqrt", [count])
-        g.op("Div", [summed, count], outputs=[pooled_name])
+        g.op("Div", [summed, count], outputs=[pooled])
     elif pooling.mode == "cls":
-        g.op("Gather", [tokens, seg.starts], axis=0, outputs=[pooled_name])
+        g.op("Gather", [tokens, seg.starts], axis=0, outputs=[pooled])
+    elif pooling.mode == "lasttoken":
+        last = g.op("Sub", [seg.ends, g.const(1)], name="last_token")
+        g.op("Gather", [tokens, last], axis=0, outputs=[pooled])
     else:  # max
         member = g.unsqueeze(seg.membership, [2])  # [B, T, 1]
         filled = g.op("Where", [member, g.unsqueeze(tokens, [0]), g.const(-np.inf, np.float32)])
-        g.reduce("ReduceMax", filled, [1], 0, outputs=[pooled_name])
+        g.reduce("ReduceMax", filled, [1], 0, outputs=[pooled])
+    return pooled
+
+
+def _head(g: GraphBuilder, pooled: str, dense: Sequence[DenseSpec], pooling: PoolingSpec,
+          hidden: int) -> int:
+    """The Dense modules, then Normalize, from the pooled value to ``sentence_embedding``; the
+    output width."""
+    final = "sentence_embedding"
+    x, width = pooled, hidden
+    for k, module in enumerate(dense):
+        n_out, n_in = np.shape(module.weight)
+        if n_in != width:
+            raise ValueError(f"Dense module {k} takes {n_in} features but receives {width}")
+        y = g.op("MatMul", [x, g.weight(f"dense{k}.weight",
+                                         np.ascontiguousarray(np.asarray(module.weight, np.float32).T))])
+        if module.bias is not None:
+            y = g.op("Add", [y, g.weight(f"dense{k}.bias", np.asarray(module.bias, np.float32))])
+        x = _dense_activation(g, module.activation, y, f"dense{k}")
+        width = n_out
     if pooling.normalize:
-        norm = g.reduce("ReduceL2", pooled_name, [-1], 1, name="l2_norm")
+        norm = g.reduce("ReduceL2", x, [-1], 1, name="l2_norm")
         norm = g.op("Max", [norm, g.const(_NORMALIZE_EPS, np.float32)])
-        g.op("Div", [pooled_name, norm], outputs=[final])
+        g.op("Div", [x, norm], outputs=[final])
+    else:
+        g.op("Identity", [x], outputs=[final])
+    return width
 
 
-def _finish(g: GraphBuilder, spec: EncoderSpec, pooling: PoolingSpec, fused: bool, opset: int,
-            layout: str) -> onnx.ModelProto:
+def _dense_activation(g: GraphBuilder, activation: str, x: str, prefix: str) -> str:
+    if activation == "identity":
+        return x
+    if activation == "tanh":
+        return g.op("Tanh", [x], name=f"{prefix}.tanh")
+    if activation == "relu":
+        return g.op("Relu", [x], name=f"{prefix}.relu")
+    if activation == "sigmoid":
+        return g.op("Sigmoid", [x], name=f"{prefix}.sigmoid")
+    # torch.nn.GELU(): the exact erf form
+    inner = g.op("Erf", [g.op("Div", [x, g.const(math.sqrt(2.0), np.float32)])])
+    half = g.op("Mul", [x, g.const(0.5, np.float32)])
+    return g.op("Mul", [half, g.op("Add", [inner, g.const(1.0, np.float32)])], name=f"{prefix}.gelu")
+
+
+def _finish(g: GraphBuilder, spec: EncoderSpec, pooling: PoolingSpec, dense: Sequence[DenseSpec],
+            fused: bool, opset: int, layout: str) -> onnx.ModelProto:
     graph = g.graph
-    graph.name = f"sutra_{spec.model_type}_encoder" + ("_packed" if layout == "packed" else "")
+    graph.name = f"sutra_{spec.arch.model_type}_encoder" + ("_packed" if layout == "packed" else "")
     graph.doc_string = (
-        f"sutra {spec.model_type} encoder, hidden {spec.hidden_size}, {spec.num_layers} layers, "
-        f"pooling {pooling.mode}, normalize {pooling.normalize}, {layout} tokens, "
+        f"sutra {spec.arch.model_type} encoder, hidden {spec.arch.hidden_size}, {spec.arch.num_layers} layers, "
+        f"pooling {pooling.mode}, {len(dense)} Dense, normalize {pooling.normalize}, "
+        f"{layout} tokens, "
         f"{'ONNX Runtime contrib ops' if fused else 'standard ONNX ops'}"
     )
     model = g.model
@@ -359,11 +442,13 @@ def _finish(g: GraphBuilder, spec: EncoderSpec, pooling: PoolingSpec, fused: boo
     model.ir_version = max(8, helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True))
     meta = {
         "producer": PRODUCER,
-        "model_type": spec.model_type,
-        "hidden_size": str(spec.hidden_size),
-        "num_layers": str(spec.num_layers),
+        "model_type": spec.arch.model_type,
+        "hidden_size": str(spec.arch.hidden_size),
+        "num_layers": str(spec.arch.num_layers),
         "pooling_mode": pooling.mode,
         "normalize": "true" if pooling.normalize else "false",
+        "dense": ",".join(f"{np.shape(d.weight)[1]}->{np.shape(d.weight)[0]}:{d.activation}"
+                          for d in dense),
         "fused": "true" if fused else "false",
         "layout": layout,
     }
@@ -409,13 +494,13 @@ def _embeddings(g: GraphBuilder, spec: EncoderSpec) -> str:
     pos_table = g.weight("embeddings.position", spec.position_embeddings)
     words = g.op("Gather", [word_table, "input_ids"], name="word_embeddings")
 
-    if spec.position_kind == "absolute":
+    if spec.arch.position_kind == "absolute":
         # Position ids are 0..S-1: slice the table instead of gathering. [S, H] broadcasts.
         seq = g.op("Slice", [g.op("Shape", ["input_ids"]), g.const([1]), g.const([2])], name="seq_len")
         positions = g.op("Slice", [pos_table, g.const([0]), seq, g.const([0])], name="position_embeddings")
     else:
         # HF create_position_ids_from_input_ids: padding is input_ids == padding_idx (not the mask).
-        pad = g.const(spec.padding_idx)
+        pad = g.const(spec.arch.padding_idx)
         is_pad = g.op("Equal", ["input_ids", pad])
         not_pad = g.op("Cast", [g.op("Not", [is_pad])], to=INT64, name="not_pad")
         cumsum = g.op("CumSum", [not_pad, g.const(1)])
@@ -425,7 +510,7 @@ def _embeddings(g: GraphBuilder, spec: EncoderSpec) -> str:
     gamma = g.weight("embeddings.ln.weight", spec.emb_ln_g)
     beta = g.weight("embeddings.ln.bias", spec.emb_ln_b)
     summed = g.op("Add", [words, positions], name="embeddings_sum")
-    return g.op("LayerNormalization", [summed, gamma, beta], axis=-1, epsilon=spec.layer_norm_eps,
+    return g.op("LayerNormalization", [summed, gamma, beta], axis=-1, epsilon=spec.arch.layer_norm_eps,
                 name="embeddings_ln")
 
 
@@ -443,18 +528,18 @@ def _relative_position_bias(g: GraphBuilder, spec: EncoderSpec) -> str:
 
 
 def _activation_fused(g: GraphBuilder, spec: EncoderSpec, x: str, bias: str, prefix: str) -> str:
-    if spec.activation == "gelu":
+    if spec.arch.activation == "gelu":
         return g.op("BiasGelu", [x, bias], domain=MS_DOMAIN, name=f"{prefix}.gelu")
-    if spec.activation == "gelu_tanh":
+    if spec.arch.activation == "gelu_tanh":
         return g.op("FastGelu", [x, bias], domain=MS_DOMAIN, name=f"{prefix}.gelu")
     return g.op("Relu", [g.op("Add", [x, bias])], name=f"{prefix}.relu")
 
 
 def _activation_plain(g: GraphBuilder, spec: EncoderSpec, x: str, prefix: str) -> str:
-    if spec.activation == "relu":
+    if spec.arch.activation == "relu":
         return g.op("Relu", [x], name=f"{prefix}.relu")
     half = g.op("Mul", [x, g.const(0.5, np.float32)])
-    if spec.activation == "gelu":
+    if spec.arch.activation == "gelu":
         # 0.5 x (1 + erf(x / sqrt 2)); the Div form is what ORT's Gelu fusion recognizes.
         inner = g.op("Erf", [g.op("Div", [x, g.const(math.sqrt(2.0), np.float32)])])
     else:
@@ -471,13 +556,13 @@ def _attention_contrib(g: GraphBuilder, spec: EncoderSpec, w: LayerWeights, p: s
     inputs = [x, g.weight(f"{p}.qkv.weight", w.qkv_w), g.weight(f"{p}.qkv.bias", w.qkv_b), masks.int32()]
     if position_bias is not None:
         inputs += ["", position_bias]  # no past state
-    return g.op("Attention", inputs, domain=MS_DOMAIN, num_heads=spec.num_heads, name=f"{p}.attention")
+    return g.op("Attention", inputs, domain=MS_DOMAIN, num_heads=spec.arch.num_heads, name=f"{p}.attention")
 
 
 def _attention_plain(g: GraphBuilder, spec: EncoderSpec, w: LayerWeights, p: str, x: str, masks: "_Masks",
                      position_bias: str | None) -> str:
     """Standard-op attention laid out like a PyTorch export, context [B, S, H]."""
-    H, nh, dh = spec.hidden_size, spec.num_heads, spec.head_size
+    H, nh, dh = spec.arch.hidden_size, spec.arch.num_heads, spec.arch.head_size
     # Separate Q/K/V projections: measured no slower than one packed [H, 3H] MatMul + Split on ORT
     # CPU, and it is the pattern ONNX Runtime's own fusion tools expect.
     split_heads = g.const([0, 0, nh, dh])
@@ -508,7 +593,7 @@ def _add_layer_norm(g: GraphBuilder, spec: EncoderSpec, y: str, bias: str, resid
     measured ~4x slower than Add + Add + LayerNormalization on [512, 384] activations.
     """
     summed = g.op("Add", [g.op("Add", [y, bias]), residual])
-    return g.op("LayerNormalization", [summed, gamma, beta], axis=-1, epsilon=spec.layer_norm_eps, **out)
+    return g.op("LayerNormalization", [summed, gamma, beta], axis=-1, epsilon=spec.arch.layer_norm_eps, **out)
 
 
 def _layer(g: GraphBuilder, spec: EncoderSpec, w: LayerWeights, i: int, x: str,
@@ -561,13 +646,21 @@ class _Masks:
         return self._additive
 
 
-def _pooling(g: GraphBuilder, tokens: str, mask: str, pooling: PoolingSpec, hidden: int) -> None:
-    """sentence-transformers Pooling (then Normalize) over tokens [B, S, H] with mask [B, S]."""
+def _pooling(g: GraphBuilder, tokens: str, mask: str, pooling: PoolingSpec, hidden: int) -> str:
+    """sentence-transformers Pooling over tokens [B, S, H] with mask [B, S] (right-padded): the
+    pooled [B, H] value."""
     mask_f = g.op("Cast", [mask], to=FLOAT, name="mask_float_pool")
-    final = "sentence_embedding"
-    pooled_name = "pooled" if pooling.normalize else final
+    pooled = "pooled"
 
-    if pooling.mode in ("mean", "mean_sqrt_len"):
+    if pooling.mode in ("mean", "mean_sqrt_len", "weightedmean"):
+        if pooling.mode == "weightedmean":
+            # Weight of a token: its 1-based position (positions count from the left edge, which
+            # with right padding is the sequence start).
+            seq = g.op("Shape", [mask], name="pool_shape")
+            width = g.op("Gather", [seq, g.const(1)], axis=0)
+            positions = g.op("Range", [g.const(1), g.op("Add", [width, g.const(1)]), g.const(1)])
+            weights = g.op("Cast", [positions], to=FLOAT, name="position_weight")
+            mask_f = g.op("Mul", [mask_f, g.unsqueeze(weights, [0])], name="weighted_mask")
         # Masked sum as a batched [1, S] x [S, H] product.
         summed = g.op("MatMul", [g.unsqueeze(mask_f, [1]), tokens])
         summed = g.squeeze(summed, [1], name="masked_sum")
@@ -575,19 +668,20 @@ def _pooling(g: GraphBuilder, tokens: str, mask: str, pooling: PoolingSpec, hidd
         count = g.op("Max", [count, g.const(_MEAN_CLAMP, np.float32)])
         if pooling.mode == "mean_sqrt_len":
             count = g.op("Sqrt", [count])
-        g.op("Div", [summed, count], outputs=[pooled_name])
-    elif pooling.mode == "cls":
-        # First unmasked token (argmax returns the first maximum), which handles left padding.
-        first = g.op("ArgMax", [mask_f], axis=1, keepdims=1, name="first_token")  # [B, 1]
-        index = g.op("Expand", [g.unsqueeze(first, [2]), g.const([1, 1, hidden])])  # [B, 1, H]
+        g.op("Div", [summed, count], outputs=[pooled])
+    elif pooling.mode in ("cls", "lasttoken"):
+        if pooling.mode == "cls":
+            # First unmasked token (argmax returns the first maximum), which handles left padding.
+            index = g.op("ArgMax", [mask_f], axis=1, keepdims=1, name="first_token")  # [B, 1]
+        else:
+            # Last unmasked token of a right-padded row: its token count - 1.
+            count = g.reduce("ReduceSum", mask, [1], 1, name="row_tokens")
+            index = g.op("Max", [g.op("Sub", [count, g.const(1)]), g.const(0)], name="last_token")
+        index = g.op("Expand", [g.unsqueeze(index, [2]), g.const([1, 1, hidden])])  # [B, 1, H]
         picked = g.op("GatherElements", [tokens, index], axis=1)
-        g.squeeze(picked, [1], outputs=[pooled_name])
+        g.squeeze(picked, [1], outputs=[pooled])
     else:  # max
         is_pad = g.unsqueeze(g.op("Equal", [mask, g.const(0)]), [2])
         filled = g.op("Where", [is_pad, g.const(-np.inf, np.float32), tokens])
-        g.reduce("ReduceMax", filled, [1], 0, outputs=[pooled_name])
-
-    if pooling.normalize:
-        norm = g.reduce("ReduceL2", pooled_name, [-1], 1, name="l2_norm")
-        norm = g.op("Max", [norm, g.const(_NORMALIZE_EPS, np.float32)])
-        g.op("Div", [pooled_name, norm], outputs=[final])
+        g.reduce("ReduceMax", filled, [1], 0, outputs=[pooled])
+    return pooled

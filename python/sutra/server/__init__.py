@@ -100,12 +100,11 @@ def serve_from_args(args: argparse.Namespace) -> int:
     # on a single-threaded ONNX Runtime session: a server's batches are small, and splitting one
     # over threads costs more in synchronization than it gains (measured on 2 cores with 64
     # closed-loop clients: 637 requests/s this way, 552 with one batch over both cores).
-    workers = args.threads or os.cpu_count() or 1
     overrides["num_threads"] = 1
     # Loaded before the port opens: a wrong model name fails here with a clear message.
     embedder = Embedder(args.model, **overrides)
-    if getattr(embedder.backend, "name", "cpu") != "cpu":
-        workers = 1  # a GPU computes one batch at a time
+    # As many batches side by side as the backend can run (one per core on CPU).
+    workers = args.threads or embedder.backend.parallel_passes
     api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
     settings = ServerSettings(
         model_names=accepted_model_names(embedder, args.model, args.served_model_name or ()),

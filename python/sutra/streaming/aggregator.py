@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _core
+
 
 class StreamingAggregator:
     """Weighted mean of embeddings added one at a time, re-normalized to unit length.
@@ -58,10 +60,10 @@ class StreamingAggregator:
             raise ValueError("aggregate() needs at least one embedding; none was added")
         if self._total_weight == 0.0:
             raise ValueError("aggregate() is undefined when every weight is zero")
-        mean = self._sum / self._total_weight
-        norm = float(np.linalg.norm(mean))
-        # A zero mean (opposite vectors) has no direction; return it as is rather than NaNs.
-        return (mean / norm if norm > 0 else mean).astype(np.float32)
+        mean = (self._sum / self._total_weight).astype(np.float32)[np.newaxis]
+        # The core's normalization: a zero mean (opposite vectors) has no direction and stays
+        # zero rather than turning into NaNs.
+        return _core.l2_normalize_rows(mean)[0]
 
     def reset(self) -> None:
         """Forget every added embedding."""

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import os
 import sys
 import time
 from collections import deque
@@ -31,6 +30,8 @@ from typing import Any
 import anyio
 import numpy as np
 
+from .. import _core
+from ..backends.base import Backend
 from .chunking import chunk_text, chunk_token_ids
 from .config import CHUNK_UNITS, BufferFullError, StreamingClosedError, StreamingConfig
 from .stats import StatsRecorder, StreamingStats
@@ -177,9 +178,10 @@ class StreamingEmbedder:
         on_batch: called on the event loop after every batch with a :class:`BatchReport` (the
             server feeds its metrics from it); it must not block.
 
-    With sutra's CPU backend on a graph it built, entering also opens the model's packed graph
-    (see :meth:`~sutra.backends.OnnxRuntimeBackend.load_packed`; a second ONNX Runtime session,
-    so the weights are held twice): batches of mixed lengths then run without padding.
+    Entering asks the embedder's backend to prepare for batches of mixed lengths
+    (:meth:`~sutra.backends.Backend.prepare_for_mixed_lengths`): sutra's CPU backend on a graph it
+    built opens the model's packed graph (a second ONNX Runtime session, so the weights are held
+    twice), and batches of mixed lengths then run without padding.
 
     Cancellation: cancelling a caller (or ``timeout_secs`` expiring) drops its requests from the
     buffer if they are still queued, or discards their rows if their batch is computing; the other
@@ -211,7 +213,6 @@ class StreamingEmbedder:
         self._stopped = False  # left the context: late batch results have nobody to answer
         self._vocab_size: int | None = None
         self._packs = False
-        self._token_tokenizer: Any = None
         # Groups waiting for an answer, in submission order, which is deadline order: every
         # request gets the same timeout.
         self._deadlines: deque[_Group] = deque()
@@ -707,14 +708,6 @@ class StreamingEmbedder:
         model = getattr(embedder, "model", None)
         if tokenizer is None or model is None:
             raise TypeError("unit='tokens' needs a sutra.Embedder (with a tokenizer and a model)")
-        if self._token_tokenizer is None:
-            # A tokenizer of our own for character offsets; sutra's TextTokenizer returns ids only.
-            from tokenizers import Tokenizer
-
-            own = Tokenizer.from_file(os.fspath(model.tokenizer_path))
-            own.no_truncation()
-            own.no_padding()
-            self._token_tokenizer = own
         specials = tokenizer.encode([""])[0]
         prefix = specials[: tokenizer.num_prefix_special]
         suffix = specials[len(specials) - tokenizer.num_suffix_special:]
@@ -722,8 +715,7 @@ class StreamingEmbedder:
         size = min(size, content_limit)
         overlap = min(overlap, size - 1)
         source = text.lower() if getattr(model, "do_lower_case", False) else text
-        encoding = self._token_tokenizer.encode(source, add_special_tokens=False)
-        ids, offsets = encoding.ids, encoding.offsets
+        ids, offsets = tokenizer.encode_with_offsets(source)
         spans: list[tuple[int, int]] = []
         items: list[tuple[int, ...]] = []
         for a, b in chunk_token_ids(len(ids), size, overlap):
@@ -737,43 +729,21 @@ def split_by_length(lengths: Sequence[int], pass_cost: float) -> list[list[int]]
 
     The cost of a pass is modelled as ``pass_cost + rows * longest``, in tokens: a forward pass
     pads every row to its longest one, and each pass has a fixed cost (graph dispatch, thread
-    synchronization) worth ``pass_cost`` tokens of compute. Sorted by length, the optimal
-    grouping is a partition into contiguous runs, found by dynamic programming over the distinct
-    lengths (O(d^2) for d distinct lengths). ``pass_cost=0`` gives one pass per distinct length.
+    synchronization) worth ``pass_cost`` tokens of compute. The one batch planner
+    (:func:`sutra._core.plan_batches` with ``pass_cost_tokens``) finds the optimal partition of
+    the length-sorted rows. ``pass_cost=0`` gives one pass per distinct length.
 
     Returns:
         Groups of indices, shortest rows first, each group in ascending length; every index
         appears exactly once. An empty input gives ``[]``.
     """
-    if not lengths:
+    if not len(lengths):
         return []
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    # Runs of equal length never gain from being split: plan over distinct lengths.
-    values: list[int] = []
-    ends: list[int] = []  # ends[k]: number of sorted rows with length <= values[k]
-    for count, index in enumerate(order, 1):
-        if values and lengths[index] == values[-1]:
-            ends[-1] = count
-        else:
-            values.append(lengths[index])
-            ends.append(count)
-    d = len(values)
-    best = [0.0] + [float("inf")] * d
-    cut = [0] * (d + 1)
-    for j in range(1, d + 1):
-        longest, rows_to_j = values[j - 1], ends[j - 1]
-        for i in range(j):
-            cost = best[i] + pass_cost + (rows_to_j - (ends[i - 1] if i else 0)) * longest
-            if cost < best[j]:
-                best[j], cut[j] = cost, i
-    groups: list[list[int]] = []
-    j = d
-    while j > 0:
-        i = cut[j]
-        groups.append(order[(ends[i - 1] if i else 0):ends[j - 1]])
-        j = i
-    groups.reverse()
-    return groups
+    sizes = np.asarray(lengths, dtype=np.int32)
+    passes = _core.plan_batches(sizes, len(sizes), 2**62, float(pass_cost))
+    # The planner lists passes longest first; callers here read them shortest first.
+    groups = [sorted(p.order.tolist(), key=lambda i: (sizes[i], i)) for p in passes]
+    return groups[::-1]
 
 
 def _event_loop_hooks() -> tuple[Callable[[], float], Callable[[], Any], Callable[..., Any]]:
@@ -794,20 +764,20 @@ def _event_loop_hooks() -> tuple[Callable[[], float], Callable[[], Any], Callabl
 
 
 def _prepare_packed(embedder: Any) -> bool:
-    """Open the embedder's packed graph if its backend has one (worker thread); whether it does.
+    """Let the embedder's backend load what makes batches of mixed lengths cheap (worker
+    thread); whether such batches now run without padding.
 
-    A packed graph that cannot be built or opened is not fatal: batches then run padded, split
-    by length, as they would on a backend without one."""
+    Only a sutra backend (:class:`~sutra.backends.Backend`) is asked; a backend that fails to
+    prepare is not fatal: batches then run padded, split by length."""
     backend = getattr(embedder, "backend", None)
-    if not getattr(backend, "supports_packed", False):
+    if not isinstance(backend, Backend):
         return False
     try:
-        backend.load_packed()
+        return backend.prepare_for_mixed_lengths()
     except Exception as exc:  # noqa: BLE001 - any failure falls back to the padded graph
         logger.warning("the packed graph is unavailable (%s: %s); batches run padded",
                        type(exc).__name__, exc)
         return False
-    return True
 
 
 def _vocab_size(embedder: Any) -> int | None:

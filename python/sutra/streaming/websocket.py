@@ -34,6 +34,7 @@ from typing import Any
 import anyio
 import numpy as np
 
+from .. import _core
 from .aggregator import StreamingAggregator
 from .config import CHUNK_UNITS, BufferFullError, StreamingClosedError
 from .embedder import StreamingEmbedder
@@ -226,12 +227,10 @@ class WebSocketHandler:
 def truncate_dimensions(vectors: np.ndarray, dimensions: int, *, renormalize: bool) -> np.ndarray:
     """Keep the first ``dimensions`` columns of float32 ``[n, dim]`` (Matryoshka), re-normalized
     to unit length when ``renormalize`` (as :meth:`~sutra.Embedder.encode` does with
-    ``truncate_dim`` for a normalizing model). Returns float32 ``[n, dimensions]``."""
-    cut = np.ascontiguousarray(vectors[:, :dimensions], dtype=np.float32)
-    if renormalize:
-        norms = np.linalg.norm(cut, axis=1, keepdims=True)
-        cut = cut / np.maximum(norms, 1e-12)
-    return cut.astype(np.float32, copy=False)
+    ``truncate_dim`` for a normalizing model): the native core's one
+    :func:`~sutra._core.truncate_and_normalize`. Returns float32 ``[n, dimensions]``."""
+    return _core.truncate_and_normalize(np.ascontiguousarray(vectors, dtype=np.float32),
+                                        dimensions, renormalize)
 
 
 def _optional_int(message: dict, field: str, *, minimum: int = 1) -> int | None:

@@ -1,0 +1,137 @@
+"""The backend contract: what every backend (ONNX Runtime on CPUs, the CUDA engine, the
+multi-GPU pool) receives and returns.
+
+A backend gets token arrays in the one currency of sutra -- ``ids int32 [T]`` and
+``cu_seqlens int32 [B + 1]`` (sequence ``b`` is ``ids[cu_seqlens[b]:cu_seqlens[b + 1]]``, every
+sequence at most the model's maximum length, special tokens included) -- and returns the model
+pipeline's output for each sequence, in the same order. How it cuts them into forward passes is
+its own business: it plans them with the one batch planner (:func:`sutra._core.plan_batches`)
+within the caller's :class:`PassLimits`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TokenBatch:
+    """Flat token arrays.
+
+    Attributes:
+        ids: int32 ``[T]``, the sequences' token ids one after the other.
+        cu_seqlens: int32 ``[B + 1]``: 0, then the running total of the sequence lengths.
+    """
+
+    ids: np.ndarray
+    cu_seqlens: np.ndarray
+
+    @classmethod
+    def from_sequences(cls, sequences: list[list[int]] | list[np.ndarray]) -> TokenBatch:
+        """Flat arrays of token-id lists (one loop per sequence, none per token)."""
+        lengths = np.fromiter((len(s) for s in sequences), dtype=np.int32, count=len(sequences))
+        cu = np.zeros(len(sequences) + 1, dtype=np.int32)
+        np.cumsum(lengths, out=cu[1:])
+        ids = (np.concatenate([np.asarray(s, dtype=np.int32) for s in sequences])
+               if sequences else np.zeros(0, dtype=np.int32))
+        return cls(ids.astype(np.int32, copy=False), cu)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """int32 ``[B]``: ``diff(cu_seqlens)``."""
+        return np.diff(self.cu_seqlens).astype(np.int32, copy=False)
+
+    def __len__(self) -> int:
+        return len(self.cu_seqlens) - 1
+
+    def sequence(self, b: int) -> np.ndarray:
+        return self.ids[self.cu_seqlens[b]:self.cu_seqlens[b + 1]]
+
+
+@dataclass(frozen=True)
+class PassLimits:
+    """How a caller bounds the forward passes a backend plans.
+
+    Attributes:
+        max_sequences: most sequences in one pass (``encode``'s ``batch_size``).
+        max_tokens: most tokens one pass computes (``max_batch_tokens``: rows x longest for a
+            padded pass).
+        pass_cost_tokens: ``None``: the fewest passes; a number: the fixed cost of one more pass
+            in tokens of compute, so that a batch of mixed lengths is cut into passes of similar
+            lengths where that saves more padding than it costs (a streaming server's batches).
+    """
+
+    max_sequences: int = 32
+    max_tokens: int = 16384
+    pass_cost_tokens: float | None = None
+
+
+@dataclass(frozen=True)
+class EncodedRows:
+    """What a backend returns.
+
+    Attributes:
+        embeddings: float32 ``[B, D]``, the pipeline's output per sequence (pooled, through the
+            Dense modules, normalized when the model normalizes).
+        token_states: float32 ``[T, H]``, the encoder's last hidden state of every token, aligned
+            with the input ``ids``; ``None`` unless asked for.
+    """
+
+    embeddings: np.ndarray
+    token_states: np.ndarray | None = None
+
+
+# Called after each forward pass with (passes done, passes planned).
+PassCallback = Callable[[int, int], None]
+
+
+class Backend(abc.ABC):
+    """A backend runs a model's pipeline on token arrays.
+
+    Subclasses set ``name`` and implement :meth:`encode_rows` and :attr:`parallel_passes`.
+    """
+
+    name: str = ""
+
+    @property
+    @abc.abstractmethod
+    def parallel_passes(self) -> int:
+        """How many forward passes can usefully run side by side (from several threads): a
+        streaming server runs that many batches at once."""
+
+    @abc.abstractmethod
+    def encode_rows(self, batch: TokenBatch, limits: PassLimits, *, want_tokens: bool = False,
+                    prompt_lengths: np.ndarray | None = None,
+                    on_pass: PassCallback | None = None) -> EncodedRows:
+        """Run the pipeline on every sequence of ``batch``.
+
+        Args:
+            batch: the sequences, each at most the model's maximum length.
+            limits: bounds of the forward passes.
+            want_tokens: also return the last hidden state of every token.
+            prompt_lengths: int32 ``[B]``: leading tokens of each sequence that belong to a
+                prompt, which a Pooling with ``include_prompt=False`` leaves out; ``None`` when
+                there is no prompt.
+            on_pass: progress callback.
+
+        Returns:
+            :class:`EncodedRows` in the order of the sequences. Thread-safe: callers may run
+            :attr:`parallel_passes` calls at once.
+        """
+
+    @property
+    def packs_mixed_lengths(self) -> bool:
+        """Whether a batch of very different lengths runs without padding now, so a caller
+        gains nothing from splitting it by length first."""
+        return False
+
+    def prepare_for_mixed_lengths(self) -> bool:
+        """Load what makes batches of mixed lengths cheap, if anything (a long-running server or
+        stream calls this once, before traffic; a plain ``encode()`` never does, since it may
+        cost memory). Returns :attr:`packs_mixed_lengths` afterwards. A failure raises; the
+        backend then keeps working as before."""
+        return self.packs_mixed_lengths

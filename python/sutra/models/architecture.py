@@ -1,0 +1,263 @@
+"""Encoder architectures: ``config.json`` + the checkpoint's tensor names -> one description.
+
+Every supported model is a post-LayerNorm transformer encoder (the BERT family and MPNet). What
+differs between them for inference is the weight names, how position ids are formed, the
+activation and MPNet's relative position bias; :func:`describe_encoder` resolves all of that once,
+into canonical weight names that every consumer (the ONNX graph builder, the engine) reads.
+
+Canonical names (torch ``Linear`` layout, ``[out, in]``)::
+
+    embeddings.word [V, H]   embeddings.position [P, H]   embeddings.token_type [types, H]
+    embeddings.norm.weight / .bias [H]                    relative_attention_bias [buckets, heads]
+    layers.{i}.attention.{q,k,v,o}.weight [H, H] / .bias [H]
+    layers.{i}.attention_norm.weight / .bias [H]          (LayerNorm after attention + residual)
+    layers.{i}.ffn.in.weight [I, H] / .bias [I]           layers.{i}.ffn.out.weight [H, I] / .bias
+    layers.{i}.ffn_norm.weight / .bias [H]                (LayerNorm after the feed-forward)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+# model_type -> family. The family decides weight names and position-id semantics.
+FAMILIES = {
+    "bert": "bert",
+    "roberta": "roberta",
+    "xlm-roberta": "roberta",
+    "mpnet": "mpnet",
+    "distilbert": "distilbert",
+}
+
+# HF activation name -> activation. "gelu" in HF is the exact erf form (GELUActivation); the
+# tanh approximations all compute the same formula.
+ACTIVATIONS = {
+    "gelu": "gelu",
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu_fast": "gelu_tanh",
+    "relu": "relu",
+}
+
+# MPNetEncoder.compute_position_bias calls relative_position_bucket with its defaults, whatever the
+# config says; relative_attention_num_buckets only sizes the embedding table.
+MPNET_NUM_BUCKETS = 32
+MPNET_MAX_DISTANCE = 128
+
+_LAYER_PARTS = ("q", "k", "v", "o", "attention_norm", "ffn.in", "ffn.out", "ffn_norm")
+
+
+@dataclass(frozen=True)
+class EncoderArchitecture:
+    """What an encoder is, independent of where its weights live.
+
+    Attributes:
+        model_type: ``config.json``'s ``model_type``.
+        family: ``"bert"``, ``"roberta"``, ``"mpnet"`` or ``"distilbert"``.
+        hidden_size, num_heads, num_layers, intermediate_size: the sizes.
+        layer_norm_eps: every LayerNorm's epsilon.
+        activation: ``"gelu"`` (erf), ``"gelu_tanh"`` or ``"relu"``.
+        position_kind: ``"absolute"`` (token i has position i) or ``"padding_offset"``
+            (Hugging Face's ``create_position_ids_from_input_ids``: non-pad tokens count from
+            ``padding_idx + 1``; pad tokens get ``padding_idx``).
+        padding_idx: the pad id positions are counted from (``padding_offset`` only).
+        vocab_size, max_positions: rows of the word and position tables.
+        relative_attention_num_buckets: columns of MPNet's bias table (0 for others).
+        weight_names: canonical name -> tensor name in the checkpoint (prefix included).
+        shapes: canonical name -> shape.
+    """
+
+    model_type: str
+    family: str
+    hidden_size: int
+    num_heads: int
+    num_layers: int
+    intermediate_size: int
+    layer_norm_eps: float
+    activation: str
+    position_kind: str
+    padding_idx: int
+    vocab_size: int
+    max_positions: int
+    relative_attention_num_buckets: int = 0
+    weight_names: Mapping[str, str] = field(default_factory=dict)
+    shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def max_sequence_length(self) -> int:
+        """Longest input the position table allows (RoBERTa-style positions start after the
+        padding index, so those slots are unusable)."""
+        if self.position_kind == "padding_offset":
+            return self.max_positions - self.padding_idx - 1
+        return self.max_positions
+
+    def parameter_bytes(self, itemsize: int = 4) -> int:
+        """Bytes of every tensor the encoder uses."""
+        total = 0
+        for shape in self.shapes.values():
+            count = 1
+            for size in shape:
+                count *= size
+            total += count
+        return total * itemsize
+
+
+def supported_architectures() -> tuple[str, ...]:
+    """The ``config.json`` ``model_type`` values sutra runs."""
+    return tuple(FAMILIES)
+
+
+def describe_encoder(config: Mapping, tensor_shapes: Mapping[str, tuple[int, ...]]
+                     ) -> EncoderArchitecture:
+    """Check ``config`` against the checkpoint's tensors (names and shapes only, no data) and
+    describe the encoder.
+
+    Raises:
+        ValueError: an unsupported ``model_type``, activation or position embedding type, a
+            missing or mis-shaped tensor (named with its full checkpoint name).
+    """
+    model_type = config.get("model_type")
+    if model_type not in FAMILIES:
+        raise ValueError(
+            f"unsupported model_type {model_type!r}; supported: {', '.join(supported_architectures())}"
+        )
+    family = FAMILIES[model_type]
+    if family == "distilbert":
+        hidden = int(_cfg(config, "dim", "hidden_size"))
+        heads = int(_cfg(config, "n_heads", "num_attention_heads"))
+        n_layers = int(_cfg(config, "n_layers", "num_hidden_layers"))
+        inter = int(_cfg(config, "hidden_dim", "intermediate_size"))
+        eps = 1e-12  # hard-coded in HF DistilBERT
+        act_name = _cfg(config, "activation", "hidden_act", default="gelu")
+    else:
+        hidden = int(_cfg(config, "hidden_size"))
+        heads = int(_cfg(config, "num_attention_heads"))
+        n_layers = int(_cfg(config, "num_hidden_layers"))
+        inter = int(_cfg(config, "intermediate_size"))
+        eps = float(_cfg(config, "layer_norm_eps", default=1e-12))
+        act_name = _cfg(config, "hidden_act", default="gelu")
+    if hidden % heads:
+        raise ValueError(f"hidden size {hidden} is not a multiple of the number of heads {heads}")
+    if act_name not in ACTIVATIONS:
+        raise ValueError(f"unsupported activation {act_name!r}; supported: {', '.join(ACTIVATIONS)}")
+    pos_type = config.get("position_embedding_type", "absolute")
+    if family in ("bert", "roberta") and pos_type != "absolute":
+        raise ValueError(f"unsupported position_embedding_type {pos_type!r}; only 'absolute'")
+
+    names = _Names(tensor_shapes, "embeddings.word_embeddings.weight")
+    vocab = names.rows("embeddings.word_embeddings.weight")
+    positions = names.rows("embeddings.position_embeddings.weight")
+    expect: dict[str, tuple[str, tuple[int, ...]]] = {
+        "embeddings.word": ("embeddings.word_embeddings.weight", (vocab, hidden)),
+        "embeddings.position": ("embeddings.position_embeddings.weight", (positions, hidden)),
+        "embeddings.norm.weight": ("embeddings.LayerNorm.weight", (hidden,)),
+        "embeddings.norm.bias": ("embeddings.LayerNorm.bias", (hidden,)),
+    }
+    if family in ("bert", "roberta"):
+        n_types = int(_cfg(config, "type_vocab_size", default=2))
+        expect["embeddings.token_type"] = ("embeddings.token_type_embeddings.weight",
+                                           (n_types, hidden))
+    if family in ("bert", "distilbert"):
+        position_kind, padding_idx = "absolute", 0
+    elif family == "roberta":
+        position_kind, padding_idx = "padding_offset", int(_cfg(config, "pad_token_id", default=1))
+    else:
+        # MPNetEmbeddings hard-codes padding_idx = 1 regardless of pad_token_id.
+        position_kind, padding_idx = "padding_offset", 1
+    n_buckets = 0
+    if family == "mpnet":
+        n_buckets = int(_cfg(config, "relative_attention_num_buckets", default=32))
+        if n_buckets < MPNET_NUM_BUCKETS:
+            raise ValueError(f"relative_attention_num_buckets is {n_buckets}; MPNet needs at least "
+                             f"{MPNET_NUM_BUCKETS}")
+        expect["relative_attention_bias"] = ("encoder.relative_attention_bias.weight",
+                                             (n_buckets, heads))
+    sizes = {"q": (hidden, hidden), "k": (hidden, hidden), "v": (hidden, hidden),
+             "o": (hidden, hidden), "ffn.in": (inter, hidden), "ffn.out": (hidden, inter)}
+    for i in range(n_layers):
+        source = _layer_names(family, i)
+        for part in _LAYER_PARTS:
+            canonical = f"layers.{i}.attention.{part}" if part in "qkvo" else f"layers.{i}.{part}"
+            n_out = sizes[part][0] if part in sizes else hidden
+            if part in sizes:
+                expect[canonical + ".weight"] = (source[part] + ".weight", sizes[part])
+            else:
+                expect[canonical + ".weight"] = (source[part] + ".weight", (hidden,))
+            expect[canonical + ".bias"] = (source[part] + ".bias", (n_out,))
+
+    weight_names: dict[str, str] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    for canonical, (name, shape) in expect.items():
+        weight_names[canonical] = names.check(name, shape)
+        shapes[canonical] = shape
+    return EncoderArchitecture(
+        model_type=model_type, family=family, hidden_size=hidden, num_heads=heads,
+        num_layers=n_layers, intermediate_size=inter, layer_norm_eps=eps,
+        activation=ACTIVATIONS[act_name], position_kind=position_kind, padding_idx=padding_idx,
+        vocab_size=vocab, max_positions=positions, relative_attention_num_buckets=n_buckets,
+        weight_names=weight_names, shapes=shapes,
+    )
+
+
+def _cfg(config: Mapping, *keys: str, default=None):
+    for k in keys:
+        if k in config and config[k] is not None:
+            return config[k]
+    if default is None:
+        raise ValueError(f"config.json has no {keys[0]!r}")
+    return default
+
+
+class _Names:
+    """The checkpoint's tensor names, with the encoder's prefix found once."""
+
+    def __init__(self, shapes: Mapping[str, tuple[int, ...]], anchor: str) -> None:
+        self._shapes = shapes
+        candidates = [k[: -len(anchor)] for k in shapes if k.endswith(anchor)]
+        # Checkpoints saved from wrappers nest the encoder ("bert.", "roberta.", "0.auto_model.");
+        # the shortest prefix is the encoder itself rather than a head that reuses the name.
+        candidates = [c for c in candidates if c == "" or c.endswith(".")]
+        if not candidates:
+            raise ValueError(f"missing weight tensor {anchor!r} (searched with any prefix)")
+        self.prefix = min(candidates, key=len)
+
+    def rows(self, name: str) -> int:
+        full = self.prefix + name
+        if full not in self._shapes:
+            raise ValueError(f"missing weight tensor {full!r}")
+        return int(tuple(self._shapes[full])[0])
+
+    def check(self, name: str, shape: tuple[int, ...]) -> str:
+        full = self.prefix + name
+        if full not in self._shapes:
+            raise ValueError(f"missing weight tensor {full!r}")
+        if tuple(self._shapes[full]) != shape:
+            raise ValueError(
+                f"weight tensor {full!r} has shape {tuple(self._shapes[full])}; expected {shape}"
+            )
+        return full
+
+
+def _layer_names(family: str, i: int) -> dict[str, str]:
+    if family in ("bert", "roberta"):
+        p = f"encoder.layer.{i}."
+        return {"q": p + "attention.self.query", "k": p + "attention.self.key",
+                "v": p + "attention.self.value", "o": p + "attention.output.dense",
+                "attention_norm": p + "attention.output.LayerNorm",
+                "ffn.in": p + "intermediate.dense", "ffn.out": p + "output.dense",
+                "ffn_norm": p + "output.LayerNorm"}
+    if family == "mpnet":
+        p = f"encoder.layer.{i}."
+        return {"q": p + "attention.attn.q", "k": p + "attention.attn.k",
+                "v": p + "attention.attn.v", "o": p + "attention.attn.o",
+                "attention_norm": p + "attention.LayerNorm",
+                "ffn.in": p + "intermediate.dense", "ffn.out": p + "output.dense",
+                "ffn_norm": p + "output.LayerNorm"}
+    p = f"transformer.layer.{i}."  # distilbert
+    return {"q": p + "attention.q_lin", "k": p + "attention.k_lin", "v": p + "attention.v_lin",
+            "o": p + "attention.out_lin", "attention_norm": p + "sa_layer_norm",
+            "ffn.in": p + "ffn.lin1", "ffn.out": p + "ffn.lin2", "ffn_norm": p + "output_layer_norm"}
