@@ -121,3 +121,90 @@ def test_l2_normalize_rejects_bad_arrays():
         _core.l2_normalize_rows(np.ones(3, np.float32))
     with pytest.raises(ValueError, match="x .*float32.*got numpy.ndarray of dtype >f4"):
         _core.l2_normalize_rows(np.ones((2, 3), dtype=">f4"))
+
+
+# ---------------------------------------------------------------------------------------------
+# pool_tokens: every sentence-transformers mode, packed and padded layouts, prompt exclusion
+
+POOL_MODES = ("cls", "mean", "max", "mean_sqrt_len", "weightedmean", "lasttoken")
+
+
+def reference_pool(x, length, mode, prompt=0):
+    """sentence-transformers 6 Pooling of one right-padded row, in float64: the tokens taking
+    part are positions [prompt, length) (the mask after _exclude_prompt_from_mask)."""
+    h = x.astype(np.float64)
+    part = np.zeros(len(h), bool)
+    part[min(prompt, length):length] = True
+    m = part[:, None].astype(np.float64)
+    if mode == "cls":
+        return h[int(np.argmax(part))]  # argmax of the mask: 0 when nothing takes part
+    if mode == "max":
+        return np.where(part[:, None], h, -np.inf).max(0)
+    if mode in ("mean", "mean_sqrt_len"):
+        count = max(m.sum(), 1e-9)
+        return (h * m).sum(0) / (count if mode == "mean" else np.sqrt(count))
+    if mode == "weightedmean":
+        w = m * np.arange(1, len(h) + 1)[:, None]
+        return (h * w).sum(0) / max(w.sum(), 1e-9)
+    last = np.flatnonzero(part)
+    return h[last[-1]] if len(last) else np.zeros(h.shape[1])
+
+
+@pytest.mark.parametrize("mode", POOL_MODES)
+@pytest.mark.parametrize("with_prompt", [False, True])
+def test_pool_tokens_matches_sentence_transformers(mode, with_prompt):
+    rng = np.random.default_rng(POOL_MODES.index(mode) + 10 * with_prompt)
+    lengths = np.array([1, 7, 19, 3, 2, 19], np.int32)
+    prompts = np.array([0, 3, 4, 3, 2, 19], np.int32) if with_prompt else None
+    hidden, seq = 37, 19
+    padded = rng.standard_normal((len(lengths), seq, hidden)).astype(np.float32)
+    cu = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    packed = np.concatenate([padded[b, :n] for b, n in enumerate(lengths)])
+    expected = np.stack([reference_pool(padded[b], n, mode, 0 if prompts is None else prompts[b])
+                         for b, n in enumerate(lengths)])
+    for layout, tokens in (("packed", packed), ("padded", padded)):
+        out = _core.pool_tokens(tokens, cu, mode, prompts)
+        assert out.dtype == np.float32 and out.shape == (len(lengths), hidden), layout
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6, err_msg=f"{mode} {layout}")
+
+
+def test_pool_tokens_masked_api_is_the_same_pooling():
+    """mean_pool / cls_pool / max_pool on a right-padded mask are pool_tokens on its lengths."""
+    x, mask = make_batch(5, 9, 16, seed=4)
+    cu = np.concatenate([[0], np.cumsum(mask.sum(1))]).astype(np.int32)
+    for name, pool in (("mean", _core.mean_pool), ("cls", _core.cls_pool), ("max", _core.max_pool)):
+        np.testing.assert_array_equal(pool(x, mask), _core.pool_tokens(x, cu, name), err_msg=name)
+    holes = mask.copy()
+    holes[0, 2] = 0
+    with pytest.raises(ValueError, match="attention_mask row 0 must be right-padded"):
+        _core.mean_pool(x, holes)
+
+
+def test_pool_tokens_rejects_what_does_not_fit():
+    x = np.zeros((6, 4), np.float32)
+    with pytest.raises(ValueError, match="mode must be one of 'cls', 'mean', 'max'"):
+        _core.pool_tokens(x, np.array([0, 6], np.int32), "median")
+    with pytest.raises(ValueError, match="cu_seqlens ends at 7 but token_embeddings has 6 rows"):
+        _core.pool_tokens(x, np.array([0, 7], np.int32), "mean")
+    with pytest.raises(ValueError, match="cu_seqlens must be nondecreasing"):
+        _core.pool_tokens(x, np.array([0, 4, 2], np.int32), "mean")
+    with pytest.raises(ValueError, match="sequence 0's length must be <= the padded length 3"):
+        _core.pool_tokens(np.zeros((1, 3, 4), np.float32), np.array([0, 5], np.int32), "mean")
+    with pytest.raises(ValueError, match=r"prompt_lengths .*\(batch,\)"):
+        _core.pool_tokens(x, np.array([0, 6], np.int32), "mean", np.zeros(2, np.int32))
+
+
+# ---------------------------------------------------------------------------------------------
+# truncate_and_normalize (Matryoshka)
+
+
+def test_truncate_and_normalize():
+    x = np.random.default_rng(5).standard_normal((6, 48)).astype(np.float32)
+    cut = _core.truncate_and_normalize(x, 16)
+    np.testing.assert_allclose(cut, reference_normalize(x[:, :16]), **FLOAT32_TOL)
+    np.testing.assert_array_equal(_core.truncate_and_normalize(x, 16, normalize=False), x[:, :16])
+    np.testing.assert_allclose(_core.truncate_and_normalize(x, 48), reference_normalize(x),
+                               **FLOAT32_TOL)
+    for keep in (0, 49):
+        with pytest.raises(ValueError, match=rf"keep_dim must be in \[1, 48\], got {keep}"):
+            _core.truncate_and_normalize(x, keep)

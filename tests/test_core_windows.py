@@ -198,3 +198,67 @@ def test_aggregate_errors():
         _core.aggregate_embeddings(np.ones((3, 4)), "mean")
     with pytest.raises(ValueError, match="embeddings .*C-contiguous"):
         _core.aggregate_embeddings(np.ones((4, 3), dtype=np.float32).T, "mean")
+
+
+# ---------------------------------------------------------------------------------------------
+# fit_sequences and aggregate_rows: the flat-array forms the Embedder uses
+
+
+def _flat(sequences):
+    cu = np.concatenate([[0], np.cumsum([len(s) for s in sequences])]).astype(np.int32)
+    ids = (np.concatenate(sequences) if sequences else np.zeros(0)).astype(np.int32)
+    return ids, cu
+
+
+@pytest.mark.parametrize("long_text", ["truncate", "window"])
+def test_fit_sequences_matches_one_sequence_at_a_time(long_text):
+    rng = np.random.default_rng(8)
+    sequences = [np.concatenate([[101], rng.integers(1000, 2000, size=n), [102]])
+                 for n in (0, 3, 14, 40, 6, 100, 13)]
+    ids, cu = _flat(sequences)
+    out_ids, out_cu, cu_rows, spans, content, truncated, longest = _core.fit_sequences(
+        ids, cu, 16, long_text, 3, 1, 1)
+    rows = [out_ids[out_cu[r]:out_cu[r + 1]] for r in range(len(out_cu) - 1)]
+    assert cu_rows[0] == 0 and cu_rows[-1] == len(rows)
+    np.testing.assert_array_equal(content, [len(s) - 2 for s in sequences])
+    for s, seq in enumerate(sequences):
+        mine = rows[cu_rows[s]:cu_rows[s + 1]]
+        if len(seq) <= 16:
+            expected = [seq]
+        elif long_text == "truncate":
+            expected = [np.concatenate([seq[:15], seq[-1:]])]
+        else:
+            windows, offsets = _core.create_windows(seq.astype(np.int64), 16, 3, 1, 1)
+            expected = windows
+            np.testing.assert_array_equal(spans[cu_rows[s]:cu_rows[s + 1]], offsets)
+        assert len(mine) == len(expected), s
+        for got, want in zip(mine, expected):
+            np.testing.assert_array_equal(got, want)
+    long = [len(s) for s in sequences if len(s) > 16]
+    assert (truncated, longest) == ((len(long), max(long)) if long_text == "truncate" else (0, 0))
+
+
+def test_aggregate_rows_is_aggregate_embeddings_per_sequence():
+    rng = np.random.default_rng(9)
+    rows = rng.standard_normal((7, 12)).astype(np.float32)
+    cu_rows = np.array([0, 1, 4, 5, 7], np.int32)  # one row, three windows, one row, two windows
+    spans = np.array([[0, 5], [0, 8], [6, 14], [12, 20], [0, 3], [0, 8], [5, 9]], np.int64)
+    content = np.array([5, 20, 3, 9], np.int64)
+    for method in ("mean", "max", "weighted"):
+        for normalize in (False, True):
+            out = _core.aggregate_rows(rows, cu_rows, method, spans, content, normalize)
+            for s in range(4):
+                a, b = cu_rows[s], cu_rows[s + 1]
+                if b - a == 1:
+                    expected = rows[a]
+                else:
+                    expected = _core.aggregate_embeddings(rows[a:b], method, spans[a:b],
+                                                          int(content[s]))
+                    if normalize:
+                        expected = expected / max(np.linalg.norm(expected), 1e-12)
+                np.testing.assert_allclose(out[s], expected, rtol=1e-6, atol=1e-7,
+                                           err_msg=f"{method} {normalize} {s}")
+    with pytest.raises(ValueError, match="sequence 1 has 0"):
+        _core.aggregate_rows(rows, np.array([0, 1, 1, 7], np.int32))
+    with pytest.raises(ValueError, match="cu_rows must run from 0 to the number of rows 7"):
+        _core.aggregate_rows(rows, np.array([0, 6], np.int32))

@@ -616,3 +616,72 @@ def test_packed_graph_interface_and_ops():
     assert {p.key: p.value for p in padded.metadata_props}["layout"] == "padded"
     with pytest.raises(ValueError, match="opset"):
         build_packed_encoder_graph(config, weights, PoolingSpec("cls", False), opset=16)
+
+
+# --------------------------------------------------------------------------- one pooling, one head
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "plain"])
+def test_graph_pooling_is_the_core_pooling(fused):
+    """The graphs pool as the native core's pool_tokens does (the one pooling semantics), padded
+    and packed, for every mode."""
+    from sutra import _core
+
+    config, weights = make_config("roberta"), make_weights("roberta", 95)
+    lengths = [7, 1, 13, 4]
+    ids, mask = make_batch("roberta", lengths, 95)
+    flat, cu = pack(ids, mask)
+    cu32 = cu.astype(np.int32)
+    for mode in POOL_MODES:
+        pooling = PoolingSpec(mode, False)
+        tokens, sentence = run(build_encoder_graph(config, weights, pooling, fused=fused), ids, mask)
+        np.testing.assert_allclose(sentence, _core.pool_tokens(tokens, cu32, mode), rtol=0,
+                                   atol=1e-6, err_msg=f"padded {mode}")
+        tokens, sentence = run_packed(build_packed_encoder_graph(config, weights, pooling, fused=fused),
+                                      flat, cu)
+        np.testing.assert_allclose(sentence, _core.pool_tokens(tokens, cu32, mode), rtol=0,
+                                   atol=1e-6, err_msg=f"packed {mode}")
+
+
+def _dense_reference(x, dense):
+    for module in dense:
+        x = x @ module.weight.astype(np.float64).T
+        if module.bias is not None:
+            x = x + module.bias
+        x = {"identity": lambda v: v, "tanh": np.tanh, "relu": lambda v: np.maximum(v, 0),
+             "sigmoid": lambda v: 1 / (1 + np.exp(-v)),
+             "gelu": lambda v: 0.5 * v * (1 + np.vectorize(math.erf)(v / math.sqrt(2)))}[module.activation](x)
+    return x
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "plain"])
+def test_dense_modules_run_in_the_graph(fused):
+    from sutra.onnx import DenseSpec
+
+    rng = np.random.default_rng(96)
+    config, weights = make_config("bert"), make_weights("bert", 96)
+    dense = [DenseSpec((rng.standard_normal((24, HIDDEN)) * 0.5).astype(np.float32),
+                       rng.standard_normal(24).astype(np.float32), "gelu"),
+             DenseSpec((rng.standard_normal((16, 24)) * 0.5).astype(np.float32), None, "sigmoid"),
+             DenseSpec((rng.standard_normal((8, 16)) * 0.5).astype(np.float32),
+                       rng.standard_normal(8).astype(np.float32), "tanh")]
+    ids, mask = make_batch("bert", [5, 9, 1], 96)
+    for normalize in (False, True):
+        pooling = PoolingSpec("mean", normalize)
+        pooled = reference(config, weights, ids, mask, PoolingSpec("mean", False))[1]
+        expected = _dense_reference(pooled, dense)
+        if normalize:
+            expected = expected / np.linalg.norm(expected, axis=1, keepdims=True)
+        model = build_encoder_graph(config, weights, pooling, dense=dense, fused=fused)
+        assert model.graph.output[1].type.tensor_type.shape.dim[1].dim_value == 8
+        _, sentence = run(model, ids, mask)
+        np.testing.assert_allclose(sentence, expected, rtol=0, atol=ATOL, err_msg=str(normalize))
+        flat, cu = pack(ids, mask)
+        packed_model = build_packed_encoder_graph(config, weights, pooling, dense=dense, fused=fused)
+        sess = ort.InferenceSession(packed_model.SerializeToString(),
+                                    providers=["CPUExecutionProvider"])
+        (packed,) = sess.run(["sentence_embedding"],
+                             {"input_ids": flat, "cu_seqlens": cu, "cu_rowlens": cu})
+        np.testing.assert_allclose(packed, expected, rtol=0, atol=ATOL, err_msg=str(normalize))
+    with pytest.raises(ValueError, match="Dense module 1 takes 16 features but receives 24"):
+        build_encoder_graph(config, weights, PoolingSpec("mean", False), dense=[dense[0], dense[2]])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -101,3 +102,56 @@ def test_fixture_folders_share_one_transformer():
     digests = {name: tuple(digest(PIPELINES / name / f) for f in shared)
                for name in META["pipelines"]}
     assert len(set(digests.values())) == 1, digests
+
+
+def _assert_matches(ours: np.ndarray, expected: np.ndarray, what: str) -> None:
+    cos = _cosines(ours, expected)
+    worst = int(np.nanargmin(np.where(np.isnan(cos), -np.inf, cos)))
+    assert np.nan_to_num(cos, nan=-1).min() >= COSINE_BAR, f"{what}: text {worst} cosine {cos[worst]}"
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), np.linalg.norm(expected, axis=1),
+                               rtol=NORM_RTOL, err_msg=what)
+
+
+@pytest.mark.parametrize("name", ["weightedmean", "lasttoken", "mean_dense_dense_normalize",
+                                  "max_dense_sigmoid"])
+def test_packed_passes_match_sentence_transformers(name):
+    """The packed graph (what a server's mixed batches run on) carries the same pipeline."""
+    embedder = sutra.Embedder(str(PIPELINES / name), backend="cpu")
+    assert embedder.backend.prepare_for_mixed_lengths() and embedder.backend.packs_mixed_lengths
+    packed = []
+    original = embedder.backend.forward_packed
+
+    def counting(*args, **kwargs):
+        packed.append(1)
+        return original(*args, **kwargs)
+
+    embedder.backend.forward_packed = counting
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sutra.LongTextTruncatedWarning)
+        ours = embedder.encode(TEXTS, batch_size=BATCH_SIZE)
+    assert packed, "no pass ran packed"
+    _assert_matches(ours, REFERENCE[name], f"{name} packed")
+
+
+@pytest.mark.parametrize("name", ["mean_dense_dense_normalize", "cls_dense_relu_normalize",
+                                  "max_dense_sigmoid", "mean_no_prompt"])
+def test_a_models_own_onnx_file_is_followed_by_the_pipeline(tmp_path, name):
+    """onnx_source='model' with a graph that stops at the last hidden state (what Hugging Face
+    exports give): pooling, Dense and Normalize run after it on the host."""
+    onnx = pytest.importorskip("onnx")
+    built = sutra.Embedder(str(PIPELINES / name), backend="cpu")
+    folder = tmp_path / name
+    shutil.copytree(PIPELINES / name, folder)
+    graph = onnx.load(str(built.backend.graph_path))
+    kept = [o for o in graph.graph.output if o.name == "token_embeddings"]
+    del graph.graph.output[:]
+    graph.graph.output.extend(kept)
+    (folder / "onnx").mkdir()
+    onnx.save(graph, str(folder / "onnx" / "model.onnx"))
+    own = sutra.Embedder(str(folder), backend="cpu", onnx_source="model")
+    prompt_name = "query" if name == "mean_no_prompt" else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sutra.LongTextTruncatedWarning)
+        ours = own.encode(TEXTS, batch_size=BATCH_SIZE, prompt_name=prompt_name)
+    key = name if prompt_name is None else f"{name}.{prompt_name}"
+    _assert_matches(ours, REFERENCE[key], f"{name} own ONNX")
