@@ -150,8 +150,8 @@ class OwnedBuffer {
     const size_t bytes = count * sizeof(T);
     const cudaError_t status = Memory::allocate(&ptr, bytes);
     if (status != cudaSuccess) {
-      check(status, (std::string(Memory::kAllocate) + " of " + std::to_string(bytes) + " bytes")
-                        .c_str());
+      check(status,
+            (std::string(Memory::kAllocate) + " of " + std::to_string(bytes) + " bytes").c_str());
     }
     ptr_ = static_cast<T*>(ptr);
     size_ = count;
