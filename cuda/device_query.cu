@@ -6,7 +6,7 @@
 
 #include <string>
 
-#include "cuda_check.cuh"
+#include "common/check.cuh"
 #include "sutra/cuda_info.h"
 
 namespace sutra {

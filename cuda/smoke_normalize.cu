@@ -6,7 +6,8 @@
 #include <stdexcept>
 #include <string>
 
-#include "cuda_check.cuh"
+#include "common/check.cuh"
+#include "cuda/resources.h"
 #include "normalize_kernel.cuh"
 #include "sutra/cuda_info.h"
 
@@ -59,50 +60,6 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   }
 }
 
-// Owns one device allocation.
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(size_t bytes) {
-    if (bytes > 0) check(cudaMalloc(&ptr_, bytes), "cudaMalloc");
-  }
-  ~DeviceBuffer() {
-    if (ptr_ != nullptr) cudaFree(ptr_);
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  float* get() const { return static_cast<float*>(ptr_); }
-
- private:
-  void* ptr_ = nullptr;
-};
-
-// Makes `device` current for the scope and restores the caller's device after.
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int device) {
-    check(cudaGetDevice(&previous_), "cudaGetDevice");
-    check(cudaSetDevice(device), "cudaSetDevice");
-  }
-  ~DeviceGuard() { cudaSetDevice(previous_); }
-  DeviceGuard(const DeviceGuard&) = delete;
-  DeviceGuard& operator=(const DeviceGuard&) = delete;
-
- private:
-  int previous_ = 0;
-};
-
-class Stream {
- public:
-  Stream() { check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate"); }
-  ~Stream() { cudaStreamDestroy(stream_); }
-  Stream(const Stream&) = delete;
-  Stream& operator=(const Stream&) = delete;
-  cudaStream_t get() const { return stream_; }
-
- private:
-  cudaStream_t stream_ = nullptr;
-};
-
 }  // namespace
 
 void launch_l2_normalize_rows(const L2NormalizeParams& params, cudaStream_t stream) {
@@ -138,21 +95,22 @@ void cuda_l2_normalize_rows(const float* host_in, int64_t rows, int64_t dim, flo
 
   cuda::DeviceGuard guard(device);
   cuda::Stream stream;
-  const size_t bytes = static_cast<size_t>(rows) * static_cast<size_t>(dim) * sizeof(float);
-  cuda::DeviceBuffer buffer(bytes);
-  cuda::check(cudaMemcpyAsync(buffer.get(), host_in, bytes, cudaMemcpyHostToDevice, stream.get()),
+  cuda::DeviceBuffer<float> buffer(static_cast<size_t>(rows) * static_cast<size_t>(dim));
+  cuda::check(cudaMemcpyAsync(buffer.data(), host_in, buffer.bytes(), cudaMemcpyHostToDevice,
+                              stream.get()),
               "cudaMemcpyAsync (host to device)");
   cuda::L2NormalizeParams params;
-  params.in = buffer.get();
-  params.out = buffer.get();
+  params.in = buffer.data();
+  params.out = buffer.data();
   params.rows = rows;
   params.dim = dim;
   params.in_row_stride = dim;
   params.out_row_stride = dim;
   cuda::launch_l2_normalize_rows(params, stream.get());
-  cuda::check(cudaMemcpyAsync(host_out, buffer.get(), bytes, cudaMemcpyDeviceToHost, stream.get()),
+  cuda::check(cudaMemcpyAsync(host_out, buffer.data(), buffer.bytes(), cudaMemcpyDeviceToHost,
+                              stream.get()),
               "cudaMemcpyAsync (device to host)");
-  cuda::check(cudaStreamSynchronize(stream.get()), "cudaStreamSynchronize");
+  stream.synchronize();
 }
 
 }  // namespace sutra

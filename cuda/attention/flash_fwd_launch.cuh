@@ -6,7 +6,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include "../cuda_check.cuh"
+#include "common/check.cuh"
 #include "flash_fwd_kernel.cuh"
 #include "sutra/attention.h"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['SutraError', 'aggregate_embeddings', 'build_info', 'cls_pool', 'cpu_features', 'create_windows', 'cuda_device_count', 'cuda_devices', 'cuda_driver_version', 'cuda_l2_normalize_rows', 'flash_attention_forward', 'flash_attention_kernel_info', 'l2_normalize_rows', 'max_pool', 'mean_pool', 'quantize']
+__all__: list[str] = ['SutraError', 'aggregate_embeddings', 'build_info', 'cls_pool', 'cpu_features', 'create_windows', 'cuda_device_count', 'cuda_devices', 'cuda_driver_version', 'cuda_l2_normalize_rows', 'flash_attention_forward', 'flash_attention_kernel_info', 'l2_normalize_rows', 'max_pool', 'mean_pool', 'mpnet_relative_buckets', 'quantize']
 class SutraError(RuntimeError):
     pass
 def aggregate_embeddings(embeddings: numpy.typing.NDArray[numpy.float32], method: str = 'mean', offsets: numpy.typing.NDArray[numpy.int64] | None = None, total_length: typing.SupportsInt | typing.SupportsIndex = 0) -> numpy.typing.NDArray[numpy.float32]:
@@ -72,11 +72,25 @@ def cuda_l2_normalize_rows(x: numpy.typing.NDArray[numpy.float32], device: typin
     computed on `device`. Raises SutraError without CUDA support or GPU, ValueError for a bad
     device index.
     """
-def flash_attention_forward(params: dict) -> None:
+def flash_attention_forward(q: typing.Any, k: typing.Any, v: typing.Any, out: typing.Any, *, cu_seqlens: typing.Any = None, max_seqlen: typing.SupportsInt | typing.SupportsIndex | None = None, softmax_scale: typing.SupportsFloat | typing.SupportsIndex | None = None, causal: bool = False, window_left: typing.SupportsInt | typing.SupportsIndex = -1, window_right: typing.SupportsInt | typing.SupportsIndex = -1, alibi_slopes: typing.Any = None, rel_bias: typing.Any = None, rel_max_distance: typing.SupportsInt | typing.SupportsIndex = 128, lse: typing.Any = None, stream: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
     """
-    Low-level launcher behind sutra.ops.flash_attention: a dict of device pointers (int),
-    element strides, sizes and flags. Use sutra.ops.flash_attention instead; nothing here
-    checks that the pointers are what the strides say.
+    Flash attention forward on device arrays, zero copy: the launcher behind
+    sutra.ops.flash_attention, which finds the caller's stream and allocates out and lse.
+    
+    q, k, v, out, cu_seqlens, alibi_slopes, rel_bias, lse: objects with __dlpack__ (preferred, and
+    asked to order their pending work before `stream`) or __cuda_array_interface__ v2/v3 (ordering
+    is the caller's). Shapes and dtypes as in sutra.ops.flash_attention: q, k, v, out float16 or
+    bfloat16, padded [batch, seqlen, heads, head_dim] or, with cu_seqlens (int32 [batch + 1]),
+    varlen [total_tokens, heads, head_dim]; head_dim 32, 64 or 128, the last axis contiguous,
+    16-byte aligned rows. out is required (None raises once every other argument is checked).
+    lse: float32 [batch, heads, seqlen] or [heads, total_tokens], rows contiguous, or None.
+    softmax_scale: None for 1 / sqrt(head_dim). window_left / window_right: inclusive key bounds
+    around the query, -1 unbounded; causal folds in window_right <= 0. alibi_slopes: float32
+    [heads]. rel_bias: float32 [heads, width >= 32], MPNet's 32 buckets with max_distance =
+    rel_max_distance (9..512). stream: the cudaStream_t as an integer, 0 for the legacy default.
+    Enqueues the kernel and returns; the GIL is released meanwhile.
+    
+    Raises ValueError naming the argument, SutraError without CUDA support, GPU, or sm_80.
     """
 def flash_attention_kernel_info(head_dim: typing.SupportsInt | typing.SupportsIndex, with_bias: bool = False, window_left: typing.SupportsInt | typing.SupportsIndex = -1, window_right: typing.SupportsInt | typing.SupportsIndex = -1) -> dict:
     """
@@ -102,6 +116,14 @@ def mean_pool(token_embeddings: numpy.typing.NDArray[numpy.float32], attention_m
     
     token_embeddings: float32 [b, s, h]; attention_mask: int64 [b, s]. Returns float32 [b, h];
     a row with no real token gives zeros.
+    """
+def mpnet_relative_buckets(relative_positions: numpy.typing.NDArray[numpy.int64], num_buckets: typing.SupportsInt | typing.SupportsIndex = 32, max_distance: typing.SupportsInt | typing.SupportsIndex = 128) -> numpy.typing.NDArray[numpy.int64]:
+    """
+    MPNet's relative-position bucket of every key - query in relative_positions.
+    
+    relative_positions: int64, any shape, C-contiguous. Returns int64 of the same shape, equal to
+    transformers' MPNetEncoder.relative_position_bucket (float32 log, truncation); MPNet itself always
+    uses num_buckets=32, max_distance=128 whatever its config says.
     """
 def quantize(embeddings: numpy.typing.NDArray[numpy.float32], precision: str, ranges: numpy.typing.NDArray[numpy.float32] | None = None) -> numpy.typing.NDArray[numpy.int8] | numpy.typing.NDArray[numpy.uint8]:
     """

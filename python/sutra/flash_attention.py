@@ -1,20 +1,21 @@
 """Flash attention on CUDA device tensors: sutra's own kernels (``cuda/attention/``).
 
-``flash_attention`` takes torch tensors or any object with ``__cuda_array_interface__`` (CuPy),
-zero copy, and runs on the caller's current stream. ``FlashAttentionConfig`` and
-``FlashAttentionOptimizer`` decide when to use it and report what the chosen kernel does.
+``flash_attention`` takes torch tensors, CuPy arrays or any object with ``__dlpack__`` or
+``__cuda_array_interface__``, zero copy, and runs on the caller's current stream. The binding
+(``_core.flash_attention_forward``, ``cpp/bindings/attention_bindings.cc``) reads and checks the
+arrays; this module finds the stream and allocates missing outputs with the input's library.
+``FlashAttentionConfig`` and ``FlashAttentionOptimizer`` decide when to use it and report what
+the chosen kernel does.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from . import _core
-from ._errors import SutraError
 
 __all__ = [
     "FlashAttentionConfig",
@@ -23,143 +24,68 @@ __all__ = [
     "mpnet_relative_position_bucket",
 ]
 
-_HEAD_DIMS = (32, 64, 128)
-_MAX_REL_DISTANCE = 512  # kAttnMaxRelDistance in cpp/include/sutra/attention.h
 _NO_CUDA = "this build of sutra has no CUDA support"
 
 
-@dataclass
-class _View:
-    """What the kernel needs to know about one device array."""
-
-    obj: Any
-    lib: str  # "torch" or "cai"
-    ptr: int
-    shape: tuple[int, ...]
-    strides: tuple[int, ...]  # elements
-    dtype: str  # "float16", "bfloat16", "float32", "int32", ...
-    device: int
-
-
-_CAI_TYPES = {"<f2": "float16", "<f4": "float32", "<i4": "int32", "<i8": "int64", "|u1": "uint8"}
-_ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "int32": 4, "int64": 8, "uint8": 1}
-
-
-def _view(name: str, x: Any) -> _View:
-    """Describes `x` without copying it; ValueError when it is not a CUDA device array."""
+def _library(x: Any) -> str | None:
+    """'torch' for a CUDA torch tensor, 'cupy' for a CuPy array, else None (no import needed)."""
     mod = type(x).__module__
-    if mod.startswith("torch") and hasattr(x, "data_ptr"):
-        if not x.is_cuda:
-            raise ValueError(f"{name} must be a CUDA tensor, got a tensor on {x.device}")
-        dtype = str(x.dtype).removeprefix("torch.")
-        return _View(x, "torch", x.data_ptr(), tuple(x.shape), tuple(x.stride()), dtype,
-                     x.device.index)
-    cai = getattr(x, "__cuda_array_interface__", None)
-    if cai is None:
-        raise ValueError(
-            f"{name} must be a CUDA device array (torch tensor or an object with "
-            f"__cuda_array_interface__), got {type(x).__name__}")
-    typestr = cai["typestr"]
-    if typestr not in _CAI_TYPES:
-        raise ValueError(f"{name} has unsupported dtype {typestr!r}")
-    dtype = _CAI_TYPES[typestr]
-    shape = tuple(int(s) for s in cai["shape"])
-    item = _ITEMSIZE[dtype]
-    if cai.get("strides") is None:
-        strides, acc = [], 1
-        for s in reversed(shape):
-            strides.append(acc)
-            acc *= s
-        strides = tuple(reversed(strides))
-    else:
-        if any(s % item for s in cai["strides"]):
-            raise ValueError(f"{name} has strides that are not whole elements")
-        strides = tuple(int(s) // item for s in cai["strides"])
-    device = getattr(getattr(x, "device", None), "id", 0)
-    return _View(x, "cai", int(cai["data"][0]), shape, strides, dtype, int(device))
+    if mod.startswith("torch") and getattr(x, "is_cuda", False):
+        return "torch"
+    if mod.startswith("cupy"):
+        return "cupy"
+    return None
 
 
-def _stream_of(v: _View) -> int:
-    """The caller's current stream for the library `v` comes from."""
-    if v.lib == "torch":
+def _stream_of(lib: str | None, x: Any) -> int:
+    """The caller's current stream (a cudaStream_t as an int) for the library `x` comes from."""
+    if lib == "torch":
         import torch
 
-        return int(torch.cuda.current_stream(v.device).cuda_stream)
-    try:  # CuPy: its current stream
+        return int(torch.cuda.current_stream(x.device).cuda_stream)
+    if lib == "cupy":
         import cupy
 
-        if isinstance(v.obj, cupy.ndarray):
-            return int(cupy.cuda.get_current_stream().ptr)
-    except ImportError:
-        pass
-    stream = v.obj.__cuda_array_interface__.get("stream")
+        return int(cupy.cuda.get_current_stream().ptr)
+    cai = getattr(x, "__cuda_array_interface__", None)
+    stream = cai.get("stream") if isinstance(cai, dict) else None
     # CAI v3: 1 = legacy default stream, 2 = per-thread default stream, None/absent = unknown.
     if stream in (None, 1):
         return 0
-    return 2 if stream == 2 else int(stream)
+    return int(stream)
 
 
-def _empty_like(v: _View, shape: tuple[int, ...], dtype: str) -> Any:
-    if v.lib == "torch":
+def _empty(lib: str, like: Any, shape: tuple[int, ...], dtype: str | None = None) -> Any:
+    """An uninitialized array with `like`'s library on `like`'s device; dtype None is like's."""
+    if lib == "torch":
         import torch
 
-        return torch.empty(shape, dtype=getattr(torch, dtype), device=v.obj.device)
+        dt = like.dtype if dtype is None else getattr(torch, dtype)
+        return torch.empty(shape, dtype=dt, device=like.device)
     import cupy
 
-    with cupy.cuda.Device(v.device):
-        return cupy.empty(shape, dtype=dtype)
-
-
-def _check_rows(name: str, v: _View, head_dim: int) -> None:
-    if v.strides[-1] != 1:
-        raise ValueError(f"{name} must have a contiguous last (head_dim) dimension, "
-                         f"got strides {v.strides}")
-    if any(s % 8 for s in v.strides[:-1]) or v.ptr % 16:
-        raise ValueError(f"{name} must be 16-byte aligned with strides that are multiples of 8 "
-                         f"elements, got strides {v.strides}")
+    with cupy.cuda.Device(like.device.id):
+        return cupy.empty(shape, dtype=like.dtype if dtype is None else dtype)
 
 
 def mpnet_relative_position_bucket(relative_position: Any, num_buckets: int = 32,
                                    max_distance: int = 128) -> Any:
-    """MPNet's (T5-style, bidirectional) bucket of ``relative_position = j - i``.
+    """MPNet's (T5-style, bidirectional) bucket of ``relative_position = j - i`` (key - query).
 
-    The same arithmetic as ``transformers.models.mpnet.modeling_mpnet.MPNetAttention.
-    relative_position_bucket`` (float32 log, truncation); takes and returns a torch tensor when
-    given one, else numpy int64.
+    The same arithmetic as ``transformers``' ``MPNetEncoder.relative_position_bucket`` (float32
+    log, truncation), computed by the core (``_core.mpnet_relative_buckets``, the one
+    implementation). Any shape; returns int64 of the same shape: a torch tensor on the input's
+    device when given a torch tensor (computed on the CPU), else a numpy array. MPNet itself
+    always buckets with ``num_buckets=32, max_distance=128``.
     """
-    try:
+    if type(relative_position).__module__.startswith("torch"):
         import torch
-    except ImportError:
-        torch = None
-    if torch is not None:
-        rp = torch.as_tensor(relative_position)
-        ret = 0
-        n = -rp
-        num_buckets //= 2
-        ret += (n < 0).to(torch.long) * num_buckets
-        n = torch.abs(n)
-        max_exact = num_buckets // 2
-        is_small = n < max_exact
-        val_if_large = max_exact + (
-            torch.log(n.float() / max_exact) / math.log(max_distance / max_exact)
-            * (num_buckets - max_exact)
-        ).to(torch.long)
-        val_if_large = torch.min(val_if_large, torch.full_like(val_if_large, num_buckets - 1))
-        ret += torch.where(is_small, n, val_if_large)
-        return ret
 
-    rp = np.asarray(relative_position, dtype=np.int64)
-    n = -rp
-    half = num_buckets // 2
-    ret = (n < 0).astype(np.int64) * half
-    n = np.abs(n)
-    max_exact = half // 2
-    with np.errstate(divide="ignore"):
-        large = np.log(n.astype(np.float32) / np.float32(max_exact)) / np.float32(
-            math.log(max_distance / max_exact)) * np.float32(half - max_exact)
-    large = max_exact + np.where(np.isfinite(large), large, 0).astype(np.int64)
-    large = np.minimum(large, half - 1)
-    return ret + np.where(n < max_exact, n, large)
+        rp = np.asarray(relative_position.detach().cpu().numpy(), dtype=np.int64, order="C")
+        buckets = _core.mpnet_relative_buckets(rp, num_buckets, max_distance)
+        return torch.from_numpy(buckets).to(relative_position.device)
+    rp = np.asarray(relative_position, dtype=np.int64, order="C")
+    return _core.mpnet_relative_buckets(rp, num_buckets, max_distance)
 
 
 def flash_attention(q: Any, k: Any, v: Any, cu_seqlens: Any = None, max_seqlen: int | None = None,
@@ -169,7 +95,8 @@ def flash_attention(q: Any, k: Any, v: Any, cu_seqlens: Any = None, max_seqlen: 
                     rel_max_distance: int = 128, out: Any = None) -> Any:
     """Exact softmax attention ``softmax(q k^T * scale + bias) v`` without an N x N buffer.
 
-    Shapes (fp16 or bf16, one dtype for q, k, v; head_dim 32, 64 or 128, last dim contiguous):
+    Shapes (fp16 or bf16, one dtype for q, k, v; head_dim 32, 64 or 128, last dim contiguous,
+    other strides multiples of 8 elements, 16-byte aligned data):
 
     - padded: q, k, v ``[batch, seqlen, heads, head_dim]``; lse ``[batch, heads, seqlen]``.
     - packed varlen: q, k, v ``[total_tokens, heads, head_dim]`` with ``cu_seqlens`` int32
@@ -180,121 +107,45 @@ def flash_attention(q: Any, k: Any, v: Any, cu_seqlens: Any = None, max_seqlen: 
     ``window=(left, right)``: key j is visible from query i iff ``i - left <= j <= i + right``,
     bounds inclusive, -1 unbounded; ``causal=True`` is ``right = 0``. Key tiles outside the
     window are skipped. ``alibi_slopes`` float32 ``[heads]`` adds ``-slope * |j - i|``.
-    ``rel_bias`` float32 ``[heads, num_buckets]`` adds ``rel_bias[h, bucket(j - i)]`` with
-    MPNet's bucketing (``mpnet_relative_position_bucket``, ``max_distance=rel_max_distance``).
-    A query row that sees no key returns zeros (lse ``-inf``).
+    ``rel_bias`` float32 ``[heads, num_buckets >= 32]`` adds ``rel_bias[h, bucket(j - i)]`` with
+    MPNet's bucketing: 32 buckets and ``max_distance=rel_max_distance`` (9..512), as
+    transformers' MPNet does whatever the table width (``mpnet_relative_position_bucket``).
+    A query row that sees no key returns zeros (lse ``-inf``). An empty batch writes nothing.
 
+    Arrays are read through DLPack when they offer it (torch, CuPy; the producer is asked to order
+    its pending work before the kernel's stream), else through ``__cuda_array_interface__``.
     The output is written to ``out`` (same shape and dtype as q) when given, else allocated with
-    q's library (``torch.empty`` / ``cupy.empty``) on q's device. The kernel runs on the
-    caller's current stream (torch: ``torch.cuda.current_stream()``; CuPy: its current stream)
-    and is not synchronized. Returns ``out`` or ``(out, lse)`` with float32 natural-log lse.
+    q's library (``torch.empty`` / ``cupy.empty``) on q's device; other array types must pass
+    ``out`` (and cannot ask for lse). The kernel runs on the caller's current stream (torch:
+    ``torch.cuda.current_stream()``; CuPy: its current stream; otherwise the
+    ``__cuda_array_interface__`` stream of q) and is not synchronized. Returns ``out`` or
+    ``(out, lse)`` with float32 natural-log lse.
 
     Raises ValueError naming the argument for a wrong dtype, shape, device or layout (nothing is
     copied or converted), SutraError in a build without CUDA or on a device older than sm_80.
     """
-    if not _core.build_info()["cuda"]:
-        raise SutraError(_NO_CUDA)
-    qv, kv, vv = _view("q", q), _view("k", k), _view("v", v)
-    if qv.dtype not in ("float16", "bfloat16"):
-        raise ValueError(f"q must be float16 or bfloat16, got {qv.dtype}")
-    for name, t in (("k", kv), ("v", vv)):
-        if t.dtype != qv.dtype:
-            raise ValueError(f"{name} must have q's dtype {qv.dtype}, got {t.dtype}")
-        if t.shape != qv.shape:
-            raise ValueError(f"{name} must have q's shape {qv.shape}, got {t.shape}")
-        if t.device != qv.device or t.lib != qv.lib:
-            raise ValueError(f"{name} must live on q's device (cuda:{qv.device}, {qv.lib}), "
-                             f"got cuda:{t.device} ({t.lib})")
-    varlen = cu_seqlens is not None
-    if varlen:
-        if len(qv.shape) != 3:
-            raise ValueError(f"q must be [total_tokens, heads, head_dim] with cu_seqlens, "
-                             f"got shape {qv.shape}")
-        total, heads, head_dim = qv.shape
-        cv = _view("cu_seqlens", cu_seqlens)
-        if cv.dtype != "int32" or len(cv.shape) != 1 or cv.shape[0] < 1 or cv.strides[0] != 1:
-            raise ValueError(f"cu_seqlens must be a contiguous int32 [batch + 1] array, got "
-                             f"{cv.dtype} shape {cv.shape}")
-        if cv.device != qv.device:
-            raise ValueError(f"cu_seqlens must be on cuda:{qv.device}, got cuda:{cv.device}")
-        if max_seqlen is None or int(max_seqlen) < 0:
-            raise ValueError(f"max_seqlen (int >= 0) is required with cu_seqlens, got {max_seqlen}")
-        batch, max_len = cv.shape[0] - 1, int(max_seqlen)
-        if max_len > total:
-            raise ValueError(f"max_seqlen must be <= total_tokens {total}, got {max_len}")
-    else:
-        if len(qv.shape) != 4:
-            raise ValueError(f"q must be [batch, seqlen, heads, head_dim] (or pass cu_seqlens), "
-                             f"got shape {qv.shape}")
-        batch, max_len, heads, head_dim = qv.shape
-        if max_seqlen is not None and int(max_seqlen) != max_len:
-            raise ValueError(f"max_seqlen must be the padded seqlen {max_len} or None, "
-                             f"got {max_seqlen}")
-    if head_dim not in _HEAD_DIMS:
-        raise ValueError(f"q's head_dim must be one of {_HEAD_DIMS}, got {head_dim}")
-    for name, t in (("q", qv), ("k", kv), ("v", vv)):
-        _check_rows(name, t, head_dim)
-
-    left, right = _window_bounds(window, causal)
-    scale = 1.0 / math.sqrt(head_dim) if softmax_scale is None else float(softmax_scale)
-    if not scale > 0.0 or not math.isfinite(scale):
-        raise ValueError(f"softmax_scale must be a finite number > 0, got {softmax_scale}")
-
-    params: dict[str, Any] = {}
-    if alibi_slopes is not None and rel_bias is not None:
-        raise ValueError("alibi_slopes and rel_bias cannot be combined")
-    if alibi_slopes is not None:
-        av = _view("alibi_slopes", alibi_slopes)
-        if av.dtype != "float32" or av.shape != (heads,) or av.strides != (1,):
-            raise ValueError(f"alibi_slopes must be contiguous float32 [{heads}], got {av.dtype} "
-                             f"shape {av.shape}")
-        if av.device != qv.device:
-            raise ValueError(f"alibi_slopes must be on cuda:{qv.device}, got cuda:{av.device}")
-        params["alibi_slopes"] = av.ptr
-    if rel_bias is not None:
-        rv = _view("rel_bias", rel_bias)
-        if (rv.dtype != "float32" or len(rv.shape) != 2 or rv.shape[0] != heads
-                or not 2 <= rv.shape[1] <= 256 or rv.strides != (rv.shape[1], 1)):
-            raise ValueError(f"rel_bias must be contiguous float32 [{heads}, num_buckets<=256], "
-                             f"got {rv.dtype} shape {rv.shape}")
-        if rv.device != qv.device:
-            raise ValueError(f"rel_bias must be on cuda:{qv.device}, got cuda:{rv.device}")
-        if not 0 <= rel_max_distance <= _MAX_REL_DISTANCE:
-            raise ValueError(f"rel_max_distance must be in [0, {_MAX_REL_DISTANCE}], "
-                             f"got {rel_max_distance}")
-        nb = rv.shape[1]
-        buckets = mpnet_relative_position_bucket(
-            list(range(-rel_max_distance, rel_max_distance + 1)), nb, rel_max_distance)
-        params.update(rel_bias=rv.ptr, rel_num_buckets=nb, rel_max_distance=rel_max_distance,
-                      rel_bucket=[int(b) for b in buckets.tolist()])
-
-    if out is None:
-        out = _empty_like(qv, qv.shape, qv.dtype)
-    ov = _view("out", out)
-    if ov.shape != qv.shape or ov.dtype != qv.dtype or ov.device != qv.device:
-        raise ValueError(f"out must be {qv.dtype} {qv.shape} on cuda:{qv.device}, got {ov.dtype} "
-                         f"{ov.shape} on cuda:{ov.device}")
-    _check_rows("out", ov, head_dim)
+    try:
+        left, right = (int(w) for w in window)
+    except (TypeError, ValueError):
+        raise ValueError(f"window must be a pair of ints (left, right), got {window!r}") from None
+    lib = _library(q)
+    if out is None and lib is not None:
+        out = _empty(lib, q, tuple(q.shape))
     lse = None
     if return_lse:
-        lse_shape = (heads, qv.shape[0]) if varlen else (batch, heads, max_len)
-        lse = _empty_like(qv, lse_shape, "float32")
-
-    def strides(t: _View) -> list[int]:
-        return [0, *t.strides[:2]] if varlen else list(t.strides[:3])
-
-    params.update(
-        q=qv.ptr, k=kv.ptr, v=vv.ptr, o=ov.ptr,
-        lse=None if lse is None else _view("lse", lse).ptr,
-        cu_seqlens=_view("cu_seqlens", cu_seqlens).ptr if varlen else None,
-        q_strides=strides(qv), k_strides=strides(kv), v_strides=strides(vv), o_strides=strides(ov),
-        lse_batch_stride=0 if varlen else heads * max_len,
-        lse_head_stride=qv.shape[0] if varlen else max_len,
-        batch=batch, heads=heads, head_dim=head_dim, max_seqlen=max_len, softmax_scale=scale,
-        window_left=left, window_right=right, dtype=qv.dtype, device=qv.device,
-        stream=_stream_of(qv),
-    )
-    _core.flash_attention_forward(params)
+        if lib is None:
+            raise ValueError("return_lse=True needs q to be a CUDA torch tensor or a CuPy array "
+                             f"(lse is allocated with q's library), got {type(q).__name__}")
+        ndim = len(q.shape)
+        if cu_seqlens is not None and ndim == 3:
+            lse = _empty(lib, q, (q.shape[1], q.shape[0]), "float32")
+        elif cu_seqlens is None and ndim == 4:
+            lse = _empty(lib, q, (q.shape[0], q.shape[2], q.shape[1]), "float32")
+        # else: the binding rejects q's shape before it looks at lse
+    _core.flash_attention_forward(
+        q, k, v, out, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, softmax_scale=softmax_scale,
+        causal=causal, window_left=left, window_right=right, alibi_slopes=alibi_slopes,
+        rel_bias=rel_bias, rel_max_distance=rel_max_distance, lse=lse, stream=_stream_of(lib, q))
     return (out, lse) if return_lse else out
 
 

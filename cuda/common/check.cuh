@@ -12,6 +12,9 @@ namespace sutra::cuda {
 
 inline void check(cudaError_t status, const char* what) {
   if (status != cudaSuccess) {
+    // Clears a non-sticky error (a failed cudaMalloc, say) so that the next check_launch does not
+    // report it again as the failure of an unrelated kernel.
+    cudaGetLastError();
     throw Error(std::string(what) + " failed: " + cudaGetErrorString(status) + " (" +
                 cudaGetErrorName(status) + ")");
   }
