@@ -384,6 +384,83 @@ def test_cupy_input():
 
 
 @gpu
+def test_bf16_tensors_on_a_side_stream_through_dlpack():
+    """torch bf16 tensors have no __cuda_array_interface__: the binding reads them through
+    DLPack, asking torch to order its work before the stream the kernel runs on."""
+    import torch
+
+    torch.manual_seed(4)
+    q, k, v = (torch.randn(2, 300, 4, 64, dtype=torch.bfloat16, device="cuda") for _ in range(3))
+    s = torch.cuda.Stream()
+    with torch.cuda.stream(s):
+        scaled = q * 1.0  # produced on the side stream just before the call
+        o = flash_attention(scaled, k, v)
+    s.synchronize()
+    for b in range(2):
+        r32, _ = _ref(q[b], k[b], v[b], 1 / 8, -1, -1, None, True)
+        rlp, _ = _ref(q[b], k[b], v[b], 1 / 8, -1, -1, None, False)
+        _check(o[b], r32, rlp, f"bf16 dlpack side stream seq={b}")
+
+
+@gpu
+def test_relative_bias_table_wider_than_mpnet_buckets():
+    """MPNet buckets with 32 buckets whatever its table's width; a wider table's extra columns
+    are never read (the old API derived the bucket count from the width)."""
+    import torch
+
+    from sutra.ops import mpnet_relative_position_bucket
+
+    torch.manual_seed(5)
+    heads, length = 4, 700
+    q, k, v = (torch.randn(length, heads, 64, dtype=torch.float16, device="cuda") for _ in range(3))
+    table = torch.randn(heads, 40, dtype=torch.float32, device="cuda")
+    cu = torch.tensor([0, length], dtype=torch.int32, device="cuda")
+    o = flash_attention(q, k, v, cu_seqlens=cu, max_seqlen=length, rel_bias=table)
+
+    def bias(rel):
+        return table[:, mpnet_relative_position_bucket(rel.cpu(), 32, 128).to("cuda")]
+
+    r32, _ = _ref(q, k, v, 1 / 8, -1, -1, bias, True)
+    rlp, _ = _ref(q, k, v, 1 / 8, -1, -1, bias, False)
+    _check(o, r32, rlp, "rel_bias width 40")
+    with pytest.raises(ValueError, match="^rel_bias must be"):
+        flash_attention(q, k, v, cu_seqlens=cu, max_seqlen=length, rel_bias=table[:, :16])
+
+
+@gpu
+def test_cuda_array_interface_only_objects():
+    """Objects with nothing but __cuda_array_interface__ (numba-style) are read zero copy."""
+    cupy = pytest.importorskip("cupy")
+    import torch
+
+    class Interface:
+        def __init__(self, array):
+            self.__cuda_array_interface__ = array.__cuda_array_interface__
+
+    q, k, v = (cupy.random.standard_normal((2, 257, 2, 32)).astype(cupy.float16)
+               for _ in range(3))
+    out = cupy.full_like(q, cupy.nan)
+    flash_attention(Interface(q), Interface(k), Interface(v), out=Interface(out))
+    cupy.cuda.get_current_stream().synchronize()
+    tq, tk, tv, to = (torch.as_tensor(x, device="cuda") for x in (q, k, v, out))
+    for b in range(2):
+        r32, _ = _ref(tq[b], tk[b], tv[b], 1 / math.sqrt(32), -1, -1, None, True)
+        rlp, _ = _ref(tq[b], tk[b], tv[b], 1 / math.sqrt(32), -1, -1, None, False)
+        _check(to[b], r32, rlp, f"cai seq={b}")
+    with pytest.raises(ValueError, match="^out must be"):
+        flash_attention(Interface(q), Interface(k), Interface(v))  # nothing to allocate with
+
+
+@gpu
+def test_a_tensor_that_requires_grad_is_refused_by_name():
+    import torch
+
+    q = torch.randn(1, 16, 2, 64, dtype=torch.float16, device="cuda")
+    with pytest.raises(ValueError, match="^q must be a readable device array"):
+        flash_attention(q.clone().requires_grad_(), q, q)
+
+
+@gpu
 def test_bucket_function_matches_transformers():
     import torch
 
