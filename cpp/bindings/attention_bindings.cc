@@ -9,10 +9,10 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <map>
 #include <mutex>
 #include <optional>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -71,11 +71,12 @@ void check_rows(const DeviceTensor& t) {
     aligned = aligned && (t.shape(axis) == 1 || t.stride(axis) % 8 == 0);
   }
   if (!aligned) {
-    std::ostringstream got;
-    got << t.strides_text() << " and data pointer 0x" << std::hex << t.data();
+    char pointer[32];
+    std::snprintf(pointer, sizeof(pointer), "0x%llx", static_cast<unsigned long long>(t.data()));
     throw py::value_error(t.name() +
                           " must be 16-byte aligned with strides that are multiples of 8 " +
-                          "elements, got strides " + got.str());
+                          "elements, got strides " + t.strides_text() + " and data pointer " +
+                          pointer);
   }
 }
 
@@ -89,14 +90,17 @@ void flash_attention_forward_py(py::object q_obj, py::object k_obj, py::object v
                                 std::optional<int64_t> max_seqlen,
                                 std::optional<double> softmax_scale, bool causal, int window_left,
                                 int window_right, py::object alibi_obj, py::object rel_bias_obj,
-                                int rel_max_distance, py::object lse_obj, uintptr_t stream) {
+                                int rel_max_distance, py::object lse_obj, uintptr_t stream,
+                                bool stream_is_producers) {
   // Before any argument check, so that a CPU-only build says what is missing.
   if (!cuda_compiled()) throw Error("this build of sutra has no CUDA support");
 
   // Views release their DLPack exports when they go out of scope, after the GIL is taken back.
-  const DeviceTensor q(q_obj, "q", stream);
-  const DeviceTensor k(k_obj, "k", stream);
-  const DeviceTensor v(v_obj, "v", stream);
+  // On the producer's own current stream there is nothing to order: DLPack's -1 (no sync).
+  const int64_t exported = stream_is_producers ? -1 : dlpack_stream_of(stream);
+  const DeviceTensor q(q_obj, "q", exported);
+  const DeviceTensor k(k_obj, "k", exported);
+  const DeviceTensor v(v_obj, "v", exported);
   if (q.dtype() != DType::kFloat16 && q.dtype() != DType::kBFloat16) {
     throw py::value_error(std::string("q must be float16 or bfloat16, got ") + q.dtype_text());
   }
@@ -127,7 +131,7 @@ void flash_attention_forward_py(py::object q_obj, py::object k_obj, py::object v
     }
     heads = q.shape(1);
     head_dim = q.shape(2);
-    cu_seqlens.emplace(cu_seqlens_obj, "cu_seqlens", stream);
+    cu_seqlens.emplace(cu_seqlens_obj, "cu_seqlens", exported);
     const DeviceTensor& cu = *cu_seqlens;
     if (cu.dtype() != DType::kInt32 || cu.ndim() != 1 || cu.shape(0) < 1 || !cu.is_c_contiguous()) {
       throw py::value_error(std::string("cu_seqlens must be a contiguous int32 [batch + 1] array, "
@@ -185,7 +189,7 @@ void flash_attention_forward_py(py::object q_obj, py::object k_obj, py::object v
   }
   std::optional<DeviceTensor> alibi, rel_bias;
   if (!alibi_obj.is_none()) {
-    alibi.emplace(alibi_obj, "alibi_slopes", stream);
+    alibi.emplace(alibi_obj, "alibi_slopes", exported);
     if (alibi->dtype() != DType::kFloat32 || alibi->shape() != std::vector<int64_t>{heads} ||
         !alibi->is_c_contiguous()) {
       throw py::value_error("alibi_slopes must be contiguous float32 [" + std::to_string(heads) +
@@ -197,7 +201,7 @@ void flash_attention_forward_py(py::object q_obj, py::object k_obj, py::object v
     p.bias = AttnBias::kAlibi;
   }
   if (!rel_bias_obj.is_none()) {
-    rel_bias.emplace(rel_bias_obj, "rel_bias", stream);
+    rel_bias.emplace(rel_bias_obj, "rel_bias", exported);
     const DeviceTensor& rb = *rel_bias;
     // Any width from MPNet's 32 buckets up: the kernel reads row h at h * width, and the bucket
     // map only ever indexes the first 32 columns.
@@ -226,7 +230,7 @@ void flash_attention_forward_py(py::object q_obj, py::object k_obj, py::object v
         "out must be a CUDA device array shaped like q (flash_attention "
         "allocates it only for torch tensors and CuPy arrays), got None");
   }
-  const DeviceTensor out(out_obj, "out", stream);
+  const DeviceTensor out(out_obj, "out", exported);
   if (out.shape() != q.shape() || out.dtype() != q.dtype() || out.device() != q.device()) {
     throw py::value_error(std::string("out must be ") + q.dtype_text() + " " + q.shape_text() +
                           " on " + q.device_text() + ", got " + out.dtype_text() + " " +
@@ -237,7 +241,7 @@ void flash_attention_forward_py(py::object q_obj, py::object k_obj, py::object v
 
   std::optional<DeviceTensor> lse;
   if (!lse_obj.is_none()) {
-    lse.emplace(lse_obj, "lse", stream);
+    lse.emplace(lse_obj, "lse", exported);
     const std::vector<int64_t> shape = varlen ? std::vector<int64_t>{heads, q.shape(0)}
                                               : std::vector<int64_t>{batch, heads, max_len};
     const int last = lse->ndim() - 1;
@@ -294,6 +298,7 @@ void bind_attention(py::module_& m) {
       py::arg("window_right") = -1, py::arg("alibi_slopes").none(true) = py::none(),
       py::arg("rel_bias").none(true) = py::none(), py::arg("rel_max_distance") = kMpnetMaxDistance,
       py::arg("lse").none(true) = py::none(), py::arg("stream") = 0,
+      py::arg("stream_is_producers") = false,
       R"doc(Flash attention forward on device arrays, zero copy: the launcher behind
 sutra.ops.flash_attention, which finds the caller's stream and allocates out and lse.
 
@@ -308,6 +313,8 @@ softmax_scale: None for 1 / sqrt(head_dim). window_left / window_right: inclusiv
 around the query, -1 unbounded; causal folds in window_right <= 0. alibi_slopes: float32
 [heads]. rel_bias: float32 [heads, width >= 32], MPNet's 32 buckets with max_distance =
 rel_max_distance (9..512). stream: the cudaStream_t as an integer, 0 for the legacy default.
+stream_is_producers: the arrays' library runs its own work on `stream` (flash_attention passes
+True for torch and CuPy on their current stream), so DLPack exports need no synchronization.
 Enqueues the kernel and returns; the GIL is released meanwhile.
 
 Raises ValueError naming the argument, SutraError without CUDA support, GPU, or sm_80.)doc");

@@ -68,6 +68,13 @@ static_assert(sizeof(void*) != 8 || sizeof(DLTensor) == 48, "DLPack ABI");
 
 }  // namespace dlpack
 
+/// DLPack's stream argument for a consumer that runs on `stream` (a cudaStream_t as an integer):
+/// 1 is the legacy default stream (0 is not allowed); 2 (per-thread default) and stream pointers
+/// are the values themselves.
+inline int64_t dlpack_stream_of(uintptr_t stream) {
+  return stream == 0 ? 1 : static_cast<int64_t>(stream);
+}
+
 enum class DType { kFloat16, kBFloat16, kFloat32, kInt32, kInt64, kUint8 };
 
 inline const char* dtype_name(DType dtype) {
@@ -120,14 +127,17 @@ inline std::string tuple_text(const std::vector<int64_t>& values) {
 /// destroyed. Destroy views with the GIL held: a producer's deleter may need it.
 class DeviceTensor {
  public:
-  /// Reads `obj`, called `name` in errors. `stream` is the cudaStream_t (as an integer; 0 is the
-  /// legacy default stream) the consumer runs on: a DLPack producer is asked to order its pending
-  /// work on the array before that stream's (`__dlpack__(stream=...)`). For
-  /// __cuda_array_interface__, ordering is the caller's: its `stream` field is only recorded.
-  DeviceTensor(py::handle obj, std::string name, uintptr_t stream) : name_(std::move(name)) {
+  /// Reads `obj`, called `name` in errors. `dlpack_stream` is what a DLPack producer is passed as
+  /// `__dlpack__(stream=...)`: the stream the consumer runs on in DLPack's convention (1 for the
+  /// legacy default stream, else the cudaStream_t as an integer), so that the producer orders its
+  /// pending work on the array before it; or -1 when the consumer runs on the producer's own
+  /// current stream and no synchronization is needed (DLPack's "no sync"; it saves the producer
+  /// an event per array). For __cuda_array_interface__, ordering is the caller's: its `stream`
+  /// field is only recorded.
+  DeviceTensor(py::handle obj, std::string name, int64_t dlpack_stream) : name_(std::move(name)) {
     // A throwing constructor runs no destructor: release what was exported so far here.
     try {
-      read(obj, stream);
+      read(obj, dlpack_stream);
     } catch (py::error_already_set& e) {
       release();
       // A producer's own error (a BufferError from __dlpack__, a missing key): reported under
@@ -193,15 +203,19 @@ class DeviceTensor {
   }
 
  private:
-  void read(py::handle obj, uintptr_t stream) {
+  void read(py::handle obj, int64_t dlpack_stream) {
     type_name_ = py::str(py::type::handle_of(obj).attr("__name__"));
+    if (dlpack_stream == -1 && is_torch_tensor(obj)) {
+      read_torch(obj);
+      return;
+    }
     std::string where;
     if (py::hasattr(obj, "__dlpack__") && py::hasattr(obj, "__dlpack_device__")) {
       from_dlpack_ = true;
       const py::sequence device = sequence(obj.attr("__dlpack_device__")(), "__dlpack_device__()");
       const int device_type = device[0].cast<int>();
       if (device_type == dlpack::kDLCUDA) {
-        read_dlpack(obj, stream);
+        read_dlpack(obj, dlpack_stream);
         return;
       }
       from_dlpack_ = false;
@@ -218,11 +232,54 @@ class DeviceTensor {
     read_cai(obj);
   }
 
-  void read_dlpack(py::handle obj, uintptr_t stream) {
-    // DLPack's stream convention for CUDA: 1 is the legacy default stream, 0 is disallowed;
-    // 2 (per-thread default) and stream pointers are the cudaStream_t values themselves.
-    const uintptr_t dlpack_stream = stream == 0 ? 1 : stream;
-    py::object capsule = obj.attr("__dlpack__")(py::arg("stream") = dlpack_stream);
+  // torch.Tensor.__dlpack__ and __dlpack_device__ are Python wrappers that cost several
+  // microseconds each per array on a GPU host (device queries, stream objects), four to six
+  // arrays a call. When nothing needs ordering (the kernel runs on torch's current stream),
+  // torch.utils.dlpack.to_dlpack, the C function behind them, exports the same tensor; the
+  // wrapper's checks that matter here are made first.
+  static bool is_torch_tensor(py::handle obj) {
+    static PyObject* tensor_type = nullptr;  // torch.Tensor, once torch is imported
+    if (tensor_type == nullptr) {
+      PyObject* torch = PyImport_GetModule(py::str("torch").ptr());  // new ref or null
+      if (torch == nullptr) {
+        PyErr_Clear();
+        return false;
+      }
+      tensor_type = PyObject_GetAttrString(torch, "Tensor");  // kept for the process
+      Py_DECREF(torch);
+      if (tensor_type == nullptr) {
+        PyErr_Clear();
+        return false;
+      }
+    }
+    return PyObject_IsInstance(obj.ptr(), tensor_type) == 1;
+  }
+
+  void read_torch(py::handle obj) {
+    from_dlpack_ = true;
+    if (obj.attr("requires_grad").cast<bool>()) {
+      throw py::value_error(name_ + " must be a readable device array without autograd: it "
+                            "requires grad, and flash_attention is forward only (pass it "
+                            ".detach())");
+    }
+    if (obj.attr("is_conj")().cast<bool>()) {
+      throw py::value_error(name_ + " must not have the conjugate bit set (call .resolve_conj())");
+    }
+    static PyObject* to_dlpack = nullptr;  // torch.utils.dlpack.to_dlpack, kept for the process
+    if (to_dlpack == nullptr) {
+      py::object function = py::module_::import("torch.utils.dlpack").attr("to_dlpack");
+      to_dlpack = function.release().ptr();
+    }
+    PyObject* capsule = PyObject_CallOneArg(to_dlpack, obj.ptr());  // new reference
+    if (capsule == nullptr) throw py::error_already_set();
+    consume(py::reinterpret_steal<py::object>(capsule));
+  }
+
+  void read_dlpack(py::handle obj, int64_t dlpack_stream) {
+    consume(obj.attr("__dlpack__")(py::arg("stream") = dlpack_stream));
+  }
+
+  void consume(py::object capsule) {
     if (!PyCapsule_IsValid(capsule.ptr(), "dltensor")) {
       throw py::value_error(name_ + "'s __dlpack__ must return a \"dltensor\" capsule, got " +
                             std::string(py::str(py::type::handle_of(capsule).attr("__name__"))));
@@ -236,8 +293,9 @@ class DeviceTensor {
 
     const dlpack::DLTensor& t = managed->dl_tensor;
     if (t.device.device_type != dlpack::kDLCUDA) {
-      throw py::value_error(name_ + " must be exported on a CUDA device, got DLPack device type " +
-                            std::to_string(t.device.device_type));
+      throw py::value_error(name_ + " must be a CUDA device array, got " + type_name_ +
+                            " on DLPack device type " + std::to_string(t.device.device_type) +
+                            (t.device.device_type == dlpack::kDLCPU ? " (CPU)" : ""));
     }
     device_ = t.device.device_id;
     dtype_ = dlpack_dtype(t.dtype);

@@ -145,7 +145,12 @@ def flash_attention(q: Any, k: Any, v: Any, cu_seqlens: Any = None, max_seqlen: 
     _core.flash_attention_forward(
         q, k, v, out, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, softmax_scale=softmax_scale,
         causal=causal, window_left=left, window_right=right, alibi_slopes=alibi_slopes,
-        rel_bias=rel_bias, rel_max_distance=rel_max_distance, lse=lse, stream=_stream_of(lib, q))
+        rel_bias=rel_bias, rel_max_distance=rel_max_distance, lse=lse, stream=_stream_of(lib, q),
+        # torch and CuPy queue their own work on the stream found above: nothing to order, when
+        # every array comes from q's library.
+        stream_is_producers=lib is not None and all(
+            _library(t) == lib for t in (k, v, out, cu_seqlens, alibi_slopes, rel_bias)
+            if t is not None))
     return (out, lse) if return_lse else out
 
 

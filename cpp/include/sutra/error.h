@@ -2,9 +2,10 @@
 // sutra::Error for everything else that fails at run time (Python sutra._core.SutraError).
 #pragma once
 
-#include <sstream>
+#include <cstdio>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 namespace sutra {
 
@@ -15,11 +16,19 @@ class Error : public std::runtime_error {
 
 namespace detail {
 
+// Values in messages, formatted without iostreams: an ostream insertion in an error path
+// crashed a GCC 13 -O3 build of the extension on one machine (bench/results/gpu_tests_h200.md).
+inline std::string to_text(const std::string& value) { return value; }
+inline std::string to_text(const char* value) { return value; }
 template <typename T>
-std::string to_text(const T& value) {
-  std::ostringstream text;
-  text << value;
-  return text.str();
+std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T, bool>, std::string> to_text(T value) {
+  return std::to_string(value);
+}
+inline std::string to_text(bool value) { return value ? "true" : "false"; }
+inline std::string to_text(double value) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%g", value);
+  return text;
 }
 
 [[noreturn]] inline void throw_invalid_argument(const char* argument, const std::string& expected,
