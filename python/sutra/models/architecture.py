@@ -242,22 +242,23 @@ class _Names:
         return full
 
 
+# Per family: the layer prefix, then the checkpoint names of _LAYER_PARTS in that order.
+_LAYER_NAMES = {
+    "bert": ("encoder.layer.{i}.", (
+        "attention.self.query", "attention.self.key", "attention.self.value",
+        "attention.output.dense", "attention.output.LayerNorm", "intermediate.dense",
+        "output.dense", "output.LayerNorm")),
+    "mpnet": ("encoder.layer.{i}.", (
+        "attention.attn.q", "attention.attn.k", "attention.attn.v", "attention.attn.o",
+        "attention.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm")),
+    "distilbert": ("transformer.layer.{i}.", (
+        "attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin",
+        "sa_layer_norm", "ffn.lin1", "ffn.lin2", "output_layer_norm")),
+}
+_LAYER_NAMES["roberta"] = _LAYER_NAMES["bert"]
+
+
 def _layer_names(family: str, i: int) -> dict[str, str]:
-    if family in ("bert", "roberta"):
-        p = f"encoder.layer.{i}."
-        return {"q": p + "attention.self.query", "k": p + "attention.self.key",
-                "v": p + "attention.self.value", "o": p + "attention.output.dense",
-                "attention_norm": p + "attention.output.LayerNorm",
-                "ffn.in": p + "intermediate.dense", "ffn.out": p + "output.dense",
-                "ffn_norm": p + "output.LayerNorm"}
-    if family == "mpnet":
-        p = f"encoder.layer.{i}."
-        return {"q": p + "attention.attn.q", "k": p + "attention.attn.k",
-                "v": p + "attention.attn.v", "o": p + "attention.attn.o",
-                "attention_norm": p + "attention.LayerNorm",
-                "ffn.in": p + "intermediate.dense", "ffn.out": p + "output.dense",
-                "ffn_norm": p + "output.LayerNorm"}
-    p = f"transformer.layer.{i}."  # distilbert
-    return {"q": p + "attention.q_lin", "k": p + "attention.k_lin", "v": p + "attention.v_lin",
-            "o": p + "attention.out_lin", "attention_norm": p + "sa_layer_norm",
-            "ffn.in": p + "ffn.lin1", "ffn.out": p + "ffn.lin2", "ffn_norm": p + "output_layer_norm"}
+    """Canonical layer part -> checkpoint name (without the encoder's prefix) for layer i."""
+    prefix, names = _LAYER_NAMES[family]
+    return {part: prefix.format(i=i) + name for part, name in zip(_LAYER_PARTS, names)}
