@@ -1,4 +1,4 @@
-// Bindings of attention.h: reads the device arrays (DLPack or __cuda_array_interface__, zero
+// Bindings of sutra/kernels/attention.h: reads the device arrays (DLPack or __cuda_array_interface__, zero
 // copy), checks every shape, dtype, device and layout the kernel relies on, fills FlashAttnParams
 // and releases the GIL around the launch. sutra/flash_attention.py only finds the caller's stream
 // and allocates missing outputs.
@@ -19,7 +19,7 @@
 
 #include "bindings.h"
 #include "device_tensor.h"
-#include "sutra/attention.h"
+#include "sutra/kernels/attention.h"
 #include "sutra/cuda_info.h"
 #include "sutra/error.h"
 #include "sutra/relative_position.h"

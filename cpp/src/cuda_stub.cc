@@ -1,5 +1,5 @@
 // cuda_info.h for a build without CUDA: no devices, and device work fails loudly.
-#include "sutra/attention.h"
+#include "sutra/kernels/attention.h"
 #include "sutra/cuda_info.h"
 #include "sutra/error.h"
 

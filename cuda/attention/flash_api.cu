@@ -1,4 +1,4 @@
-// Host entry points of attention.h: argument checks, device guard, dispatch on head dim.
+// Host entry points of sutra/kernels/attention.h: argument checks, device guard, dispatch on head dim.
 #include <cuda_runtime.h>
 
 #include <string>
@@ -6,7 +6,7 @@
 #include "common/check.cuh"
 #include "cuda/resources.h"
 #include "flash_fwd_launch.cuh"
-#include "sutra/attention.h"
+#include "sutra/kernels/attention.h"
 #include "sutra/error.h"
 
 namespace sutra {

@@ -16,7 +16,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "sutra/attention.h"
+#include "sutra/kernels/attention.h"
 
 // Stage O through shared memory for 16-byte stores (1) or store the fragments directly (0); the
 // switch exists to compare the two in one benchmark session.

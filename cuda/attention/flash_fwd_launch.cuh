@@ -8,7 +8,7 @@
 
 #include "common/check.cuh"
 #include "flash_fwd_kernel.cuh"
-#include "sutra/attention.h"
+#include "sutra/kernels/attention.h"
 
 namespace sutra::cuda::attn {
 
