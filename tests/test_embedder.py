@@ -356,3 +356,18 @@ def test_the_models_own_onnx_file(tmp_path, efficient_folder, minilm, keep_sente
     onnx.save(graph, str(folder / "onnx" / "model.onnx"))
     own = sutra.Embedder(str(folder), onnx_source="model")
     np.testing.assert_allclose(own.encode(SENTENCES), minilm.encode(SENTENCES), atol=1e-5)
+
+
+def test_a_cached_graph_loads_without_importing_onnx(efficient_folder, minilm):
+    """Start-up: the onnx package (over a second to import on a small machine) is needed only to
+    build a graph; once it is cached (the minilm fixture built it), Embedder() and encode() run
+    without it."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, sutra; e = sutra.Embedder(sys.argv[1]); e.encode('a warm start'); "
+            "print('onnx' in sys.modules, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, efficient_folder], capture_output=True,
+                         text=True, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert out.stdout.split() == ["False", "False"], out.stdout + out.stderr

@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -122,6 +123,12 @@ class Backend(abc.ABC):
             :class:`EncodedRows` in the order of the sequences. Thread-safe: callers may run
             :attr:`parallel_passes` calls at once.
         """
+
+    @property
+    def onnx_graph(self) -> Path | None:
+        """The ONNX file that computes the pipeline, for a backend that runs one (exporting a
+        distilled student builds on it); ``None`` otherwise."""
+        return None
 
     @property
     def packs_mixed_lengths(self) -> bool:

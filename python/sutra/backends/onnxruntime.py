@@ -87,6 +87,10 @@ class OnnxRuntimeBackend(Backend):
         return max(1, (os.cpu_count() or 1) // self._num_threads)
 
     @property
+    def onnx_graph(self) -> Path:
+        return self.graph_path
+
+    @property
     def packs_mixed_lengths(self) -> bool:
         return self.packed_loaded
 

@@ -26,8 +26,7 @@ def teacher_fingerprint(teacher: Any) -> str | None:
     if explicit is not None:
         return hashlib.sha256(str(explicit).encode()).hexdigest()
     model = getattr(teacher, "model", None)
-    backend = getattr(teacher, "backend", None)
-    graph = getattr(backend, "graph_path", None)
+    graph = onnx_graph(teacher)
     if model is None or graph is None:
         return None
     from ..backends.onnxruntime import _weights_hash
@@ -47,6 +46,14 @@ def teacher_fingerprint(teacher: Any) -> str | None:
         "long_text": teacher.config.long_text,
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+
+
+def onnx_graph(teacher: Any) -> Path | None:
+    """The ONNX graph of a teacher whose backend runs one (the backend contract says)."""
+    from ..backends.base import Backend
+
+    backend = getattr(teacher, "backend", None)
+    return backend.onnx_graph if isinstance(backend, Backend) else None
 
 
 def texts_fingerprint(texts: Sequence[str]) -> str:

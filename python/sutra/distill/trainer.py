@@ -253,7 +253,7 @@ class DistillationTrainer:
 
     def _teacher_graph(self) -> Path:
         teacher = self._teacher
-        graph = getattr(getattr(teacher, "backend", None), "graph_path", None)
+        graph = teacher_io.onnx_graph(teacher)
         if graph is None:
             raise ValueError("ONNX export of the projection student needs the teacher's ONNX graph "
                              f"(a sutra.Embedder on the cpu backend); {teacher!r} has none")
