@@ -148,7 +148,7 @@ def fit_sequences(ids: numpy.typing.NDArray[numpy.int32], cu_seqlens: numpy.typi
     cu_rows[s] .. cu_rows[s + 1]), spans int64 [rows, 2] (content spans), content_lengths int64
     [sequences], truncated (how many sequences were cut), longest_truncated (the longest of them)).
     """
-def flash_attention_forward(q: typing.Any, k: typing.Any, v: typing.Any, out: typing.Any, *, cu_seqlens: typing.Any = None, max_seqlen: typing.SupportsInt | typing.SupportsIndex | None = None, softmax_scale: typing.SupportsFloat | typing.SupportsIndex | None = None, causal: bool = False, window_left: typing.SupportsInt | typing.SupportsIndex = -1, window_right: typing.SupportsInt | typing.SupportsIndex = -1, alibi_slopes: typing.Any = None, rel_bias: typing.Any = None, rel_max_distance: typing.SupportsInt | typing.SupportsIndex = 128, lse: typing.Any = None, stream: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+def flash_attention_forward(q: typing.Any, k: typing.Any, v: typing.Any, out: typing.Any, *, cu_seqlens: typing.Any = None, max_seqlen: typing.SupportsInt | typing.SupportsIndex | None = None, softmax_scale: typing.SupportsFloat | typing.SupportsIndex | None = None, causal: bool = False, window_left: typing.SupportsInt | typing.SupportsIndex = -1, window_right: typing.SupportsInt | typing.SupportsIndex = -1, alibi_slopes: typing.Any = None, rel_bias: typing.Any = None, rel_max_distance: typing.SupportsInt | typing.SupportsIndex = 128, lse: typing.Any = None, stream: typing.SupportsInt | typing.SupportsIndex = 0, stream_is_producers: bool = False) -> None:
     """
     Flash attention forward on device arrays, zero copy: the launcher behind
     sutra.ops.flash_attention, which finds the caller's stream and allocates out and lse.
@@ -164,6 +164,8 @@ def flash_attention_forward(q: typing.Any, k: typing.Any, v: typing.Any, out: ty
     around the query, -1 unbounded; causal folds in window_right <= 0. alibi_slopes: float32
     [heads]. rel_bias: float32 [heads, width >= 32], MPNet's 32 buckets with max_distance =
     rel_max_distance (9..512). stream: the cudaStream_t as an integer, 0 for the legacy default.
+    stream_is_producers: the arrays' library runs its own work on `stream` (flash_attention passes
+    True for torch and CuPy on their current stream), so DLPack exports need no synchronization.
     Enqueues the kernel and returns; the GIL is released meanwhile.
     
     Raises ValueError naming the argument, SutraError without CUDA support, GPU, or sm_80.

@@ -33,11 +33,12 @@ def _activate(x: np.ndarray, activation: str) -> np.ndarray:
 
 class PipelineHead:
     """Pooling -> Dense... -> Normalize of a :class:`~sutra.models.spec.Pipeline` in numpy and
-    the native core. Dense weights are read once, on first use."""
+    the native core. The Dense weights (small) are read when it is made; :meth:`apply` is
+    thread-safe."""
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
-        self._dense: list[tuple[np.ndarray, np.ndarray | None, str]] | None = None
+        self._dense = [(*module.load(), module.activation) for module in pipeline.dense]
 
     def apply(self, token_states: np.ndarray, cu_seqlens: np.ndarray,
               prompt_lengths: np.ndarray | None = None) -> np.ndarray:
@@ -51,7 +52,7 @@ class PipelineHead:
                               np.ascontiguousarray(cu_seqlens, dtype=np.int32), pooling.mode,
                               None if prompt_lengths is None
                               else np.ascontiguousarray(prompt_lengths, dtype=np.int32))
-        for weight, bias, activation in self._dense_weights():
+        for weight, bias, activation in self._dense:
             x = x @ weight.T
             if bias is not None:
                 x += bias
@@ -60,8 +61,3 @@ class PipelineHead:
         if self.pipeline.normalize and len(x):
             x = _core.l2_normalize_rows(x)
         return x
-
-    def _dense_weights(self) -> list[tuple[np.ndarray, np.ndarray | None, str]]:
-        if self._dense is None:
-            self._dense = [(*module.load(), module.activation) for module in self.pipeline.dense]
-        return self._dense
