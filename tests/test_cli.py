@@ -78,3 +78,47 @@ def test_errors_exit_nonzero_with_a_message():
     assert b"unknown model 'no-such-model'" in result.stderr
     result = _run("embed", "x", "--model", "/nonexistent/folder")
     assert result.returncode == 1 and b"sutra: error:" in result.stderr
+
+
+# -- issue 19: the command line's bad input ------------------------------------------------------
+
+
+def test_python_m_sutra_cli_help_runs():
+    result = subprocess.run([sys.executable, "-m", "sutra.cli", "--help"], capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 0 and "distill" in result.stdout, result.stderr
+
+
+def test_standard_input_mistakes_are_named(efficient_folder):
+    result = _run("embed", "x", "-", "--model", efficient_folder)
+    assert result.returncode == 1 and b"cannot be mixed with texts" in result.stderr
+    result = _run("embed", "-", "--model", efficient_folder, stdin="")
+    assert result.returncode == 1 and b"standard input held no text" in result.stderr
+    broken = subprocess.run([sys.executable, "-m", "sutra", "embed", "-", "--model",
+                             efficient_folder], input=b"fine\n\xff\xfe bad\n", capture_output=True,
+                            timeout=300, check=False)
+    assert broken.returncode == 1
+    assert b"line 2 of standard input is not valid UTF-8" in broken.stderr
+    assert b"Traceback" not in broken.stderr
+    replaced = subprocess.run([sys.executable, "-m", "sutra", "embed", "-", "--model",
+                               efficient_folder, "--errors", "replace", "--format", "json"],
+                              input=b"fine\n\xff\xfe bad\n", capture_output=True, timeout=300,
+                              check=False)
+    assert replaced.returncode == 0 and len(json.loads(replaced.stdout)) == 2
+
+
+def test_serve_refuses_a_bad_or_busy_port_before_loading(efficient_folder):
+    import socket
+
+    result = _run("serve", "--model", efficient_folder, "--port", "99999")
+    assert result.returncode == 2 and b"--port: must be in 0..65535, got 99999" in result.stderr
+    result = _run("serve", "--model", efficient_folder, "--threads", "-1")
+    assert result.returncode == 2 and b"--threads: must be a positive integer" in result.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = _run("serve", "--model", efficient_folder, "--port", str(port))
+    lines = result.stderr.decode().strip().splitlines()
+    assert result.returncode == 1 and b"Traceback" not in result.stderr
+    assert lines[-1] == f"sutra: error: cannot listen on 127.0.0.1:{port}: Address already in use"

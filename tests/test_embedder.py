@@ -371,3 +371,58 @@ def test_a_cached_graph_loads_without_importing_onnx(efficient_folder, minilm):
     out = subprocess.run([sys.executable, "-c", code, efficient_folder], capture_output=True,
                          text=True, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert out.stdout.split() == ["False", "False"], out.stdout + out.stderr
+
+
+# -- issue 19: bad input gets a clear error ------------------------------------------------------
+
+
+def test_a_zero_d_string_array_is_one_text_and_embed_batch_refuses_a_str(minilm):
+    np.testing.assert_array_equal(minilm.encode(np.array("a cat")), minilm.encode("a cat"))
+    with pytest.raises(TypeError, match="embed_batch takes a sequence of texts, got a single str"):
+        minilm.embed_batch("abc")
+
+
+@pytest.mark.parametrize("bad, error, message", [
+    ({101: 1}, TypeError, "token_ids must be a list of token ids or a list of token-id lists, got dict"),
+    (None, TypeError, "got NoneType"),
+    (5, TypeError, "got int"),
+    ((i for i in range(3)), TypeError, "got generator"),
+    ([101.0, 102.0], TypeError, r"token_ids\[0\] holds 101.0 \(float\); token ids are ints"),
+    ([101, True, 102], TypeError, r"token_ids\[0\] holds True \(bool\)"),
+    (np.array([True, False]), TypeError, "numpy array of dtype bool"),
+    ([[101, 102], 5], TypeError, r"token_ids\[1\] is int"),
+    (np.zeros((2, 2, 2), np.int64), ValueError, r"1-D \(one text\) or 2-D"),
+])
+def test_embed_tokens_refuses_what_is_not_token_ids(minilm, bad, error, message):
+    with pytest.raises(error, match=message):
+        minilm.embed_tokens(bad)
+
+
+def test_embed_tokens_takes_numpy_ids(minilm):
+    ids = minilm.tokenizer.encode(["a cat"])[0]
+    expected = minilm.embed_tokens(ids)
+    np.testing.assert_allclose(minilm.embed_tokens(np.array(ids)), expected, atol=1e-6)
+    np.testing.assert_allclose(minilm.embed_tokens([np.int64(t) for t in ids]), expected, atol=1e-6)
+    np.testing.assert_allclose(minilm.embed_tokens(np.array([ids, ids]))[1], expected, atol=1e-6)
+
+
+def test_a_lone_surrogate_names_the_text_and_position(minilm):
+    with pytest.raises(ValueError, match=r"sentences\[1\] holds a lone surrogate U\+DC00 at "
+                                         r"position 2"):
+        minilm.encode(["fine", "ab\udc00cd"])
+
+
+def test_sentence_transformers_arguments(minilm):
+    """numpy integers where sentence-transformers takes them; its other arguments accepted
+    when they ask for what sutra does, refused with what to use otherwise."""
+    plain = minilm.encode(SENTENCES[:3], truncate_dim=64)
+    np.testing.assert_allclose(  # batch_size 2 pads differently: float noise only
+        minilm.encode(SENTENCES[:3], batch_size=np.int64(2), truncate_dim=np.int32(64),
+                      convert_to_numpy=True, convert_to_tensor=False, device="cpu"), plain,
+        rtol=0, atol=2e-5)
+    with pytest.raises(ValueError, match="convert_to_tensor=True: sutra returns numpy arrays"):
+        minilm.encode(SENTENCES[:2], convert_to_tensor=True)
+    with pytest.raises(ValueError, match="device='cuda:0': this Embedder runs on its 'cpu'"):
+        minilm.encode(SENTENCES[:2], device="cuda:0")
+    with pytest.raises(ValueError, match="convert_to_numpy=False"):
+        minilm.encode(SENTENCES[:2], convert_to_numpy=False)

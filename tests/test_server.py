@@ -253,6 +253,10 @@ def test_openai_client_errors_map_to_the_right_exceptions(server, client):
     (b'{"input": "x", "dimensions": 385}', "dimensions", "invalid_value"),
     (b'{"input": "x", "encoding_format": "hex"}', "encoding_format", "invalid_value"),
     (b'{"input": "x", "truncate": "yes"}', "truncate", "invalid_type"),
+    # issue 19: a lone surrogate (valid JSON) is a 400 naming the input, not a 500
+    (b'{"input": ["fine", "bad \\udc00 text"]}', "input", "invalid_value"),
+    # issue 19: 1,001 levels of nesting made json recurse into a 500 RecursionError
+    (b"[" * 1001 + b"]" * 1001, None, "invalid_json"),
 ])
 def test_malformed_requests_get_400_in_openai_error_shape(server, body, param, code):
     response = httpx.post(f"{server.url}/v1/embeddings", content=body,
@@ -262,6 +266,45 @@ def test_malformed_requests_get_400_in_openai_error_shape(server, body, param, c
     assert set(error) == {"message", "type", "param", "code"}
     assert error["type"] == "invalid_request_error" and error["message"]
     assert (error["param"], error["code"]) == (param, code)
+    if b"udc00" in body:
+        assert "input[1] holds a lone surrogate U+DC00 at position 4" in error["message"]
+
+
+def test_a_bad_websocket_text_does_not_fail_other_clients(server, minilm):
+    """A WebSocket text with a lone surrogate, sent while HTTP clients are in flight, fails its
+    own message only (issue 19: it used to poison the shared batch, failing about half of 256
+    concurrent requests)."""
+    url = server.url.replace("http://", "ws://") + "/v1/stream"
+
+    async def clients() -> list[int]:
+        async with httpx.AsyncClient(timeout=60) as http:
+            async def one(i: int) -> int:
+                response = await http.post(f"{server.url}/v1/embeddings", headers=AUTH,
+                                           json={"input": f"sentence {i} about the sea"})
+                return response.status_code
+            statuses: list[int] = []
+
+            async def run(i: int) -> None:
+                statuses.append(await one(i))
+
+            async with anyio.create_task_group() as tasks:
+                for i in range(64):
+                    tasks.start_soon(run, i)
+            return statuses
+
+    with ws_connect(url, additional_headers=AUTH) as ws:
+        for i in range(8):
+            ws.send(json.dumps({"type": "embed", "id": i, "input": "poison \udc00 here"}))
+        statuses = anyio.run(clients)
+        answers = [json.loads(ws.recv(timeout=30)) for _ in range(8)]
+        ws.send(json.dumps({"type": "embed", "id": "deep", "input": "x"})[:-1] + "," + '"a":' +
+                "[" * 1001 + "]" * 1001 + "}")
+        deep = json.loads(ws.recv(timeout=30))
+    assert statuses == [200] * 64
+    for answer in answers:
+        assert answer["type"] == "error" and answer["error"]["code"] == "invalid_message"
+        assert "lone surrogate U+DC00" in answer["error"]["message"]
+    assert deep["type"] == "error" and deep["error"]["code"] == "invalid_json"
 
 
 def test_limits_on_items_tokens_and_body_size(server, minilm):

@@ -538,7 +538,9 @@ async def test_timed_out_request_raises_timeout_error_and_the_next_ones_still_wo
 
 
 @pytest.mark.anyio
-async def test_exception_reaches_exactly_the_requests_of_the_failing_batch(embedder):
+async def test_an_exception_reaches_only_the_input_that_caused_it(embedder):
+    """A batch whose pass raises is run again in halves: the input that fails alone gets the
+    exception, its neighbours in the batch (other clients) get their embeddings (issue 19)."""
     config = StreamingConfig(batch_size=2, max_latency_ms=60_000)  # batches close when full
     embedder.fail_on = "boom"
     embedder.hold.clear()
@@ -551,14 +553,29 @@ async def test_exception_reaches_exactly_the_requests_of_the_failing_batch(embed
                 await wait_until(lambda: stream.queue_depth == i + 1)
             embedder.hold.set()
         stats = await stream.get_stats()
-    assert embedder.batches == [texts[:2], texts[2:]]
-    for text in texts[:2]:
-        error = results.values[text]
-        assert isinstance(error, ValueError) and "boom: a batch of 2" in str(error)
-    assert results.values["innocent neighbour"] is not results.values["boom"]
-    for text in texts[2:]:
+    # The failing pass, then each half alone, then the next batch.
+    assert embedder.batches == [texts[:2], [texts[0]], [texts[1]], texts[2:]]
+    error = results.values["boom"]
+    assert isinstance(error, ValueError) and "boom: a batch of 1" in str(error)
+    for text in ("innocent neighbour", *texts[2:]):
         assert_same_embedding(results.values[text], embedder.reference(text))
-    assert stats.failed == 2 and stats.completed == 2
+    assert stats.failed == 1 and stats.completed == 3
+
+
+@pytest.mark.anyio
+async def test_a_text_that_is_not_unicode_is_refused_before_it_joins_a_batch(embedder):
+    """A lone surrogate (valid JSON: "\\udc00") would make the tokenizer fail the whole batch;
+    it is refused when submitted, naming the item and the position."""
+    config = StreamingConfig(batch_size=4, max_latency_ms=20)
+    async with StreamingEmbedder(config, embedder) as stream:
+        with pytest.raises(ValueError, match=r"item 1 holds a lone surrogate U\+DC00 at position 2"):
+            await stream.embed_many(["fine", "ab\udc00c"])
+        with pytest.raises(ValueError, match="text holds a lone surrogate"):
+            async for _ in stream.embed_chunks_stream("x" * 10 + "\ud800"):
+                pass
+        vector = await stream.embed_stream("still serving")
+    assert_same_embedding(vector, embedder.reference("still serving"))
+    assert all("\udc00" not in t for batch in embedder.batches for t in batch)
 
 
 @pytest.mark.anyio

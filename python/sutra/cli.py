@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--format", default="text", choices=("text", "json", "npy"),
                        help="text: one vector per line; json: a list of lists; npy: a .npy file")
     embed.add_argument("--output", "-o", help="write to this file instead of standard output")
+    embed.add_argument("--errors", default="strict", choices=("strict", "replace"),
+                       help="standard input that is not UTF-8: strict (the default) names the "
+                       "line and stops; replace substitutes U+FFFD")
     embed.set_defaults(run=_cmd_embed)
 
     similarity = sub.add_parser(
@@ -79,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _model_options(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a "
+    serve.add_argument("--port", type=_port, default=8000, help="port (default: 8000; 0 picks a "
                        "free one, printed on standard error)")
     serve.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on "
                        "/v1/* (default: the SUTRA_API_KEY environment variable; none: open)")
@@ -99,7 +102,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="most tokens per input (default: the model's maximum length)")
     serve.add_argument("--max-body-bytes", type=int, default=16 * 2**20,
                        help="largest request body (default: 16 MiB)")
-    serve.add_argument("--threads", type=int, default=None, help="compute threads (default: all)")
+    serve.add_argument("--threads", type=_positive_int, default=None,
+                       help="compute threads (default: all)")
     serve.add_argument("--graceful-timeout", type=float, default=None,
                        help="on SIGTERM, cancel requests still running after this many seconds "
                        "(default: wait for all)")
@@ -166,14 +170,43 @@ def _embedder(args: argparse.Namespace):
                     long_text=args.long_text)
 
 
-def _read_texts(texts: list[str]) -> list[str]:
-    if texts == ["-"]:
-        return [line.rstrip("\n") for line in sys.stdin]
-    return texts
+def _read_texts(texts: list[str], errors: str = "strict") -> list[str]:
+    """The command line's texts, or with '-' alone one text per line of standard input."""
+    if "-" not in texts:
+        return texts
+    if texts != ["-"]:
+        raise ValueError("'-' reads the texts from standard input and cannot be mixed with texts "
+                         "on the command line; give either '-' alone or the texts")
+    lines = []
+    for number, raw in enumerate(sys.stdin.buffer, 1):
+        try:
+            line = raw.decode("utf-8", errors=errors)
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"line {number} of standard input is not valid UTF-8 (byte "
+                             f"0x{raw[exc.start]:02x} at byte {exc.start}); fix it, or pass "
+                             "--errors replace") from None
+        lines.append(line[:-2] if line.endswith("\r\n") else line.removesuffix("\n"))
+    if not lines:
+        raise ValueError("standard input held no text; give one text per line")
+    return lines
+
+
+def _port(value: str) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be in 0..65535, got {port}")
+    return port
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {number}")
+    return number
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    texts = _read_texts(args.texts)
+    texts = _read_texts(args.texts, args.errors)
     vectors = _embedder(args).encode(texts, precision=args.precision)
     if args.format == "npy":
         buffer = io.BytesIO()
@@ -320,10 +353,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return serve_from_args(args)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
-
 def _cmd_distill(args: argparse.Namespace) -> int:
     from .distill import DistillationConfig
     from .distill.pipeline import distill_corpus
@@ -356,3 +385,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     print(result.metrics)
     print(f"\nwritten to {result.output}")
     return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - at the end: every command is defined by then
+    sys.exit(main())

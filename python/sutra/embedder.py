@@ -100,8 +100,15 @@ class Embedder:
         return self.encode(text)
 
     def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
-        """Embeddings of several texts: float32 ``[len(texts), dimensions]``, in input order."""
-        return self.encode(list(texts))
+        """Embeddings of several texts: float32 ``[len(texts), dimensions]``, in input order.
+
+        Raises:
+            TypeError: ``texts`` is a single string (use :meth:`embed`) or holds a non-string.
+        """
+        if isinstance(texts, str):
+            raise TypeError("embed_batch takes a sequence of texts, got a single str; use "
+                            "embed(text) for one text or embed_batch([text])")
+        return self.encode(_as_text_list(texts))
 
     def embed_tokens(self, token_ids: Sequence[int] | Sequence[Sequence[int]],
                      batch_size: int | None = None) -> np.ndarray:
@@ -111,17 +118,16 @@ class Embedder:
         Sequences longer than the maximum length are truncated or windowed like texts.
         ``batch_size`` defaults to the config's.
         """
-        single = len(token_ids) == 0 or isinstance(token_ids[0], (int, np.integer))
-        sequences = [list(token_ids)] if single else [list(s) for s in token_ids]
+        sequences, single = _token_sequences(token_ids)
         vocab = int(self.model.config.get("vocab_size") or self.tokenizer.vocab_size)
         for index, seq in enumerate(sequences):
-            if not seq:
+            if not len(seq):
                 raise ValueError(f"token_ids[{index}] is empty; include the special tokens")
-            bad = [t for t in seq if not isinstance(t, (int, np.integer)) or not 0 <= t < vocab]
-            if bad:
-                raise ValueError(
-                    f"token_ids[{index}] holds {bad[0]!r}, which is not a token id in [0, {vocab})"
-                )
+            outside = (seq < 0) | (seq >= vocab)
+            if outside.any():
+                raise ValueError(f"token_ids[{index}] holds {int(seq[outside.argmax()])}, which "
+                                 f"is not a token id in [0, {vocab})")
+        batch_size = _integer(batch_size)
         if batch_size is not None and (
             isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0
         ):
@@ -145,6 +151,8 @@ class Embedder:
         prompt_name: str | None = None,
         long_text: str | None = None,
         convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        device: str | None = None,
     ) -> np.ndarray | list[np.ndarray]:
         """Embed texts, with the semantics of sentence-transformers' ``encode()``.
 
@@ -172,7 +180,11 @@ class Embedder:
             long_text: ``"truncate"`` or ``"window"`` (default: the config's ``long_text``).
                 ``"window"`` embeds overlapping windows and aggregates them with the config's
                 ``window_aggregation``.
-            convert_to_numpy: accepted for compatibility; the result is always numpy.
+            convert_to_numpy, convert_to_tensor, device: sentence-transformers' arguments,
+                accepted when they ask for what sutra does (numpy arrays from the backend the
+                Embedder was built with): ``convert_to_numpy=True``, ``convert_to_tensor=False``,
+                ``device=None`` or the backend's own (``"cpu"``); anything else raises
+                ``ValueError`` saying what to use instead.
 
         Returns:
             For one text, an array ``[dim]``; for a sequence, ``[n, dim]`` in input order, with
@@ -183,10 +195,13 @@ class Embedder:
             TypeError: an input is ``None`` or not a string (the message names its index).
             ValueError: an argument has a value that is not allowed (the message lists them).
         """
-        del convert_to_numpy
+        _check_compatibility_arguments(convert_to_numpy, convert_to_tensor, device,
+                                       self.backend.name)
+        if isinstance(sentences, np.ndarray) and sentences.ndim == 0:
+            sentences = sentences.item()  # a 0-d array of a string is one text
         single = isinstance(sentences, str)
         texts = [sentences] if single else _as_text_list(sentences)
-        batch_size = self.config.batch_size if batch_size is None else batch_size
+        batch_size = self.config.batch_size if batch_size is None else _integer(batch_size)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if precision not in PRECISIONS:
@@ -195,7 +210,7 @@ class Embedder:
             raise ValueError(
                 f"output_value must be one of {', '.join(OUTPUT_VALUES)}; got {output_value!r}"
             )
-        truncate_dim = self.config.dimensions if truncate_dim is None else truncate_dim
+        truncate_dim = self.config.dimensions if truncate_dim is None else _integer(truncate_dim)
         if truncate_dim is not None and (
             isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int)
             or not 1 <= truncate_dim <= self.model.embedding_dim
@@ -338,6 +353,67 @@ class Embedder:
             f"Embedder(model={self.model.name!r}, backend={self.backend.name!r}, "
             f"dimensions={self.dimensions}, max_seq_length={self.max_seq_length})"
         )
+
+
+def _token_sequences(token_ids: Any) -> tuple[list[np.ndarray], bool]:
+    """``token_ids`` as int64 arrays, one per sequence, and whether one sequence was given.
+
+    Accepts a sequence of ints (one text), a sequence of sequences of ints, or a 1-D / 2-D numpy
+    integer array; refuses everything else by name (bools, floats, dicts, strings, generators,
+    None), rather than taking ``True`` for id 1."""
+    kind = "a list of token ids or a list of token-id lists"
+    if isinstance(token_ids, np.ndarray):
+        if token_ids.dtype.kind not in "iu":
+            raise TypeError(f"token_ids must hold integer token ids, got a numpy array of "
+                            f"dtype {token_ids.dtype}")
+        if token_ids.ndim == 1:
+            return [token_ids.astype(np.int64)], True
+        if token_ids.ndim == 2:
+            return list(token_ids.astype(np.int64)), False
+        raise ValueError(f"token_ids must be 1-D (one text) or 2-D, got shape {token_ids.shape}")
+    if not isinstance(token_ids, (list, tuple)):
+        raise TypeError(f"token_ids must be {kind}, got {type(token_ids).__name__}")
+    single = len(token_ids) == 0 or not isinstance(token_ids[0], (list, tuple, np.ndarray))
+    rows = [token_ids] if single else token_ids
+    sequences = []
+    for index, row in enumerate(rows):
+        if not isinstance(row, (list, tuple, np.ndarray)):
+            raise TypeError(f"token_ids[{index}] is {type(row).__name__}; token_ids must be {kind}")
+        if not isinstance(row, np.ndarray):
+            # The types present, found at C speed; bool is an int subclass numpy would take as 0/1.
+            types = set(map(type, row))
+            if not all(t is not bool and issubclass(t, (int, np.integer)) for t in types):
+                token = next(t for t in row if isinstance(t, bool)
+                             or not isinstance(t, (int, np.integer)))
+                raise TypeError(f"token_ids[{index}] holds {token!r} ({type(token).__name__}); "
+                                "token ids are ints")
+        array = np.asarray(row)
+        if len(row) and array.dtype.kind not in "iu":
+            raise TypeError(f"token_ids[{index}] must hold integer token ids, got dtype "
+                            f"{array.dtype}")
+        sequences.append(array.astype(np.int64))
+    return sequences, single
+
+
+def _integer(value: Any) -> Any:
+    """numpy integers as Python ints (sentence-transformers accepts them); anything else as is,
+    for the caller's check to refuse."""
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _check_compatibility_arguments(convert_to_numpy: Any, convert_to_tensor: Any,
+                                   device: Any, backend: str) -> None:
+    if convert_to_numpy is not True:
+        raise ValueError(f"convert_to_numpy={convert_to_numpy!r}: sutra always returns numpy "
+                         "arrays; leave it at True (or omit it)")
+    if convert_to_tensor is not False:
+        raise ValueError(f"convert_to_tensor={convert_to_tensor!r}: sutra returns numpy arrays; "
+                         "convert them yourself (torch.from_numpy(vectors))")
+    if device is not None and str(device).split(":")[0] != backend:
+        raise ValueError(f"device={device!r}: this Embedder runs on its {backend!r} backend, "
+                         "chosen when it is made; use Embedder(model, backend='cpu' or 'cuda')")
 
 
 def _as_text_list(sentences: Any) -> list[str]:

@@ -11,6 +11,28 @@ from tokenizers import Tokenizer
 from .backends.base import TokenBatch
 
 
+def check_unicode(text: str, name: str) -> None:
+    """ValueError when ``text`` is not valid Unicode: a lone surrogate (U+D800 to U+DFFF), which
+    Python strings can hold (from ``"\\udc00"`` in JSON, or surrogateescape) but no tokenizer
+    accepts. The message names ``name`` and the position of the bad code point. ASCII texts cost
+    one C-level scan."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{name} holds a lone surrogate U+{ord(text[exc.start]):04X} at position "
+            f"{exc.start}; texts must be valid Unicode (encodable as UTF-8)"
+        ) from None
+
+
+def raise_if_not_unicode(texts: list[str], what: str = "sentences") -> None:
+    """:func:`check_unicode` of every text, named ``what[index]``."""
+    for index, text in enumerate(texts):
+        check_unicode(text, f"{what}[{index}]")
+
+
 class TextTokenizer:
     """Turns texts into token ids with the model's special tokens, without truncation.
 
@@ -46,10 +68,16 @@ class TextTokenizer:
         """
         if not texts:
             return []
-        if len(texts) == 1:
-            return [self._tokenizer.encode(texts[0], add_special_tokens=True).ids]
-        encode_batch = getattr(self._tokenizer, "encode_batch_fast", self._tokenizer.encode_batch)
-        return [e.ids for e in encode_batch(texts, add_special_tokens=True)]
+        try:
+            if len(texts) == 1:
+                return [self._tokenizer.encode(texts[0], add_special_tokens=True).ids]
+            encode_batch = getattr(self._tokenizer, "encode_batch_fast",
+                                   self._tokenizer.encode_batch)
+            return [e.ids for e in encode_batch(texts, add_special_tokens=True)]
+        except TypeError:
+            # The tokenizer names no text; find the one it refused (only on this error path).
+            raise_if_not_unicode(texts)
+            raise
 
     def encode_arrays(self, texts: list[str]) -> TokenBatch:
         """The token ids of ``texts`` (special tokens included, no truncation) as flat arrays:

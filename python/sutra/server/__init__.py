@@ -28,7 +28,7 @@ logger = logging.getLogger("sutra.server")
 
 def run(app: Any, host: str = "127.0.0.1", port: int = 8000, *, log_level: str = "info",
         access_log: bool = False, graceful_timeout_s: float | None = None,
-        loop: str = "auto", http: str = "auto") -> int:
+        loop: str = "auto", http: str = "auto", sock: socket.socket | None = None) -> int:
     """Serve ``app`` with uvicorn until SIGTERM or SIGINT; return the exit status.
 
     The listening socket is bound here, so ``port=0`` picks a free port; the address is printed
@@ -36,7 +36,8 @@ def run(app: Any, host: str = "127.0.0.1", port: int = 8000, *, log_level: str =
     stops accepting connections, finishes the requests in flight (at most
     ``graceful_timeout_s``; ``None`` waits for all), closes WebSockets, and returns 0.
 
-    ``loop`` (``"auto"``, ``"asyncio"``, ``"uvloop"``) and ``http`` (``"auto"``, ``"h11"``,
+    ``sock``: a socket already listening (:func:`bind_socket`), used instead of binding
+    ``host:port``. ``loop`` (``"auto"``, ``"asyncio"``, ``"uvloop"``) and ``http`` (``"auto"``, ``"h11"``,
     ``"httptools"``): ``"auto"`` takes uvloop and httptools when they are installed (sutra
     depends on both on Linux and macOS): they cut the event loop's CPU time per request, which
     on a small machine competes with the compute for the same cores.
@@ -47,7 +48,8 @@ def run(app: Any, host: str = "127.0.0.1", port: int = 8000, *, log_level: str =
         if value == module and not _importable(module):
             raise ValueError(f"{name}={value!r} but {module} is not installed "
                              f"(pip install {module}), or use {name}='auto'")
-    sock = bind_socket(host, port)
+    if sock is None:
+        sock = bind_socket(host, port)
     bound_port = sock.getsockname()[1]
     family = sock.family
     config = uvicorn.Config(app, log_level=log_level, access_log=access_log, lifespan="on",
@@ -93,6 +95,11 @@ def serve_from_args(args: argparse.Namespace) -> int:
     from ..embedder import Embedder
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    # Bound before the model loads: a port in use fails in a second, in one line.
+    try:
+        sock = bind_socket(args.host, args.port)
+    except OSError as exc:
+        raise ValueError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     overrides: dict[str, Any] = {"backend": args.backend, "long_text": args.long_text}
     if args.dimensions is not None:
         overrides["dimensions"] = args.dimensions
@@ -123,4 +130,4 @@ def serve_from_args(args: argparse.Namespace) -> int:
     app = create_app(embedder, settings)
     return run(app, args.host, args.port, log_level=args.log_level,
                access_log=args.access_log, graceful_timeout_s=args.graceful_timeout,
-               loop=getattr(args, "loop", "auto"), http=getattr(args, "http", "auto"))
+               loop=getattr(args, "loop", "auto"), http=getattr(args, "http", "auto"), sock=sock)

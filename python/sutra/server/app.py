@@ -45,6 +45,7 @@ from ..streaming import (
     WebSocketHandler,
     truncate_dimensions,
 )
+from ..tokenization import check_unicode
 from .metrics import ServerMetrics
 
 logger = logging.getLogger("sutra.server")
@@ -215,6 +216,9 @@ def create_app(embedder: Any, settings: ServerSettings) -> Starlette:
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(400, f"the request body is not valid JSON: {exc}",
                            code="invalid_json") from None
+        except RecursionError:  # json recurses once per nesting level
+            raise ApiError(400, "the request body is not valid JSON: nested too deeply",
+                           code="invalid_json") from None
 
     async def parse_embedding_request(payload: Any) -> _EmbeddingRequest:
         if not isinstance(payload, dict):
@@ -251,6 +255,11 @@ def create_app(embedder: Any, settings: ServerSettings) -> Starlette:
                            f"{settings.max_items} per request", param="input",
                            code="too_many_inputs")
         texts = [i for i, item in enumerate(items) if isinstance(item, str)]
+        for index in texts:
+            try:
+                check_unicode(items[index], f"input[{index}]")
+            except ValueError as exc:
+                raise ApiError(400, str(exc), param="input", code="invalid_value") from None
         text_ids: list[list[int]] = []
         if texts and tokenizer is not None:
             lower = bool(getattr(embedder.model, "do_lower_case", False))

@@ -32,6 +32,7 @@ import numpy as np
 
 from .. import _core
 from ..backends.base import Backend
+from ..tokenization import check_unicode
 from .chunking import chunk_text, chunk_token_ids
 from .config import CHUNK_UNITS, BufferFullError, StreamingClosedError, StreamingConfig
 from .stats import StatsRecorder, StreamingStats
@@ -362,6 +363,7 @@ class StreamingEmbedder:
         """
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
+        check_unicode(text, "text")
         if unit not in CHUNK_UNITS:
             raise ValueError(f"unit must be one of {', '.join(CHUNK_UNITS)}; got {unit!r}")
         size = self.config.chunk_size if chunk_size is None else chunk_size
@@ -390,6 +392,8 @@ class StreamingEmbedder:
 
     def _check_item(self, item: Any, index: int) -> str | tuple[int, ...]:
         if isinstance(item, str):
+            # Checked here, not in the batch: a text the tokenizer refuses fails its caller only.
+            check_unicode(item, f"item {index}")
             return item
         if isinstance(item, (list, tuple, np.ndarray)):
             ids = tuple(item.tolist() if isinstance(item, np.ndarray) else item)
@@ -599,9 +603,10 @@ class StreamingEmbedder:
             return
         error: BaseException | None = None
         vectors: np.ndarray | None = None
+        errors: dict[int, BaseException] = {}
         compute_seconds = 0.0
         try:
-            vectors, compute_seconds = future.result()
+            vectors, errors, compute_seconds = future.result()
         except BaseException as exc:  # routed to this batch's callers, the batcher carries on
             error = exc
         finished = self._now()
@@ -620,9 +625,10 @@ class StreamingEmbedder:
             group = request.group
             if group.abandoned:
                 continue
-            if error is not None:
+            failure = error if error is not None else errors.get(row)
+            if failure is not None:
                 stats.failed += 1
-                self._finish_group(group, error)
+                self._finish_group(group, failure)
             else:
                 stats.record_latency(finished - group.submitted)
                 group.results[request.index] = vectors[row]  # type: ignore[index]
@@ -633,7 +639,8 @@ class StreamingEmbedder:
         if self._on_batch is not None:
             try:
                 self._on_batch(BatchReport(len(batch), compute_seconds or finished - started,
-                                           error))
+                                           error if error is not None
+                                           else next(iter(errors.values()), None)))
             except Exception:  # an observer's bug must not lose the batch's answers
                 logger.exception("the on_batch observer raised")
 
@@ -645,36 +652,64 @@ class StreamingEmbedder:
         self._groups.discard(group)
         group.done.set()
 
-    def _timed_compute(self, items: list[str | tuple[int, ...]]) -> tuple[np.ndarray, float]:
+    def _timed_compute(self, items: list[str | tuple[int, ...]]
+                       ) -> tuple[np.ndarray | None, dict[int, BaseException], float]:
         started = time.perf_counter()
-        vectors = self._compute(items)
-        return vectors, time.perf_counter() - started
+        vectors, errors = self._compute(items)
+        return vectors, errors, time.perf_counter() - started
 
-    def _compute(self, items: list[str | tuple[int, ...]]) -> np.ndarray:
+    def _compute(self, items: list[str | tuple[int, ...]]
+                 ) -> tuple[np.ndarray | None, dict[int, BaseException]]:
         """Runs in the worker thread: texts and token inputs, each in forward passes of similar
-        lengths (see :func:`split_by_length`)."""
-        embedder = self._embedder
+        lengths (see :func:`split_by_length`). Returns the rows and, by row, the error of each
+        input that failed: a pass that raises is run again in halves, down to the inputs that
+        fail alone, so one client's bad input never fails the others batched with it."""
         text_rows = [i for i, item in enumerate(items) if isinstance(item, str)]
         token_rows = [i for i, item in enumerate(items) if not isinstance(item, str)]
-        out: np.ndarray | None = None
+        out: list[np.ndarray | None] = [None]
+        errors: dict[int, BaseException] = {}
         for rows, is_text in ((text_rows, True), (token_rows, False)):
             if not rows:
                 continue
-            for group in self._forward_groups(items, rows, is_text):
-                if is_text:
-                    # The embedder's own batch_size/max_batch_tokens still bound each pass.
-                    vectors = embedder.encode([items[i] for i in group], show_progress_bar=False)
-                else:
-                    vectors = embedder.embed_tokens([list(items[i]) for i in group])
-                vectors = np.asarray(vectors, dtype=np.float32)
-                if vectors.ndim != 2 or vectors.shape[0] != len(group):
-                    raise RuntimeError(
-                        f"the embedder returned shape {vectors.shape} for {len(group)} inputs"
-                    )
-                if out is None:
-                    out = np.empty((len(items), vectors.shape[1]), dtype=np.float32)
-                out[group] = vectors
-        return out  # type: ignore[return-value]
+            try:
+                groups = self._forward_groups(items, rows, is_text)
+            except Exception:  # noqa: BLE001 - lengths unknown: the isolated passes will say why
+                groups = [rows]
+            for group in groups:
+                self._run_isolated(items, group, is_text, out, errors)
+        return out[0], errors
+
+    def _run_isolated(self, items: list[str | tuple[int, ...]], group: list[int], is_text: bool,
+                      out: list[np.ndarray | None], errors: dict[int, BaseException]) -> None:
+        """One forward pass over ``group`` into ``out[0]``; if it raises, each half alone."""
+        try:
+            vectors = self._run_pass(items, group, is_text)
+        except Exception as exc:  # noqa: BLE001 - routed to the input that caused it
+            if len(group) == 1:
+                errors[group[0]] = exc
+                return
+            half = len(group) // 2
+            self._run_isolated(items, group[:half], is_text, out, errors)
+            self._run_isolated(items, group[half:], is_text, out, errors)
+            return
+        if out[0] is None:
+            out[0] = np.empty((len(items), vectors.shape[1]), dtype=np.float32)
+        out[0][group] = vectors
+
+    def _run_pass(self, items: list[str | tuple[int, ...]], group: list[int],
+                  is_text: bool) -> np.ndarray:
+        embedder = self._embedder
+        if is_text:
+            # The embedder's own batch_size/max_batch_tokens still bound each pass.
+            vectors = embedder.encode([items[i] for i in group], show_progress_bar=False)
+        else:
+            vectors = embedder.embed_tokens([list(items[i]) for i in group])
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != len(group):
+            raise RuntimeError(
+                f"the embedder returned shape {vectors.shape} for {len(group)} inputs"
+            )
+        return vectors
 
     def _forward_groups(self, items: list[str | tuple[int, ...]], rows: list[int],
                         is_text: bool) -> list[list[int]]:

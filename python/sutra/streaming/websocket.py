@@ -126,6 +126,10 @@ class WebSocketHandler:
             except ValueError as exc:
                 await send(_error(None, "invalid_json", f"message is not valid JSON: {exc}"))
                 return
+            except RecursionError:  # json recurses once per nesting level
+                await send(_error(None, "invalid_json", "message is not valid JSON: nested too "
+                                  "deeply"))
+                return
             if not isinstance(message, dict):
                 raise ProtocolError(
                     f"a message must be a JSON object, got {type(message).__name__}"
