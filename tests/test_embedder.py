@@ -426,3 +426,53 @@ def test_sentence_transformers_arguments(minilm):
         minilm.encode(SENTENCES[:2], device="cuda:0")
     with pytest.raises(ValueError, match="convert_to_numpy=False"):
         minilm.encode(SENTENCES[:2], convert_to_numpy=False)
+
+
+@pytest.mark.parametrize("preset", ["minilm", "mpnet"])
+def test_cutting_while_tokenizing_is_exact(preset, request):
+    """encode_cut tokenizes a long text from a prefix (issue 19: a 5-million-character text
+    cost 3.2 GB to keep 256 tokens); it must equal tokenizing everything, then truncating."""
+    import json
+    import random
+
+    tokenizer = request.getfixturevalue(preset).tokenizer
+    texts = json.loads((Path(__file__).parent / "fixtures" / "texts.json").read_text())
+    words = " ".join(texts).split()
+    rng = random.Random(19)
+    cjk = "東京は日本の首都です。北京欢迎你，欢迎来到中国。한국어 문장입니다."
+    cases = [" ".join(rng.choice(words) for _ in range(rng.randint(50, 2500))) for _ in range(30)]
+    cases += [cjk * 300, "".join(rng.choice(cjk) for _ in range(9000)), "a" * 40000 + " b" * 9,
+              "tab\tseparated\twords " * 700, "é" * 9 + " " + "naïve café " * 800, "short", ""]
+    for max_tokens in (8, 64, 256):
+        expected = [tokenizer.truncate(ids, max_tokens) for ids in tokenizer.encode(cases)]
+        got, cut = tokenizer.encode_cut(cases, max_tokens)
+        for index, (a, b) in enumerate(zip(got, expected)):
+            assert a == b, (max_tokens, index, cases[index][:60])
+        assert cut == [len(ids) > max_tokens for ids in tokenizer.encode(cases)]
+
+
+def test_truncating_a_huge_text_costs_what_is_kept(efficient_folder, minilm):
+    """A 5-million-character CJK text, truncated: the same embedding as its first 256 tokens,
+    with the process's peak memory far below the 3.2 GB it took to tokenize all of it."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, sys, warnings, numpy as np, sutra\n"
+        "e = sutra.Embedder(sys.argv[1])\n"
+        "text = '東京は日本の首都です。' * 500000\n"
+        "with warnings.catch_warnings():\n"
+        "    warnings.simplefilter('ignore')\n"
+        "    vector = e.encode(text)\n"
+        "ids = e.tokenizer.encode([text[:2000]])[0]\n"
+        "np.testing.assert_allclose(vector, e.embed_tokens(e.tokenizer.truncate(ids, 256)),"
+        " atol=1e-5)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, efficient_folder], capture_output=True,
+                         text=True, check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    peak_mib = int(out.stdout.split()[-1])
+    assert peak_mib < 1200, f"peak RSS {peak_mib} MiB"

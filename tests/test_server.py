@@ -529,3 +529,44 @@ async def test_sigterm_finishes_in_flight_requests_then_exits_zero(efficient_fol
         assert exit_code == 0, server.output()
     finally:
         server.stop()
+
+
+def test_a_huge_text_is_answered_cheaply_and_health_stays_up(efficient_folder, minilm):
+    """Issue 19: a 12 MiB text stalled the event loop (and /health) for 9.5 s before its 400,
+    tokenized whole while holding the GIL. Now: refused by its length without tokenizing, or
+    with "truncate": true cut while tokenizing, on a worker thread; /health keeps answering."""
+    import threading
+
+    big = "Embeddings turn text into vectors that can be searched. " * 220_000  # 12.3 MiB
+    server = ServerProcess(efficient_folder, "--max-body-bytes", str(32 * 2**20))
+    try:
+        url = f"{server.url}/v1/embeddings"
+        results: dict[str, httpx.Response] = {}
+
+        def post(name: str, body: dict) -> None:
+            results[name] = httpx.post(url, json=body, timeout=120)
+
+        health: list[float] = []
+        senders = [threading.Thread(target=post, args=("refused", {"input": big})),
+                   threading.Thread(target=post, args=("cut", {"input": big, "truncate": True}))]
+        for sender in senders:
+            sender.start()
+        with httpx.Client(timeout=30) as probe:
+            while any(sender.is_alive() for sender in senders):
+                start = time.perf_counter()
+                assert probe.get(f"{server.url}/health").status_code == 200
+                health.append(time.perf_counter() - start)
+                time.sleep(0.02)
+        for sender in senders:
+            sender.join()
+    finally:
+        server.stop()
+    refused = results["refused"]
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "input_too_long"
+    assert "characters" in refused.json()["error"]["message"]
+    assert results["cut"].status_code == 200
+    ids = minilm.tokenizer.encode([big[:4000]])[0]
+    assert_rows_match([results["cut"].json()["data"][0]["embedding"]],
+                      [minilm.embed_tokens(minilm.tokenizer.truncate(ids, 256))])
+    # A stall is seconds; the bound is loose for a loaded 2-core machine.
+    assert max(health, default=0.0) < 1.0, sorted(health)[-5:]

@@ -237,8 +237,13 @@ class Embedder:
             texts = [t.lower() for t in texts]
         if show_progress_bar is None:
             show_progress_bar = logger.getEffectiveLevel() <= logging.INFO
+        # Cut while tokenizing when texts are truncated: a long text is not tokenized whole.
+        batch, cut = self.tokenizer.encode_arrays(
+            texts, self.max_seq_length if long_text == "truncate" else None)
+        if cut:
+            self._warn_truncation(None, stacklevel=3)
         result = self._embed(
-            self.tokenizer.encode_arrays(texts), truncate_dim, output_value == "token_embeddings",
+            batch, truncate_dim, output_value == "token_embeddings",
             precision, normalize_embeddings, batch_size=batch_size, long_text=long_text,
             progress=bool(show_progress_bar), prompt_length=self._prompt_length(prefix),
         )
@@ -300,7 +305,7 @@ class Embedder:
         ids, cu_seqlens, cu_rows, spans, content_lengths, truncated, longest = self._fit(
             batch, long_text or self.config.long_text)
         if truncated:
-            self._warn_truncation(longest)
+            self._warn_truncation(longest, stacklevel=4)
         rows = TokenBatch(ids, cu_seqlens)
         prompt_lengths = None
         if prompt_length:  # the prompt is at the start of each text's first row only
@@ -335,17 +340,20 @@ class Embedder:
             embeddings = np.empty((0, width), dtype=dtype)
         return embeddings
 
-    def _warn_truncation(self, length: int) -> None:
+    def _warn_truncation(self, length: int | None, stacklevel: int) -> None:
+        """Once per Embedder; ``stacklevel`` points the warning at the user's call."""
         with self._warn_lock:
             if self._warned_truncation:
                 return
             self._warned_truncation = True
+        what = (f"a text of {length} tokens" if length is not None
+                else f"a text of more than {self.max_seq_length} tokens")
         warnings.warn(
-            f"a text of {length} tokens was truncated to max_sequence_length="
+            f"{what} was truncated to max_sequence_length="
             f"{self.max_seq_length} (this warning is shown once per Embedder); pass "
             "long_text='window' to embed the whole text as overlapping windows",
             LongTextTruncatedWarning,
-            stacklevel=4,
+            stacklevel=stacklevel,
         )
 
     def __repr__(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from itertools import chain
 from pathlib import Path
 
@@ -33,6 +35,15 @@ def raise_if_not_unicode(texts: list[str], what: str = "sentences") -> None:
         check_unicode(text, f"{what}[{index}]")
 
 
+# What BERT's normalizer treats as a CJK ideograph (BertNormalizer's handle_chinese_chars).
+_CJK_IDEOGRAPH = re.compile("[\u4e00-\u9fff\u3400-\u4dbf\uf900-\ufaff\U00020000-\U0002a6df"
+                            "\U0002a700-\U0002ceaf\U0002f800-\U0002fa1f]")
+
+# A first guess of how many characters hold one token (BERT's WordPiece on English runs at about
+# 4-5): texts longer than max_tokens times this are cut from a prefix (TextTokenizer.encode_cut).
+PREFIX_CHARS_PER_TOKEN = 8
+
+
 class TextTokenizer:
     """Turns texts into token ids with the model's special tokens, without truncation.
 
@@ -48,6 +59,9 @@ class TextTokenizer:
         self._tokenizer.no_truncation()
         self.pad_token_id = self._find_pad_id() if pad_token_id is None else int(pad_token_id)
         self.num_prefix_special, self.num_suffix_special = self._special_layout()
+        normalizer = json.loads(self._tokenizer.to_str()).get("normalizer") or {}
+        self._isolates_cjk = (normalizer.get("type") == "BertNormalizer"
+                              and bool(normalizer.get("handle_chinese_chars", True)))
 
     @property
     def vocab_size(self) -> int:
@@ -57,8 +71,59 @@ class TextTokenizer:
     def num_special(self) -> int:
         return self.num_prefix_special + self.num_suffix_special
 
-    def encode(self, texts: list[str]) -> list[list[int]]:
-        """Token ids of each text, special tokens included, no truncation.
+    def encode_cut(self, texts: list[str], max_tokens: int, *, release_gil: bool = False
+                   ) -> tuple[list[list[int]], list[bool]]:
+        """Token ids of each text cut to at most ``max_tokens`` (special tokens included, as
+        :meth:`truncate` cuts), and which texts were cut.
+
+        Equal to ``truncate(encode(text), max_tokens)``, without tokenizing all of a long text:
+        a text of more than ``max_tokens * PREFIX_CHARS_PER_TOKEN`` characters is tokenized from
+        a prefix, grown four times at a time until the tokens that end before the prefix's last
+        whitespace -- which no cut after it can change -- are enough (a text with no whitespace
+        left to cut at is tokenized whole). Memory and time grow with what is kept, not with the
+        text: a 5 MB text costs about what its first few thousand characters cost.
+        """
+        short = max_tokens * PREFIX_CHARS_PER_TOKEN
+        sequences = self.encode([t if len(t) <= short else "" for t in texts],
+                                release_gil=release_gil)
+        cut = [False] * len(texts)
+        for index, text in enumerate(texts):
+            if len(text) > short:
+                check_unicode(text, f"sentences[{index}]")
+                sequences[index], cut[index] = self._encode_prefix(text, max_tokens, short)
+            elif len(sequences[index]) > max_tokens:
+                sequences[index] = self.truncate(sequences[index], max_tokens)
+                cut[index] = True
+        return sequences, cut
+
+    def _encode_prefix(self, text: str, max_tokens: int, chars: int) -> tuple[list[int], bool]:
+        """``text`` cut to ``max_tokens`` from enough of its start (see encode_cut), and
+        whether it was cut."""
+        keep = max_tokens - self.num_suffix_special  # leading specials and content tokens
+        while chars < len(text):
+            prefix = text[:chars]
+            boundary = max(prefix.rfind(c) for c in " \t\n\r\u3000")
+            if self._isolates_cjk:
+                # BERT's normalizer makes every CJK ideograph a word of its own: a boundary too.
+                last = _CJK_IDEOGRAPH.search(prefix[::-1])
+                if last is not None:
+                    boundary = max(boundary, len(prefix) - 1 - last.start())
+            if boundary > 0:
+                encoding = self._tokenizer.encode(prefix, add_special_tokens=True)
+                stable = sum(1 for (start, end), special in
+                             zip(encoding.offsets, encoding.special_tokens_mask)
+                             if not special and end <= boundary)
+                if self.num_prefix_special + stable >= keep:
+                    ids = encoding.ids
+                    return ids[:keep] + ids[len(ids) - self.num_suffix_special:], True
+            chars *= 4
+        ids = self.encode([text])[0]
+        return self.truncate(ids, max_tokens), len(ids) > max_tokens
+
+    def encode(self, texts: list[str], *, release_gil: bool = False) -> list[list[int]]:
+        """Token ids of each text, special tokens included, no truncation. ``release_gil``:
+        a single text too goes through the batch call, which releases the GIL (for large texts
+        tokenized on a worker thread, so the event loop keeps running).
 
         One text is encoded holding the GIL: the batch call releases it, and getting it back
         waits out another thread's switch interval (5 ms) whenever one runs Python meanwhile
@@ -69,7 +134,7 @@ class TextTokenizer:
         if not texts:
             return []
         try:
-            if len(texts) == 1:
+            if len(texts) == 1 and not release_gil:
                 return [self._tokenizer.encode(texts[0], add_special_tokens=True).ids]
             encode_batch = getattr(self._tokenizer, "encode_batch_fast",
                                    self._tokenizer.encode_batch)
@@ -79,16 +144,23 @@ class TextTokenizer:
             raise_if_not_unicode(texts)
             raise
 
-    def encode_arrays(self, texts: list[str]) -> TokenBatch:
-        """The token ids of ``texts`` (special tokens included, no truncation) as flat arrays:
-        ``ids int32 [T]``, ``cu_seqlens int32 [len(texts) + 1]``. One loop per text, none per
+    def encode_arrays(self, texts: list[str], max_tokens: int | None = None
+                      ) -> tuple[TokenBatch, int]:
+        """The token ids of ``texts`` (special tokens included) as flat arrays: ``ids int32
+        [T]``, ``cu_seqlens int32 [len(texts) + 1]``, and how many texts were cut to
+        ``max_tokens`` (:meth:`encode_cut`; ``None``: no cut, 0). One loop per text, none per
         token; the tokenizer's batch call runs in parallel with the GIL released."""
-        sequences = self.encode(texts)
+        cut = 0
+        if max_tokens is None:
+            sequences = self.encode(texts)
+        else:
+            sequences, flags = self.encode_cut(texts, max_tokens)
+            cut = sum(flags)
         cu = np.zeros(len(sequences) + 1, dtype=np.int32)
         np.cumsum(np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences)),
                   out=cu[1:])
         ids = np.fromiter(chain.from_iterable(sequences), dtype=np.int32, count=int(cu[-1]))
-        return TokenBatch(ids, cu)
+        return TokenBatch(ids, cu), cut
 
     def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         """Ids of ``text`` without special tokens and each token's ``[start, end)`` character

@@ -57,6 +57,9 @@ LONG_INPUT_TOKEN_LIMIT = 8192
 # Requests with at most this many characters of text are tokenized on the event loop (tens of
 # microseconds); larger ones in a worker thread.
 INLINE_TOKENIZE_CHARS = 4096
+# A text longer than this many characters per token of the limit is refused without tokenizing
+# (unless the request asks to truncate): English runs at 4 to 5 characters per WordPiece token.
+MAX_CHARS_PER_TOKEN = 32
 
 
 @dataclass(frozen=True)
@@ -255,27 +258,48 @@ def create_app(embedder: Any, settings: ServerSettings) -> Starlette:
                            f"{settings.max_items} per request", param="input",
                            code="too_many_inputs")
         texts = [i for i, item in enumerate(items) if isinstance(item, str)]
+        char_limit = token_limit * MAX_CHARS_PER_TOKEN
         for index in texts:
             try:
                 check_unicode(items[index], f"input[{index}]")
             except ValueError as exc:
                 raise ApiError(400, str(exc), param="input", code="invalid_value") from None
+            # Refused before tokenizing: a text of megabytes would hold the tokenizer for
+            # seconds to learn what its length already says.
+            if not truncate and len(items[index]) > char_limit:
+                raise ApiError(
+                    400, f"input[{index}] has {len(items[index])} characters; this server "
+                    f"accepts at most {char_limit} per input ({MAX_CHARS_PER_TOKEN} per token of "
+                    f"its {token_limit}-token limit). Shorten it, or send \"truncate\": true to "
+                    "have it cut to the limit", param="input", code="input_too_long")
         text_ids: list[list[int]] = []
+        cut: list[bool] = []
         if texts and tokenizer is not None:
             lower = bool(getattr(embedder.model, "do_lower_case", False))
             batch = [items[i].lower() if lower else items[i] for i in texts]
-            if sum(map(len, batch)) <= INLINE_TOKENIZE_CHARS:
+            large = sum(map(len, batch)) > INLINE_TOKENIZE_CHARS
+
+            def tokenize() -> tuple[list[list[int]], list[bool]]:
+                if truncate:  # cut while tokenizing: a long text is not tokenized whole
+                    return tokenizer.encode_cut(batch, token_limit, release_gil=large)
+                return tokenizer.encode(batch, release_gil=large), [False] * len(batch)
+
+            if not large:
                 # ~20 us for a sentence: cheaper than the thread hand-off it would need.
-                text_ids = tokenizer.encode(batch)
+                text_ids, cut = tokenize()
             else:
-                # The tokenizer releases the GIL; a large request must not stall the event loop.
-                text_ids = await anyio.to_thread.run_sync(tokenizer.encode, batch)
+                # On a worker thread, in the tokenizer's batch call, which releases the GIL: a
+                # large request must not stall the event loop (or /health).
+                text_ids, cut = await anyio.to_thread.run_sync(tokenize)
         ids_of_text = dict(zip(texts, text_ids))
+        cut_texts = {index for index, was_cut in zip(texts, cut) if was_cut}
         counts: list[int] = []
         for index, item in enumerate(items):
             ids = item if not isinstance(item, str) else ids_of_text.get(index)
             count = len(ids) if ids is not None else 0
-            if count > token_limit:
+            if index in cut_texts:  # cut while tokenizing: the embedder gets the ids
+                items[index] = ids
+            elif count > token_limit:
                 if not truncate:
                     raise ApiError(
                         400, f"input[{index}] has {count} tokens; this server accepts at most "
