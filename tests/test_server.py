@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import anyio
 import httpx
@@ -570,3 +571,36 @@ def test_a_huge_text_is_answered_cheaply_and_health_stays_up(efficient_folder, m
                       [minilm.embed_tokens(minilm.tokenizer.truncate(ids, 256))])
     # A stall is seconds; the bound is loose for a loaded 2-core machine.
     assert max(health, default=0.0) < 1.0, sorted(health)[-5:]
+
+
+def test_memory_settles_under_repeated_large_requests(efficient_folder):
+    """Issue 19: after a few 8 MiB requests the server's RSS grew from 324 MiB to 3.3 GB and
+    stayed (megabytes tokenized whole, on ever new worker threads). Waves of large truncated
+    requests from concurrent clients must leave it settled, not climbing."""
+    import re
+    import threading
+
+    def rss_mib(pid: int) -> int:
+        status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
+        return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) // 1024
+
+    text = "Embeddings turn text into vectors that can be searched. " * 3_500  # 200 kB
+    body = {"input": [text] * 30, "truncate": True}  # 6 MB of JSON
+    server = ServerProcess(efficient_folder, "--max-body-bytes", str(32 * 2**20))
+    try:
+        def send() -> None:
+            response = httpx.post(f"{server.url}/v1/embeddings", json=body, timeout=300)
+            assert response.status_code == 200, response.text
+
+        after: list[int] = []
+        for _ in range(6):
+            clients = [threading.Thread(target=send) for _ in range(4)]
+            for client in clients:
+                client.start()
+            for client in clients:
+                client.join()
+            after.append(rss_mib(server.process.pid))
+    finally:
+        server.stop()
+    print("RSS after each wave (MiB):", after)
+    assert after[-1] < 1500 and after[-1] - after[1] < 150, after
