@@ -604,3 +604,17 @@ def test_memory_settles_under_repeated_large_requests(efficient_folder):
         server.stop()
     print("RSS after each wave (MiB):", after)
     assert after[-1] < 1500 and after[-1] - after[1] < 150, after
+
+
+def test_a_client_closing_mid_stream_is_not_an_error(server):
+    """Issue 19: a client that closes its WebSocket while chunks are streamed was logged as an
+    ERROR with three chained tracebacks; it is one INFO line now (none at --log-level warning)."""
+    url = server.url.replace("http://", "ws://") + "/v1/stream"
+    before = server.output()
+    with ws_connect(url, additional_headers=AUTH) as ws:
+        ws.send(json.dumps({"type": "embed_chunks", "id": "gone", "chunk_size": 60, "chunk_overlap": 10,
+                            "input": "Tides rise and fall with the moon. " * 400}))
+        assert json.loads(ws.recv(timeout=30))["type"] == "chunk"
+    time.sleep(1.0)  # the server notices while sending the next chunks
+    added = server.output()[len(before):]
+    assert "Traceback" not in added and "ERROR" not in added, added

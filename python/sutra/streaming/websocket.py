@@ -48,6 +48,10 @@ class ProtocolError(ValueError):
     """A message that does not follow the protocol; answered with an ``invalid_message`` error."""
 
 
+class _PeerGone(Exception):
+    """Sending failed: the client closed the connection, and nothing more can reach it."""
+
+
 class WebSocketHandler:
     """Serves the protocol above for one connection at a time per call.
 
@@ -84,7 +88,10 @@ class WebSocketHandler:
             text = json.dumps(message)
             # One message at a time on the socket: concurrent sends may interleave frames.
             async with send_lock:
-                await send_text(text)
+                try:
+                    await send_text(text)
+                except Exception as exc:  # the transport's own disconnect errors, whatever they are
+                    raise _PeerGone() from exc
 
         async def handle(raw: str) -> None:
             try:
@@ -165,6 +172,8 @@ class WebSocketHandler:
             await send(_error(message_id, "timeout", str(exc)))
         except StreamingClosedError as exc:
             await send(_error(message_id, "closed", str(exc)))
+        except _PeerGone:
+            raise  # not a failure of the message: the connection ends (see _run_guarded)
         except Exception as exc:
             logger.exception("websocket message %r failed", message_id)
             await send(_error(message_id, "internal_error", f"{type(exc).__name__}: {exc}"))
@@ -254,6 +263,10 @@ async def _run_guarded(handle, raw: str, connection_scope) -> None:
     """Run one message; a failure to send (the peer is gone) ends the whole connection."""
     try:
         await handle(raw)
+    except _PeerGone:
+        logger.info("a websocket client closed the connection before its answers were sent; "
+                    "the rest of them are dropped")
+        connection_scope.cancel()
     except Exception:
         logger.debug("websocket send failed; closing the connection", exc_info=True)
         connection_scope.cancel()
