@@ -122,3 +122,10 @@ def test_serve_refuses_a_bad_or_busy_port_before_loading(efficient_folder):
     lines = result.stderr.decode().strip().splitlines()
     assert result.returncode == 1 and b"Traceback" not in result.stderr
     assert lines[-1] == f"sutra: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+def test_the_long_text_warning_is_one_line(efficient_folder):
+    result = _run("embed", "word " * 600, "--model", efficient_folder)
+    assert result.returncode == 0
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sutra: warning: a text of more than 256 tokens")

@@ -476,3 +476,18 @@ def test_truncating_a_huge_text_costs_what_is_kept(efficient_folder, minilm):
     assert out.returncode == 0, out.stderr
     peak_mib = int(out.stdout.split()[-1])
     assert peak_mib < 1200, f"peak RSS {peak_mib} MiB"
+
+
+def test_a_long_window_run_shows_progress_unasked(efficient_folder, monkeypatch, capsys):
+    """Issue 19: long_text='window' on a text of megabytes takes minutes on 2 cores; with
+    show_progress_bar left at None, a run of many windows gets a progress bar."""
+    import sutra.embedder as embedder_module
+
+    embedder = sutra.Embedder(efficient_folder, long_text="window")
+    monkeypatch.setattr(embedder_module, "_LONG_WINDOW_RUN", 5)  # a small text makes 7 windows
+    text = "Sentence number one talks about a topic. " * 180
+    embedder.encode(text)
+    assert "Batches" in capsys.readouterr().err
+    embedder.encode(text, show_progress_bar=False)
+    embedder.encode("short text")  # one window: no bar
+    assert "Batches" not in capsys.readouterr().err

@@ -6,6 +6,7 @@ import argparse
 import io
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,6 +19,8 @@ from .models.registry import DEFAULT_MODEL
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    # Warnings as the command line's own lines, without Python's source-line format.
+    warnings.showwarning = _show_warning
     if not hasattr(args, "run"):
         parser.print_help()
         return 2
@@ -28,6 +31,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"sutra: warning: {message}", file=sys.stderr)
 
 
 def _parser() -> argparse.ArgumentParser:

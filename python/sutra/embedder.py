@@ -23,6 +23,9 @@ from .tokenization import TextTokenizer
 logger = logging.getLogger("sutra")
 
 PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
+# Windows beyond one per text from which encode() shows a progress bar unasked (a 5 MB text is
+# about 13,000 windows of 256 tokens: minutes on 2 cores).
+_LONG_WINDOW_RUN = 1000
 OUTPUT_VALUES = ("sentence_embedding", "token_embeddings")
 
 
@@ -172,7 +175,9 @@ class Embedder:
                 -128 or uint8).
             output_value: ``"sentence_embedding"`` or ``"token_embeddings"`` (a list with one
                 float32 ``[tokens, hidden]`` array per text, padding removed).
-            show_progress_bar: a progress bar over batches; ``None`` shows one when the ``sutra``
+            show_progress_bar: a progress bar over batches; ``None`` shows one for a long window
+                run (a text split into thousands of windows, which takes minutes on a small CPU)
+                and whenever the ``sutra``
                 logger is at INFO or DEBUG.
             prompt: text prepended to every input.
             prompt_name: a prompt from the model's ``config_sentence_transformers.json``; ignored
@@ -235,8 +240,8 @@ class Embedder:
             texts = [prefix + t for t in texts]
         if self.model.do_lower_case:
             texts = [t.lower() for t in texts]
-        if show_progress_bar is None:
-            show_progress_bar = logger.getEffectiveLevel() <= logging.INFO
+        if show_progress_bar is None and logger.getEffectiveLevel() <= logging.INFO:
+            show_progress_bar = True
         # Cut while tokenizing when texts are truncated: a long text is not tokenized whole.
         batch, cut = self.tokenizer.encode_arrays(
             texts, self.max_seq_length if long_text == "truncate" else None)
@@ -245,7 +250,7 @@ class Embedder:
         result = self._embed(
             batch, truncate_dim, output_value == "token_embeddings",
             precision, normalize_embeddings, batch_size=batch_size, long_text=long_text,
-            progress=bool(show_progress_bar), prompt_length=self._prompt_length(prefix),
+            progress=show_progress_bar, prompt_length=self._prompt_length(prefix),
         )
         return result[0] if single else result
 
@@ -294,7 +299,7 @@ class Embedder:
 
     def _embed(self, batch: TokenBatch, truncate_dim: int | None, want_tokens: bool,
                precision: str, normalize: bool, *, batch_size: int | None = None,
-               long_text: str | None = None, progress: bool = False,
+               long_text: str | None = None, progress: bool | None = False,
                prompt_length: int = 0) -> Any:
         """Token arrays of each text -> final embeddings in input order.
 
@@ -307,6 +312,8 @@ class Embedder:
         if truncated:
             self._warn_truncation(longest, stacklevel=4)
         rows = TokenBatch(ids, cu_seqlens)
+        if progress is None:  # automatic: a long window run gets a bar
+            progress = len(rows) - len(batch) >= _LONG_WINDOW_RUN
         prompt_lengths = None
         if prompt_length:  # the prompt is at the start of each text's first row only
             prompt_lengths = np.zeros(len(rows), dtype=np.int32)
