@@ -618,3 +618,35 @@ def test_a_client_closing_mid_stream_is_not_an_error(server):
     time.sleep(1.0)  # the server notices while sending the next chunks
     added = server.output()[len(before):]
     assert "Traceback" not in added and "ERROR" not in added, added
+
+
+def test_slow_huge_or_malformed_http_is_refused_in_openai_shape(efficient_folder):
+    """Issue 19 item 6: a half-sent request was held forever, headers had no bound under
+    httptools, and malformed HTTP got a plain-text 400."""
+    import socket
+
+    server = ServerProcess(efficient_folder, "--header-timeout", "0.5")
+    host, port = server.url.removeprefix("http://").split(":")
+
+    def exchange(data: bytes, wait: float = 0.0) -> tuple[int, dict]:
+        with socket.create_connection((host, int(port)), timeout=10) as conn:
+            conn.sendall(data)
+            time.sleep(wait)
+            response = b""
+            while chunk := conn.recv(65536):
+                response += chunk
+        head, _, body = response.partition(b"\r\n\r\n")
+        return int(head.split()[1]), json.loads(body)["error"]
+
+    try:
+        status, error = exchange(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\n", wait=1.5)
+        assert status == 408 and error["code"] == "request_timeout"
+        status, error = exchange(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: "
+                                 + b"a" * 100_000 + b"\r\n\r\n")
+        assert status == 431 and error["code"] == "headers_too_large"
+        status, error = exchange(b"NOT HTTP AT ALL\r\n\r\n")
+        assert status == 400 and error["code"] == "invalid_http"
+        assert set(error) == {"message", "type", "param", "code"}
+        assert httpx.get(f"{server.url}/health").status_code == 200  # still serving
+    finally:
+        server.stop()

@@ -117,6 +117,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info",
                        choices=("critical", "error", "warning", "info", "debug"))
     serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument("--header-timeout", type=float, default=10.0,
+                       help="seconds a client has to send a request's headers before it gets "
+                       "408 and the connection closes (default: 10)")
     serve.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
                        help="event loop (default: uvloop when installed, else asyncio)")
     serve.add_argument("--http", choices=("auto", "h11", "httptools"), default="auto",

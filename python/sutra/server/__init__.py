@@ -22,13 +22,18 @@ __all__ = ["ApiError", "ServerMetrics", "ServerSettings", "bind_socket", "create
            "serve_from_args"]
 
 API_KEY_ENV = "SUTRA_API_KEY"
+# A client has this long to finish a request's headers, and this much room for them.
+HEADER_TIMEOUT_S = 10.0
+MAX_HEADER_BYTES = 64 * 1024
 
 logger = logging.getLogger("sutra.server")
 
 
 def run(app: Any, host: str = "127.0.0.1", port: int = 8000, *, log_level: str = "info",
         access_log: bool = False, graceful_timeout_s: float | None = None,
-        loop: str = "auto", http: str = "auto", sock: socket.socket | None = None) -> int:
+        loop: str = "auto", http: str = "auto", sock: socket.socket | None = None,
+        header_timeout_s: float = HEADER_TIMEOUT_S, max_header_bytes: int = MAX_HEADER_BYTES
+        ) -> int:
     """Serve ``app`` with uvicorn until SIGTERM or SIGINT; return the exit status.
 
     The listening socket is bound here, so ``port=0`` picks a free port; the address is printed
@@ -40,7 +45,10 @@ def run(app: Any, host: str = "127.0.0.1", port: int = 8000, *, log_level: str =
     ``host:port``. ``loop`` (``"auto"``, ``"asyncio"``, ``"uvloop"``) and ``http`` (``"auto"``, ``"h11"``,
     ``"httptools"``): ``"auto"`` takes uvloop and httptools when they are installed (sutra
     depends on both on Linux and macOS): they cut the event loop's CPU time per request, which
-    on a small machine competes with the compute for the same cores.
+    on a small machine competes with the compute for the same cores. With httptools, a request
+    whose headers are not complete within ``header_timeout_s`` gets 408, headers over
+    ``max_header_bytes`` get 431 and malformed HTTP gets an OpenAI-shaped 400
+    (:mod:`sutra.server.protocol`); with h11, only the size bound applies.
     """
     import uvicorn
 
@@ -52,8 +60,14 @@ def run(app: Any, host: str = "127.0.0.1", port: int = 8000, *, log_level: str =
         sock = bind_socket(host, port)
     bound_port = sock.getsockname()[1]
     family = sock.family
+    protocol: Any = http
+    if http == "httptools" or (http == "auto" and _importable("httptools")):
+        from .protocol import guarded_protocol
+
+        protocol = guarded_protocol(header_timeout_s, max_header_bytes)
     config = uvicorn.Config(app, log_level=log_level, access_log=access_log, lifespan="on",
-                            timeout_graceful_shutdown=graceful_timeout_s, loop=loop, http=http)
+                            timeout_graceful_shutdown=graceful_timeout_s, loop=loop,
+                            http=protocol, h11_max_incomplete_event_size=max_header_bytes)
     server = uvicorn.Server(config)
     shown_host = f"[{host}]" if family == socket.AF_INET6 else host
     print(f"sutra serve: listening on http://{shown_host}:{bound_port}", file=sys.stderr,
@@ -130,4 +144,5 @@ def serve_from_args(args: argparse.Namespace) -> int:
     app = create_app(embedder, settings)
     return run(app, args.host, args.port, log_level=args.log_level,
                access_log=args.access_log, graceful_timeout_s=args.graceful_timeout,
-               loop=getattr(args, "loop", "auto"), http=getattr(args, "http", "auto"), sock=sock)
+               loop=getattr(args, "loop", "auto"), http=getattr(args, "http", "auto"), sock=sock,
+               header_timeout_s=getattr(args, "header_timeout", HEADER_TIMEOUT_S))
