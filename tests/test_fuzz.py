@@ -218,6 +218,7 @@ def test_hostile_requests_never_hurt_other_clients(fuzz_server, minilm):
     assert canary_statuses and set(canary_statuses) == {200}, canary_statuses
     assert_rows_match(canary_vectors, np.repeat(expected, len(canary_vectors), axis=0))
     # A frozen event loop shows as seconds; the bound is loose for a loaded 2-core machine.
+    print("health max ms", round(1e3 * max(health), 1))
     assert max(health) < 1.0, sorted(health)[-5:]
     assert rss_mib < 1500, f"RSS {rss_mib} MiB"
     assert "Traceback" not in fuzz_server.output()

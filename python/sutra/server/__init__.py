@@ -48,7 +48,7 @@ def run(app: Any, host: str = "127.0.0.1", port: int = 8000, *, log_level: str =
     on a small machine competes with the compute for the same cores. With httptools, a request
     whose headers are not complete within ``header_timeout_s`` gets 408, headers over
     ``max_header_bytes`` get 431 and malformed HTTP gets an OpenAI-shaped 400
-    (:mod:`sutra.server.protocol`); with h11, only the size bound applies.
+    (:mod:`sutra.server.protocol`), with either parser.
     """
     import uvicorn
 
@@ -60,11 +60,11 @@ def run(app: Any, host: str = "127.0.0.1", port: int = 8000, *, log_level: str =
         sock = bind_socket(host, port)
     bound_port = sock.getsockname()[1]
     family = sock.family
-    protocol: Any = http
-    if http == "httptools" or (http == "auto" and _importable("httptools")):
-        from .protocol import guarded_protocol
+    from .protocol import guarded_protocol
 
-        protocol = guarded_protocol(header_timeout_s, max_header_bytes)
+    parser = "httptools" if http == "httptools" or (
+        http == "auto" and _importable("httptools")) else "h11"
+    protocol = guarded_protocol(header_timeout_s, max_header_bytes, parser)
     config = uvicorn.Config(app, log_level=log_level, access_log=access_log, lifespan="on",
                             timeout_graceful_shutdown=graceful_timeout_s, loop=loop,
                             http=protocol, h11_max_incomplete_event_size=max_header_bytes)

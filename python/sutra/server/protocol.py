@@ -1,4 +1,4 @@
-"""uvicorn's HTTP protocol with the limits a server open to any client needs.
+"""uvicorn's HTTP protocols with the limits a server open to any client needs.
 
 uvicorn (0.54) holds a connection whose request headers never finish for as long as the client
 likes, bounds header size only under h11, and answers a malformed request with a plain-text 400.
@@ -8,6 +8,9 @@ likes, bounds header size only under h11, and answers a malformed request with a
   ``header_timeout_s`` of opening (or of its request's first byte) gets 408 and is closed;
 - a header size bound: more than ``max_header_bytes`` of request line and headers gets 431;
 - malformed HTTP answered 400 in OpenAI's error shape, like every other error of the server.
+
+``GuardedH11Protocol`` (``--http h11``) adds the same (h11 itself bounds only headers that arrive
+in pieces).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 from typing import Any
 
 import httptools
+from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
@@ -106,8 +110,85 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
-def guarded_protocol(header_timeout_s: float, max_header_bytes: int) -> Any:
-    """A :class:`GuardedHttpToolsProtocol` subclass with these limits (uvicorn takes a class)."""
-    return type("SutraHttpProtocol", (GuardedHttpToolsProtocol,),
+class GuardedH11Protocol(H11Protocol):
+    """:class:`H11Protocol` with the header read timeout and OpenAI-shaped parse errors. The
+    timer runs from the connection's start and from the end of each response until the next
+    request's headers are parsed (a new request cycle)."""
+
+    header_timeout_s: float = 10.0  # set by guarded_protocol
+    max_header_bytes: int = 64 * 1024
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._timed_cycle: Any = None
+        self._head = b""  # the start of the request being received, up to the bound
+        self._in_headers = True
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_headers:
+            # h11 bounds only headers that arrive in pieces: measure them here too.
+            self._head += data[: self.max_header_bytes + 4 - len(self._head)]
+            end = self._head.find(b"\r\n\r\n")
+            if end > self.max_header_bytes or (end < 0 and len(self._head) > self.max_header_bytes):
+                self._disarm()
+                if not self.transport.is_closing():
+                    self.transport.write(error_bytes(
+                        431, "Request Header Fields Too Large",
+                        f"the request line and headers exceed {self.max_header_bytes} bytes",
+                        "headers_too_large"))
+                    self.transport.close()
+                return
+            if end >= 0:
+                self._in_headers = False
+        super().data_received(data)
+        if self.cycle is not None and self.cycle is not self._timed_cycle:
+            self._disarm()  # a new request's headers are in
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._timed_cycle = self.cycle
+            self._head, self._in_headers = b"", True
+            self._arm()
+
+    def send_400_response(self, msg: str) -> None:
+        self._disarm()
+        if not self.transport.is_closing():
+            self.transport.write(error_bytes(400, "Bad Request", "the request is not valid "
+                                             "HTTP/1.1", "invalid_http"))
+            self.transport.close()
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
+
+    def _disarm(self) -> None:
+        timer = getattr(self, "_header_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._header_timer = None
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            self.transport.write(error_bytes(
+                408, "Request Timeout",
+                f"the request headers did not arrive within {self.header_timeout_s:g} s",
+                "request_timeout"))
+            self.transport.close()
+
+
+def guarded_protocol(header_timeout_s: float, max_header_bytes: int, parser: str = "httptools"
+                     ) -> Any:
+    """A subclass of :class:`GuardedHttpToolsProtocol` (``parser="httptools"``) or
+    :class:`GuardedH11Protocol` (``"h11"``) with these limits (uvicorn takes a class)."""
+    base = GuardedHttpToolsProtocol if parser == "httptools" else GuardedH11Protocol
+    return type("SutraHttpProtocol", (base,),
                 {"header_timeout_s": float(header_timeout_s),
                  "max_header_bytes": int(max_header_bytes)})
