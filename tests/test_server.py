@@ -658,5 +658,10 @@ def test_slow_huge_or_malformed_http_is_refused_in_openai_shape(efficient_folder
         assert status == 400 and error["code"] == "invalid_http"
         assert set(error) == {"message", "type", "param", "code"}
         assert httpx.get(f"{server.url}/health").status_code == 200  # still serving
+        # A WebSocket, once upgraded, is not subject to the header timeout.
+        with ws_connect(server.url.replace("http://", "ws://") + "/v1/stream") as ws:
+            time.sleep(1.5)
+            ws.send(json.dumps({"type": "embed", "id": 1, "input": "still open"}))
+            assert json.loads(ws.recv(timeout=30))["type"] == "embedding"
     finally:
         server.stop()

@@ -147,8 +147,9 @@ class GuardedH11Protocol(H11Protocol):
             if end >= 0:
                 self._in_headers = False
         super().data_received(data)
-        if self.cycle is not None and self.cycle is not self._timed_cycle:
-            self._disarm()  # a new request's headers are in
+        if (self.cycle is not None and self.cycle is not self._timed_cycle) or (
+                self.transport.get_protocol() is not self):
+            self._disarm()  # a new request's headers are in, or a WebSocket took the connection
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
