@@ -33,18 +33,52 @@ def error_bytes(status: int, reason: str, message: str, code: str) -> bytes:
     return head + body
 
 
-class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """:class:`HttpToolsProtocol` with a header read timeout, a header size bound and
-    OpenAI-shaped parse errors (see the module docstring)."""
+class _HeaderGuard:
+    """The timer and the refusals both protocols share (``self.loop`` and ``self.transport``
+    are uvicorn's)."""
 
     header_timeout_s: float = 10.0  # set by guarded_protocol
     max_header_bytes: int = 64 * 1024
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    _header_timer: asyncio.TimerHandle | None = None
+    _refused = False
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        self._refuse(408, "Request Timeout",
+                     f"the request headers did not arrive within {self.header_timeout_s:g} s",
+                     "request_timeout")
+
+    def _refuse_headers_too_large(self) -> None:
+        self._refuse(431, "Request Header Fields Too Large",
+                     f"the request line and headers exceed {self.max_header_bytes} bytes",
+                     "headers_too_large")
+
+    def _refuse(self, status: int, reason: str, message: str, code: str) -> None:
+        self._refused = True
+        self._disarm()
+        if not self.transport.is_closing():
+            self.transport.write(error_bytes(status, reason, message, code))
+            self.transport.close()
+
+
+class GuardedHttpToolsProtocol(_HeaderGuard, HttpToolsProtocol):
+    """:class:`HttpToolsProtocol` with a header read timeout, a header size bound and
+    OpenAI-shaped parse errors (see the module docstring)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._header_timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0
-        self._refused = False
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -73,54 +107,26 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._refuse(400, "Bad Request", "the request is not valid HTTP/1.1", "invalid_http")
 
-    # -- internals ------------------------------------------------------------------------------
-
     def _count(self, size: int) -> None:
         self._header_bytes += size
         if self._header_bytes > self.max_header_bytes:
-            self._refuse(431, "Request Header Fields Too Large",
-                         f"the request line and headers exceed {self.max_header_bytes} bytes",
-                         "headers_too_large")
+            self._refuse_headers_too_large()
             raise httptools.HttpParserError("headers too large")  # stops the parser
 
-    def _arm(self) -> None:
-        self._disarm()
-        self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
-
-    def _disarm(self) -> None:
-        timer = getattr(self, "_header_timer", None)
-        if timer is not None:
-            timer.cancel()
-            self._header_timer = None
-
     def _header_timeout(self) -> None:
-        self._header_timer = None
         if self.cycle is None or self.cycle.response_complete:
             # Not inside a request the app is answering: a connection that never sent its
             # headers (or the next request's) in time.
-            self._refuse(408, "Request Timeout",
-                         f"the request headers did not arrive within {self.header_timeout_s:g} s",
-                         "request_timeout")
-
-    def _refuse(self, status: int, reason: str, message: str, code: str) -> None:
-        self._refused = True
-        self._disarm()
-        if not self.transport.is_closing():
-            self.transport.write(error_bytes(status, reason, message, code))
-            self.transport.close()
+            super()._header_timeout()
 
 
-class GuardedH11Protocol(H11Protocol):
-    """:class:`H11Protocol` with the header read timeout and OpenAI-shaped parse errors. The
-    timer runs from the connection's start and from the end of each response until the next
-    request's headers are parsed (a new request cycle)."""
-
-    header_timeout_s: float = 10.0  # set by guarded_protocol
-    max_header_bytes: int = 64 * 1024
+class GuardedH11Protocol(_HeaderGuard, H11Protocol):
+    """:class:`H11Protocol` with the header read timeout, the size bound and OpenAI-shaped parse
+    errors. The timer runs from the connection's start and from the end of each response until
+    the next request's headers are parsed (a new request cycle)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._header_timer: asyncio.TimerHandle | None = None
         self._timed_cycle: Any = None
         self._head = b""  # the start of the request being received, up to the bound
         self._in_headers = True
@@ -136,13 +142,7 @@ class GuardedH11Protocol(H11Protocol):
             self._head += data[: self.max_header_bytes + 4 - len(self._head)]
             end = self._head.find(b"\r\n\r\n")
             if end > self.max_header_bytes or (end < 0 and len(self._head) > self.max_header_bytes):
-                self._disarm()
-                if not self.transport.is_closing():
-                    self.transport.write(error_bytes(
-                        431, "Request Header Fields Too Large",
-                        f"the request line and headers exceed {self.max_header_bytes} bytes",
-                        "headers_too_large"))
-                    self.transport.close()
+                self._refuse_headers_too_large()
                 return
             if end >= 0:
                 self._in_headers = False
@@ -159,30 +159,7 @@ class GuardedH11Protocol(H11Protocol):
             self._arm()
 
     def send_400_response(self, msg: str) -> None:
-        self._disarm()
-        if not self.transport.is_closing():
-            self.transport.write(error_bytes(400, "Bad Request", "the request is not valid "
-                                             "HTTP/1.1", "invalid_http"))
-            self.transport.close()
-
-    def _arm(self) -> None:
-        self._disarm()
-        self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
-
-    def _disarm(self) -> None:
-        timer = getattr(self, "_header_timer", None)
-        if timer is not None:
-            timer.cancel()
-            self._header_timer = None
-
-    def _header_timeout(self) -> None:
-        self._header_timer = None
-        if not self.transport.is_closing():
-            self.transport.write(error_bytes(
-                408, "Request Timeout",
-                f"the request headers did not arrive within {self.header_timeout_s:g} s",
-                "request_timeout"))
-            self.transport.close()
+        self._refuse(400, "Bad Request", "the request is not valid HTTP/1.1", "invalid_http")
 
 
 def guarded_protocol(header_timeout_s: float, max_header_bytes: int, parser: str = "httptools"
