@@ -8,5 +8,6 @@ void bind_ops(pybind11::module_& m);   // ops_bindings.cc: windows, aggregation,
 void bind_cuda(pybind11::module_& m);  // cuda_bindings.cc: device queries and the smoke op
 void bind_attention(pybind11::module_& m);  // attention_bindings.cc: flash attention forward
 void bind_engine(pybind11::module_& m);     // engine_bindings.cc: the batch planner
+void bind_kernels(pybind11::module_& m);    // kernel_bindings.cc: the engine's kernels, for tests
 
 }  // namespace sutra::bindings

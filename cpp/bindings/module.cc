@@ -26,6 +26,7 @@ PYBIND11_MODULE(_core, m) {
   sutra::bindings::bind_cuda(m);
   sutra::bindings::bind_attention(m);
   sutra::bindings::bind_engine(m);
+  sutra::bindings::bind_kernels(m);
 
   m.def(
       "cpu_features",

@@ -1,5 +1,6 @@
 // cuda_info.h for a build without CUDA: no devices, and device work fails loudly.
 #include "sutra/kernels/attention.h"
+#include "sutra/kernels/layernorm.h"
 #include "sutra/cuda_info.h"
 #include "sutra/error.h"
 
@@ -21,6 +22,14 @@ FlashAttnKernelInfo flash_attention_kernel_info(int, bool, int, int) {
 }
 
 void flash_attention_forward(const FlashAttnParams&, cudaStream_t) {
+  throw Error("this build of sutra has no CUDA support");
+}
+
+void embedding_layernorm(const EmbeddingLayerNormParams&, cudaStream_t) {
+  throw Error("this build of sutra has no CUDA support");
+}
+
+void add_layernorm(const AddLayerNormParams&, cudaStream_t) {
   throw Error("this build of sutra has no CUDA support");
 }
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['BatchPass', 'SutraError', 'aggregate_embeddings', 'aggregate_rows', 'build_info', 'cls_pool', 'cpu_features', 'create_windows', 'cuda_device_count', 'cuda_devices', 'cuda_driver_version', 'cuda_l2_normalize_rows', 'fit_sequences', 'flash_attention_forward', 'flash_attention_kernel_info', 'l2_normalize_rows', 'max_pool', 'mean_pool', 'mpnet_relative_buckets', 'packing_pays', 'plan_attention_rows', 'plan_batches', 'pool_tokens', 'quantize', 'truncate_and_normalize']
+__all__: list[str] = ['BatchPass', 'SutraError', 'add_layernorm', 'aggregate_embeddings', 'aggregate_rows', 'build_info', 'cls_pool', 'cpu_features', 'create_windows', 'cuda_device_count', 'cuda_devices', 'cuda_driver_version', 'cuda_l2_normalize_rows', 'embedding_layernorm', 'fit_sequences', 'flash_attention_forward', 'flash_attention_kernel_info', 'l2_normalize_rows', 'max_pool', 'mean_pool', 'mpnet_relative_buckets', 'packing_pays', 'plan_attention_rows', 'plan_batches', 'pool_tokens', 'quantize', 'truncate_and_normalize']
 class SutraError(RuntimeError):
     pass
 class BatchPass:
@@ -66,6 +66,12 @@ class BatchPass:
         """
         Real tokens in the pass.
         """
+def add_layernorm(x: typing.Any, bias: typing.Any, residual: typing.Any, gamma: typing.Any, beta: typing.Any, out: typing.Any, *, eps: typing.SupportsFloat | typing.SupportsIndex, stream: typing.SupportsInt | typing.SupportsIndex = 0, stream_is_producers: bool = False) -> None:
+    """
+    The engine's sublayer-output kernel on device arrays: out[t] = LayerNorm(x[t] + bias +
+    residual[t]) * gamma + beta in fp32. x, residual, out: [tokens, hidden] float16 or bfloat16 (out
+    may be x or residual); bias, gamma, beta: [hidden]; bias and residual may be None.
+    """
 def aggregate_embeddings(embeddings: numpy.typing.NDArray[numpy.float32], method: str = 'mean', offsets: numpy.typing.NDArray[numpy.int64] | None = None, total_length: typing.SupportsInt | typing.SupportsIndex = 0) -> numpy.typing.NDArray[numpy.float32]:
     """
     Combine the embeddings of a document's windows into one vector (not normalized).
@@ -136,6 +142,15 @@ def cuda_l2_normalize_rows(x: numpy.typing.NDArray[numpy.float32], device: typin
     Smoke test of the GPU path: rows of float32 [n, d] x divided by max(||row||, 1e-12),
     computed on `device`. Raises SutraError without CUDA support or GPU, ValueError for a bad
     device index.
+    """
+def embedding_layernorm(ids: typing.Any, positions: typing.Any, word_embeddings: typing.Any, position_embeddings: typing.Any, token_type_row: typing.Any, gamma: typing.Any, beta: typing.Any, out: typing.Any, *, eps: typing.SupportsFloat | typing.SupportsIndex, stream: typing.SupportsInt | typing.SupportsIndex = 0, stream_is_producers: bool = False) -> None:
+    """
+    The engine's embedding kernel on device arrays (DLPack or __cuda_array_interface__):
+    out[t] = LayerNorm(word_embeddings[ids[t]] + position_embeddings[positions[t]]
+    (+ token_type_row)) * gamma + beta, in fp32, written as out's dtype (float16 or bfloat16).
+    ids, positions: int32 [tokens]; tables [rows, hidden]; gamma, beta, token_type_row [hidden];
+    out [tokens, hidden]. Enqueued on `stream` (a cudaStream_t as an integer); stream_is_producers:
+    the arrays' library runs its own work on that stream (no DLPack synchronization).
     """
 def fit_sequences(ids: numpy.typing.NDArray[numpy.int32], cu_seqlens: numpy.typing.NDArray[numpy.int32], max_length: typing.SupportsInt | typing.SupportsIndex, long_text: str, overlap: typing.SupportsInt | typing.SupportsIndex = 0, num_prefix_special: typing.SupportsInt | typing.SupportsIndex = 1, num_suffix_special: typing.SupportsInt | typing.SupportsIndex = 1) -> tuple[numpy.typing.NDArray[numpy.int32], numpy.typing.NDArray[numpy.int32], numpy.typing.NDArray[numpy.int32], numpy.typing.NDArray[numpy.int64], numpy.typing.NDArray[numpy.int64], int, int]:
     """

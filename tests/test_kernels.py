@@ -1,0 +1,157 @@
+"""The encoder engine's LayerNorm kernels (cuda/layernorm/) against torch in float32.
+
+Outputs are poisoned with NaN first, so an element a kernel never wrote fails. The error bound is
+2x the error of the same computation done by torch in the input dtype, plus a small atol declared
+once per dtype (as for the attention kernels). The argument checks run without a GPU.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from sutra import _core
+
+ATOL = {"float16": 1e-3, "bfloat16": 8e-3}
+HIDDENS = (1, 32, 384, 768, 1000, 8192)
+
+
+class _FakeDeviceArray:
+    """Has only __cuda_array_interface__: enough for the argument checks without a GPU."""
+
+    def __init__(self, shape, typestr="<f2", ptr=1 << 20):
+        self.__cuda_array_interface__ = {"shape": shape, "typestr": typestr, "data": (ptr, False),
+                                         "version": 3, "strides": None, "stream": None}
+
+
+@pytest.mark.skipif(not _core.build_info()["cuda"], reason="needs a CUDA build")
+def test_arguments_are_checked_by_name():
+    x = _FakeDeviceArray((4, 8))
+    h = _FakeDeviceArray((8,))
+    with pytest.raises(ValueError, match=r"^gamma must be a contiguous \[hidden\] array"):
+        _core.add_layernorm(x, None, None, _FakeDeviceArray((9,)), h, x, eps=1e-5)
+    with pytest.raises(ValueError, match=r"^residual must be a contiguous \[tokens, hidden\]"):
+        _core.add_layernorm(x, None, _FakeDeviceArray((3, 8)), h, h, x, eps=1e-5)
+    with pytest.raises(ValueError, match="^bias must have x's dtype float16, got float32"):
+        _core.add_layernorm(x, _FakeDeviceArray((8,), "<f4"), None, h, h, x, eps=1e-5)
+    with pytest.raises(ValueError, match="^x must be float16 or bfloat16, got float32"):
+        _core.add_layernorm(_FakeDeviceArray((4, 8), "<f4"), None, None, h, h, x, eps=1e-5)
+    ids = _FakeDeviceArray((4,), "<i4")
+    table = _FakeDeviceArray((10, 8))
+    with pytest.raises(ValueError, match=r"^positions must be a contiguous int32 \[4\] array"):
+        _core.embedding_layernorm(ids, _FakeDeviceArray((4,), "<i8"), table, table, None, h, h, x,
+                                  eps=1e-12)
+    with pytest.raises(ValueError, match=r"^word_embeddings must be a contiguous \[vocab, hidden\]"):
+        _core.embedding_layernorm(ids, ids, _FakeDeviceArray((10, 9)), table, None, h, h, x,
+                                  eps=1e-12)
+
+
+def _check(out, ref32, ref_lp, what):
+    import torch
+
+    assert not torch.isnan(out).any(), f"{what}: NaN in the output (an element was not written?)"
+    err = (out.float() - ref32).abs().max().item()
+    ref_err = (ref_lp.float() - ref32).abs().max().item()
+    atol = ATOL[str(out.dtype).removeprefix("torch.")]
+    assert err <= 2 * ref_err + atol, f"{what}: err {err:.3g} > 2 x ref err {ref_err:.3g} + {atol}"
+
+
+def _stream():
+    import torch
+
+    return int(torch.cuda.current_stream().cuda_stream)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("hidden", HIDDENS)
+@pytest.mark.parametrize("inputs", ["bias+residual", "residual", "none", "in place"])
+def test_add_layernorm_matches_torch(dtype, hidden, inputs):
+    import torch
+    import torch.nn.functional as F
+
+    seed = random.randrange(1 << 30)
+    torch.manual_seed(seed)
+    what = f"dtype={dtype} hidden={hidden} inputs={inputs} seed={seed}"
+    dt = getattr(torch, dtype)
+    tokens, eps = 1003, 1e-5
+    x = (torch.randn(tokens, hidden, device="cuda") * 3 + 1).to(dt)
+    residual = torch.randn(tokens, hidden, device="cuda").to(dt)
+    bias = torch.randn(hidden, device="cuda").to(dt)
+    gamma = (1 + 0.2 * torch.randn(hidden, device="cuda")).to(dt)
+    beta = (0.1 * torch.randn(hidden, device="cuda")).to(dt)
+    use_bias = inputs == "bias+residual" or inputs == "in place"
+    use_residual = inputs != "none"
+    total32 = x.float() + (bias.float() if use_bias else 0) + (residual.float() if use_residual else 0)
+    total_lp = (x + (bias if use_bias else 0) + (residual if use_residual else 0)).to(dt)
+    ref32 = F.layer_norm(total32, (hidden,), gamma.float(), beta.float(), eps)
+    ref_lp = F.layer_norm(total_lp, (hidden,), gamma, beta, eps)
+    if inputs == "in place":
+        out = residual.clone()
+        residual_arg = out
+    else:
+        out = torch.full_like(x, float("nan"))
+        residual_arg = residual if use_residual else None
+    _core.add_layernorm(x, bias if use_bias else None, residual_arg, gamma, beta, out, eps=eps,
+                        stream=_stream(), stream_is_producers=True)
+    torch.cuda.synchronize()
+    _check(out, ref32, ref_lp, what)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("hidden", (32, 384, 768, 1000))
+@pytest.mark.parametrize("token_type", [True, False])
+def test_embedding_layernorm_matches_torch(dtype, hidden, token_type):
+    import torch
+    import torch.nn.functional as F
+
+    seed = random.randrange(1 << 30)
+    torch.manual_seed(seed)
+    what = f"dtype={dtype} hidden={hidden} token_type={token_type} seed={seed}"
+    dt = getattr(torch, dtype)
+    vocab, positions_n, tokens, eps = 3001, 514, 777, 1e-12
+    word = torch.randn(vocab, hidden, device="cuda").to(dt)
+    position = torch.randn(positions_n, hidden, device="cuda").to(dt)
+    type_row = torch.randn(hidden, device="cuda").to(dt)
+    gamma = (1 + 0.2 * torch.randn(hidden, device="cuda")).to(dt)
+    beta = (0.1 * torch.randn(hidden, device="cuda")).to(dt)
+    ids = torch.randint(0, vocab, (tokens,), device="cuda", dtype=torch.int32)
+    # positions of packed sequences: each restarts at 0 (an offset, as for RoBERTa, is the host's)
+    lengths = [1, 256, 20, 500]
+    pos = torch.cat([torch.arange(n, device="cuda") for n in lengths]).to(torch.int32) + 2
+    total32 = word.float()[ids.long()] + position.float()[pos.long()]
+    total_lp = word[ids.long()] + position[pos.long()]
+    if token_type:
+        total32 = total32 + type_row.float()
+        total_lp = total_lp + type_row
+    ref32 = F.layer_norm(total32, (hidden,), gamma.float(), beta.float(), eps)
+    ref_lp = F.layer_norm(total_lp.to(dt), (hidden,), gamma, beta, eps)
+    out = torch.full((tokens, hidden), float("nan"), device="cuda", dtype=dt)
+    _core.embedding_layernorm(ids, pos, word, position, type_row if token_type else None, gamma,
+                              beta, out, eps=eps, stream=_stream(), stream_is_producers=True)
+    torch.cuda.synchronize()
+    _check(out, ref32, ref_lp, what)
+
+
+@pytest.mark.gpu
+def test_empty_batch_and_a_side_stream():
+    import torch
+    import torch.nn.functional as F
+
+    hidden = 64
+    gamma = torch.ones(hidden, device="cuda", dtype=torch.float16)
+    beta = torch.zeros(hidden, device="cuda", dtype=torch.float16)
+    empty = torch.empty(0, hidden, device="cuda", dtype=torch.float16)
+    _core.add_layernorm(empty, None, None, gamma, beta, empty, eps=1e-5, stream=_stream(),
+                        stream_is_producers=True)
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        x = torch.randn(300, hidden, device="cuda", dtype=torch.float16)
+        out = torch.full_like(x, float("nan"))
+        _core.add_layernorm(x, None, None, gamma, beta, out, eps=1e-5, stream=_stream(),
+                            stream_is_producers=True)
+    side.synchronize()
+    ref = F.layer_norm(x.float(), (hidden,), eps=1e-5)
+    assert (out.float() - ref).abs().max().item() < 2e-3
