@@ -14,7 +14,7 @@ import pytest
 from sutra import _core
 
 ATOL = {"float16": 1e-3, "bfloat16": 8e-3}
-HIDDENS = (1, 32, 384, 768, 1000, 8192)
+HIDDENS = (1, 32, 128, 384, 768, 1000, 1024, 8192)  # warp rows: multiples of 128 to 1024
 
 
 class _FakeDeviceArray:
@@ -101,7 +101,7 @@ def test_add_layernorm_matches_torch(dtype, hidden, inputs):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-@pytest.mark.parametrize("hidden", (32, 384, 768, 1000))
+@pytest.mark.parametrize("hidden", (32, 384, 768, 1000, 1024))
 @pytest.mark.parametrize("token_type", [True, False])
 def test_embedding_layernorm_matches_torch(dtype, hidden, token_type):
     import torch
