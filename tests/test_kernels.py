@@ -155,3 +155,43 @@ def test_empty_batch_and_a_side_stream():
     side.synchronize()
     ref = F.layer_norm(x.float(), (hidden,), eps=1e-5)
     assert (out.float() - ref).abs().max().item() < 2e-3
+
+
+POOL_MODES = ("cls", "mean", "max", "mean_sqrt_len", "weightedmean", "lasttoken")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("mode", POOL_MODES)
+@pytest.mark.parametrize("hidden", (32, 384, 1000))
+def test_device_pooling_is_the_core_pooling(dtype, mode, hidden):
+    """The device pooling against the native core's pool_tokens (the one pooling semantics,
+    itself checked against sentence-transformers' formulas), on the same fp16/bf16 values."""
+    import numpy as np
+    import torch
+
+    seed = random.randrange(1 << 30)
+    torch.manual_seed(seed)
+    what = f"dtype={dtype} mode={mode} hidden={hidden} seed={seed}"
+    lengths = [1, 7, 300, 2, 129, 600]
+    prompts = [0, 3, 10, 2, 0, 600]  # a prompt covering a whole sequence included
+    cu = torch.tensor([0, *np.cumsum(lengths)], dtype=torch.int32, device="cuda")
+    tokens = torch.randn(sum(lengths), hidden, device="cuda").to(getattr(torch, dtype))
+    host = np.ascontiguousarray(tokens.float().cpu().numpy())
+    cu_host = cu.cpu().numpy()
+    for prompt_lengths in (None, torch.tensor(prompts, dtype=torch.int32, device="cuda")):
+        expected = _core.pool_tokens(host, cu_host, mode, None if prompt_lengths is None
+                                     else prompt_lengths.cpu().numpy())
+        for normalize in (False, True):
+            out = torch.full((len(lengths), hidden), float("nan"), device="cuda")
+            _core.pool_tokens_device(tokens, cu, out, mode=mode, prompt_lengths=prompt_lengths,
+                                     normalize=normalize, stream=_stream(), stream_is_producers=True)
+            torch.cuda.synchronize()
+            want = expected
+            if normalize:
+                norms = np.linalg.norm(expected.astype(np.float64), axis=1, keepdims=True)
+                with np.errstate(invalid="ignore"):
+                    want = (expected / np.maximum(norms, 1e-12)).astype(np.float32)
+            np.testing.assert_allclose(out.cpu().numpy(), want, rtol=1e-4, atol=1e-5,
+                                       err_msg=f"{what} prompts={prompt_lengths is not None} "
+                                       f"normalize={normalize}")

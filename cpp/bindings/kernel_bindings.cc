@@ -12,6 +12,7 @@
 #include "sutra/cuda_info.h"
 #include "sutra/error.h"
 #include "sutra/kernels/layernorm.h"
+#include "sutra/kernels/pooling.h"
 
 namespace py = pybind11;
 
@@ -149,9 +150,74 @@ void add_layernorm_py(py::object x_obj, py::object bias_obj, py::object residual
   add_layernorm(p, reinterpret_cast<cudaStream_t>(stream));
 }
 
+PoolingMode parse_mode(const std::string& mode) {
+  if (mode == "cls") return PoolingMode::kCls;
+  if (mode == "mean") return PoolingMode::kMean;
+  if (mode == "max") return PoolingMode::kMax;
+  if (mode == "mean_sqrt_len") return PoolingMode::kMeanSqrtLen;
+  if (mode == "weightedmean") return PoolingMode::kWeightedMean;
+  if (mode == "lasttoken") return PoolingMode::kLastToken;
+  throw py::value_error("mode must be one of 'cls', 'mean', 'max', 'mean_sqrt_len', "
+                        "'weightedmean', 'lasttoken', got '" + mode + "'");
+}
+
+void pool_tokens_device_py(py::object tokens_obj, py::object cu_obj, py::object out_obj,
+                           const std::string& mode, py::object prompts_obj, bool normalize,
+                           uintptr_t stream, bool stream_is_producers) {
+  if (!cuda_compiled()) throw Error("this build of sutra has no CUDA support");
+  const PoolingMode how = parse_mode(mode);
+  const int64_t exported = stream_is_producers ? -1 : dlpack_stream_of(stream);
+  const DeviceTensor tokens(tokens_obj, "tokens", exported);
+  const DeviceDtype dtype = activation_dtype(tokens);
+  if (tokens.ndim() != 2) {
+    throw py::value_error("tokens must be [total_tokens, hidden], got shape " + tokens.shape_text());
+  }
+  require(tokens, {-1, tokens.shape(1)}, tokens, "[total_tokens, hidden]");
+  const DeviceTensor cu(cu_obj, "cu_seqlens", exported);
+  if (cu.dtype() != DType::kInt32 || cu.ndim() != 1 || cu.shape(0) < 1 || !cu.is_c_contiguous()) {
+    throw py::value_error("cu_seqlens must be a contiguous int32 [batch + 1] array, got " +
+                          std::string(cu.dtype_text()) + " shape " + cu.shape_text());
+  }
+  const int64_t batch = cu.shape(0) - 1;
+  const DeviceTensor out(out_obj, "out", exported);
+  if (out.dtype() != DType::kFloat32 || out.ndim() != 2 || out.shape(0) != batch ||
+      out.shape(1) != tokens.shape(1) || !out.is_c_contiguous() || out.device() != tokens.device()) {
+    throw py::value_error("out must be a contiguous float32 [" + std::to_string(batch) + ", " +
+                          std::to_string(tokens.shape(1)) + "] array on " + tokens.device_text() +
+                          ", got " + out.dtype_text() + " shape " + out.shape_text());
+  }
+  std::optional<DeviceTensor> prompts;
+  if (!prompts_obj.is_none()) {
+    prompts.emplace(prompts_obj, "prompt_lengths", exported);
+    require_ids(*prompts, batch, tokens);
+  }
+  DevicePoolParams p;
+  p.tokens = ptr(tokens);
+  p.cu_seqlens = reinterpret_cast<const int32_t*>(cu.data());
+  p.prompt_lengths = prompts ? reinterpret_cast<const int32_t*>(prompts->data()) : nullptr;
+  p.out = reinterpret_cast<float*>(out.data());
+  p.batch = static_cast<int>(batch);
+  p.hidden = static_cast<int>(tokens.shape(1));
+  p.mode = how;
+  p.normalize = normalize;
+  p.dtype = dtype;
+  p.device = tokens.device();
+  py::gil_scoped_release release;
+  pool_tokens_device(p, reinterpret_cast<cudaStream_t>(stream));
+}
+
 }  // namespace
 
 void bind_kernels(py::module_& m) {
+  m.def("pool_tokens_device", &pool_tokens_device_py, py::arg("tokens"), py::arg("cu_seqlens"),
+        py::arg("out"), py::kw_only(), py::arg("mode"),
+        py::arg("prompt_lengths").none(true) = py::none(), py::arg("normalize") = false,
+        py::arg("stream") = 0, py::arg("stream_is_producers") = false,
+        R"doc(The engine's pooling on device arrays: pool_tokens (the one pooling semantics) of
+packed float16/bfloat16 tokens [total_tokens, hidden] with int32 cu_seqlens [batch + 1] (and
+optional int32 prompt_lengths [batch]) into float32 out [batch, hidden], L2-normalized when
+normalize. Sums in fp32. cu_seqlens must describe the tokens (not checked on the device).)doc");
+
   m.def("embedding_layernorm", &embedding_layernorm_py, py::arg("ids"), py::arg("positions"),
         py::arg("word_embeddings"), py::arg("position_embeddings"),
         py::arg("token_type_row").none(true), py::arg("gamma"), py::arg("beta"), py::arg("out"),

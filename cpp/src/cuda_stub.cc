@@ -1,6 +1,7 @@
 // cuda_info.h for a build without CUDA: no devices, and device work fails loudly.
 #include "sutra/kernels/attention.h"
 #include "sutra/kernels/layernorm.h"
+#include "sutra/kernels/pooling.h"
 #include "sutra/cuda_info.h"
 #include "sutra/error.h"
 
@@ -30,6 +31,10 @@ void embedding_layernorm(const EmbeddingLayerNormParams&, cudaStream_t) {
 }
 
 void add_layernorm(const AddLayerNormParams&, cudaStream_t) {
+  throw Error("this build of sutra has no CUDA support");
+}
+
+void pool_tokens_device(const DevicePoolParams&, cudaStream_t) {
   throw Error("this build of sutra has no CUDA support");
 }
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['BatchPass', 'SutraError', 'add_layernorm', 'aggregate_embeddings', 'aggregate_rows', 'build_info', 'cls_pool', 'cpu_features', 'create_windows', 'cuda_device_count', 'cuda_devices', 'cuda_driver_version', 'cuda_l2_normalize_rows', 'embedding_layernorm', 'fit_sequences', 'flash_attention_forward', 'flash_attention_kernel_info', 'l2_normalize_rows', 'max_pool', 'mean_pool', 'mpnet_relative_buckets', 'packing_pays', 'plan_attention_rows', 'plan_batches', 'pool_tokens', 'quantize', 'truncate_and_normalize']
+__all__: list[str] = ['BatchPass', 'SutraError', 'add_layernorm', 'aggregate_embeddings', 'aggregate_rows', 'build_info', 'cls_pool', 'cpu_features', 'create_windows', 'cuda_device_count', 'cuda_devices', 'cuda_driver_version', 'cuda_l2_normalize_rows', 'embedding_layernorm', 'fit_sequences', 'flash_attention_forward', 'flash_attention_kernel_info', 'l2_normalize_rows', 'max_pool', 'mean_pool', 'mpnet_relative_buckets', 'packing_pays', 'plan_attention_rows', 'plan_batches', 'pool_tokens', 'pool_tokens_device', 'quantize', 'truncate_and_normalize']
 class SutraError(RuntimeError):
     pass
 class BatchPass:
@@ -254,6 +254,13 @@ def pool_tokens(token_embeddings: numpy.typing.NDArray[numpy.float32], cu_seqlen
     positions), 'lasttoken' (zeros where no token takes part); counts clamp at 1e-9.
     prompt_lengths: int32 [batch]: the first prompt_lengths[b] tokens do not take part
     (include_prompt=False); None: all do.
+    """
+def pool_tokens_device(tokens: typing.Any, cu_seqlens: typing.Any, out: typing.Any, *, mode: str, prompt_lengths: typing.Any = None, normalize: bool = False, stream: typing.SupportsInt | typing.SupportsIndex = 0, stream_is_producers: bool = False) -> None:
+    """
+    The engine's pooling on device arrays: pool_tokens (the one pooling semantics) of
+    packed float16/bfloat16 tokens [total_tokens, hidden] with int32 cu_seqlens [batch + 1] (and
+    optional int32 prompt_lengths [batch]) into float32 out [batch, hidden], L2-normalized when
+    normalize. Sums in fp32. cu_seqlens must describe the tokens (not checked on the device).
     """
 def quantize(embeddings: numpy.typing.NDArray[numpy.float32], precision: str, ranges: numpy.typing.NDArray[numpy.float32] | None = None) -> numpy.typing.NDArray[numpy.int8] | numpy.typing.NDArray[numpy.uint8]:
     """

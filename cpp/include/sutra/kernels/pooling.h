@@ -1,0 +1,31 @@
+// Pooling of the engine's token states on the device: the one pooling semantics of
+// sutra/pooling.h (sentence-transformers' modes, prompt exclusion), on packed fp16/bf16 tokens,
+// into fp32 rows, optionally L2-normalized. Plain C++: implemented in cuda/pooling/ by a CUDA
+// build and by cpp/src/cuda_stub.cc (which raises) in a CPU-only one.
+#pragma once
+
+#include <cstdint>
+
+#include "sutra/kernels/layernorm.h"  // DeviceDtype
+#include "sutra/pooling.h"            // PoolingMode
+
+namespace sutra {
+
+struct DevicePoolParams {
+  const void* tokens = nullptr;           // [total_tokens, hidden], fp16 or bf16
+  const int32_t* cu_seqlens = nullptr;    // [batch + 1] on the device
+  const int32_t* prompt_lengths = nullptr;  // [batch] on the device, or null
+  float* out = nullptr;                   // [batch, hidden] float32
+  int batch = 0;
+  int hidden = 0;  // 1..16384
+  PoolingMode mode = PoolingMode::kMean;
+  bool normalize = false;  // x / max(||x||, 1e-12) after pooling (a pipeline with no Dense)
+  DeviceDtype dtype = DeviceDtype::kFloat16;
+  int device = 0;
+};
+
+/// out[b] = pool_tokens of sequence b (see sutra/pooling.h), then normalized when asked. Sums
+/// in fp32. Throws std::invalid_argument for bad sizes, sutra::Error for CUDA failures.
+void pool_tokens_device(const DevicePoolParams& p, cudaStream_t stream);
+
+}  // namespace sutra
