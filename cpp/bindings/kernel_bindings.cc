@@ -150,22 +150,11 @@ void add_layernorm_py(py::object x_obj, py::object bias_obj, py::object residual
   add_layernorm(p, reinterpret_cast<cudaStream_t>(stream));
 }
 
-PoolingMode parse_mode(const std::string& mode) {
-  if (mode == "cls") return PoolingMode::kCls;
-  if (mode == "mean") return PoolingMode::kMean;
-  if (mode == "max") return PoolingMode::kMax;
-  if (mode == "mean_sqrt_len") return PoolingMode::kMeanSqrtLen;
-  if (mode == "weightedmean") return PoolingMode::kWeightedMean;
-  if (mode == "lasttoken") return PoolingMode::kLastToken;
-  throw py::value_error("mode must be one of 'cls', 'mean', 'max', 'mean_sqrt_len', "
-                        "'weightedmean', 'lasttoken', got '" + mode + "'");
-}
-
 void pool_tokens_device_py(py::object tokens_obj, py::object cu_obj, py::object out_obj,
                            const std::string& mode, py::object prompts_obj, bool normalize,
                            uintptr_t stream, bool stream_is_producers) {
   if (!cuda_compiled()) throw Error("this build of sutra has no CUDA support");
-  const PoolingMode how = parse_mode(mode);
+  const PoolingMode how = pooling_mode_from_name(mode);
   const int64_t exported = stream_is_producers ? -1 : dlpack_stream_of(stream);
   const DeviceTensor tokens(tokens_obj, "tokens", exported);
   const DeviceDtype dtype = activation_dtype(tokens);

@@ -96,21 +96,10 @@ py::array_t<float> aggregate_embeddings_py(ArrayArg<float> embeddings, const std
   return out;
 }
 
-PoolingMode parse_pooling(const std::string& mode) {
-  if (mode == "cls") return PoolingMode::kCls;
-  if (mode == "mean") return PoolingMode::kMean;
-  if (mode == "max") return PoolingMode::kMax;
-  if (mode == "mean_sqrt_len") return PoolingMode::kMeanSqrtLen;
-  if (mode == "weightedmean") return PoolingMode::kWeightedMean;
-  if (mode == "lasttoken") return PoolingMode::kLastToken;
-  throw py::value_error("mode must be one of 'cls', 'mean', 'max', 'mean_sqrt_len', "
-                        "'weightedmean', 'lasttoken', got '" + mode + "'");
-}
-
 py::array_t<float> pool_tokens_py(ArrayArg<float> token_embeddings, ArrayArg<int32_t> cu_seqlens,
                                   const std::string& mode,
                                   std::optional<ArrayArg<int32_t>> prompt_lengths) {
-  const PoolingMode how = parse_pooling(mode);
+  const PoolingMode how = pooling_mode_from_name(mode);
   auto cu = require_array<int32_t>(cu_seqlens.object, "cu_seqlens", {-1}, "(batch + 1,)");
   if (cu.shape(0) < 1) throw py::value_error("cu_seqlens must hold at least one value (0)");
   const int64_t batch = cu.shape(0) - 1;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -92,6 +93,17 @@ void pool_one(const PoolParams& p, const float* x, int64_t length, int64_t skip,
 }
 
 }  // namespace
+
+PoolingMode pooling_mode_from_name(const std::string& name) {
+  if (name == "cls") return PoolingMode::kCls;
+  if (name == "mean") return PoolingMode::kMean;
+  if (name == "max") return PoolingMode::kMax;
+  if (name == "mean_sqrt_len") return PoolingMode::kMeanSqrtLen;
+  if (name == "weightedmean") return PoolingMode::kWeightedMean;
+  if (name == "lasttoken") return PoolingMode::kLastToken;
+  throw std::invalid_argument("mode must be one of 'cls', 'mean', 'max', 'mean_sqrt_len', "
+                              "'weightedmean', 'lasttoken', got '" + name + "'");
+}
 
 void pool_tokens(const PoolParams& p) {
   check_params(p);

@@ -14,6 +14,7 @@
 #include <initializer_list>
 
 #include "common/check.cuh"
+#include "common/reductions.cuh"
 #include "cuda/resources.h"
 #include "sutra/error.h"
 #include "sutra/kernels/layernorm.h"
@@ -33,32 +34,19 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_float(float v) {
   return __float2bfloat16_rn(v);
 }
 
-/// Sum of `value` over the block; every thread gets it.
-__device__ float block_sum(float value, float* scratch) {
-  for (int offset = 16; offset > 0; offset /= 2) value += __shfl_xor_sync(0xffffffffu, value, offset);
-  const int warp = threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  __syncthreads();  // scratch may still be read from a previous call
-  if (lane == 0) scratch[warp] = value;
-  __syncthreads();
-  value = lane < kThreads / 32 ? scratch[lane] : 0.0f;
-  for (int offset = 16; offset > 0; offset /= 2) value += __shfl_xor_sync(0xffffffffu, value, offset);
-  return value;
-}
-
 /// Normalizes the fp32 row in `row` (shared memory) and writes it with gamma and beta.
 template <typename T>
 __device__ void normalize_row(const float* row, int hidden, float eps, const T* gamma,
                               const T* beta, T* out, float* scratch) {
   float sum = 0.0f;
   for (int h = threadIdx.x; h < hidden; h += kThreads) sum += row[h];
-  const float mean = block_sum(sum, scratch) / hidden;
+  const float mean = cuda::block_sum<kThreads>(sum, scratch) / hidden;
   float squares = 0.0f;
   for (int h = threadIdx.x; h < hidden; h += kThreads) {
     const float d = row[h] - mean;
     squares += d * d;
   }
-  const float rstd = rsqrtf(block_sum(squares, scratch) / hidden + eps);
+  const float rstd = rsqrtf(cuda::block_sum<kThreads>(squares, scratch) / hidden + eps);
   for (int h = threadIdx.x; h < hidden; h += kThreads) {
     out[h] = from_float<T>((row[h] - mean) * rstd * to_float(gamma[h]) + to_float(beta[h]));
   }
@@ -135,11 +123,6 @@ __device__ __forceinline__ void add4(const T* ptr, float* v) {
   v[3] += b.y;
 }
 
-__device__ __forceinline__ float warp_sum(float value) {
-  for (int offset = 16; offset > 0; offset /= 2) value += __shfl_xor_sync(0xffffffffu, value, offset);
-  return value;
-}
-
 /// LayerNorm of the row whose 4K elements this lane holds in v (columns (k * 32 + lane) * 4 + i).
 template <typename T, int K>
 __device__ __forceinline__ void normalize_warp_row(float (&v)[K * 4], int lane, float eps,
@@ -149,11 +132,11 @@ __device__ __forceinline__ void normalize_warp_row(float (&v)[K * 4], int lane, 
   float sum = 0.0f;
 #pragma unroll
   for (int i = 0; i < K * 4; ++i) sum += v[i];
-  const float mean = warp_sum(sum) / kHidden;
+  const float mean = cuda::warp_sum(sum) / kHidden;
   float squares = 0.0f;
 #pragma unroll
   for (int i = 0; i < K * 4; ++i) squares += (v[i] - mean) * (v[i] - mean);
-  const float rstd = rsqrtf(warp_sum(squares) / kHidden + eps);
+  const float rstd = rsqrtf(cuda::warp_sum(squares) / kHidden + eps);
 #pragma unroll
   for (int k = 0; k < K; ++k) {
     const int col = (k * 32 + lane) * 4;

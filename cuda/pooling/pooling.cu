@@ -9,6 +9,7 @@
 #include <string>
 
 #include "common/check.cuh"
+#include "common/reductions.cuh"
 #include "cuda/resources.h"
 #include "sutra/error.h"
 #include "sutra/kernels/pooling.h"
@@ -26,17 +27,6 @@ template <typename T> __device__ __forceinline__ float load(const T* p);
 template <> __device__ __forceinline__ float load(const __half* p) { return __half2float(*p); }
 template <> __device__ __forceinline__ float load(const __nv_bfloat16* p) {
   return __bfloat162float(*p);
-}
-
-__device__ float block_sum(float value, float* scratch) {
-  for (int offset = 16; offset > 0; offset /= 2) value += __shfl_xor_sync(0xffffffffu, value, offset);
-  const int warp = threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  if (lane == 0) scratch[warp] = value;
-  __syncthreads();
-  value = lane < kThreads / 32 ? scratch[lane] : 0.0f;
-  for (int offset = 16; offset > 0; offset /= 2) value += __shfl_xor_sync(0xffffffffu, value, offset);
-  return value;
 }
 
 template <typename T>
@@ -90,7 +80,7 @@ __global__ void __launch_bounds__(kThreads) pool_kernel(DevicePoolParams p) {
   if (p.normalize) {
     float squares = 0.0f;
     for (int i = 0; i < n; ++i) squares += pooled[i] * pooled[i];
-    scale = 1.0f / fmaxf(sqrtf(block_sum(squares, scratch)), kNormEps);
+    scale = 1.0f / fmaxf(sqrtf(cuda::block_sum<kThreads>(squares, scratch)), kNormEps);
   }
   n = 0;
   for (int h = threadIdx.x; h < p.hidden; h += kThreads, ++n) out[h] = pooled[n] * scale;

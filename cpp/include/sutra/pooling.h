@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 namespace sutra {
 
@@ -20,6 +21,10 @@ enum class PoolingMode : int {
   kWeightedMean = 4, // tokens weighted by their 1-based position in the sequence
   kLastToken = 5,    // the last token that takes part; zeros when none does
 };
+
+/// The mode a name denotes ("cls", "mean", "max", "mean_sqrt_len", "weightedmean",
+/// "lasttoken"); std::invalid_argument listing them for any other name.
+PoolingMode pooling_mode_from_name(const std::string& name);
 
 struct PoolParams {
   const float* tokens = nullptr;       // token states, rows of `hidden` floats
