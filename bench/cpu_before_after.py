@@ -131,7 +131,8 @@ def main() -> None:
     lines.append(f"Rounds: {args.rounds} per build, alternated; {args.texts} WordNet sentences "
                  f"(bench/corpus.py, seed 0), batch {args.batch_size}, {args.threads} threads; "
                  f"load average {load_before:.2f} before, {load_after:.2f} after. Checksums of the "
-                 f"first outputs: {info['before']['checksum']:.4f} / {info['after']['checksum']:.4f}.")
+                 f"first outputs: {info['before']['checksum']:.4f} / "
+                 f"{info['after']['checksum']:.4f}.")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.markdown:

@@ -56,7 +56,8 @@ def main() -> None:
 
             a, t = time_ms(ours, sets), time_ms(theirs, sets)
             gbs = 3 * tokens * hidden * 2 / (a * 1e-3) / 1e9
-            print(f"| {str(dtype).removeprefix('torch.')} | {tokens} x {hidden} | {a * 1e3:.1f} us | "
+            name = str(dtype).removeprefix("torch.")
+            print(f"| {name} | {tokens} x {hidden} | {a * 1e3:.1f} us | "
                   f"{t * 1e3:.1f} us | {t / a:.2f}x | {gbs:.0f} |")
 
 

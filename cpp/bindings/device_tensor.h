@@ -258,7 +258,8 @@ class DeviceTensor {
   void read_torch(py::handle obj) {
     from_dlpack_ = true;
     if (obj.attr("requires_grad").cast<bool>()) {
-      throw py::value_error(name_ + " must be a readable device array without autograd: it "
+      throw py::value_error(name_ +
+                            " must be a readable device array without autograd: it "
                             "requires grad, and flash_attention is forward only (pass it "
                             ".detach())");
     }

@@ -96,8 +96,7 @@ PackedInputs packed_inputs(const PlannedPass& pass, ArrayArg<int32_t> ids,
 }
 
 std::vector<PlannedPass> plan_batches_py(ArrayArg<int32_t> lengths, int64_t max_sequences,
-                                         int64_t max_tokens,
-                                         std::optional<double> pass_cost_tokens,
+                                         int64_t max_tokens, std::optional<double> pass_cost_tokens,
                                          const std::string& packing, double packing_overhead,
                                          bool attention_rows) {
   auto lens = require_array<int32_t>(lengths.object, "lengths", {-1}, "(n,)");
@@ -137,11 +136,11 @@ void bind_engine(py::module_& m) {
       .def_property_readonly("padded_tokens", &PlannedPass::padded_tokens,
                              "Sequences x the longest one: what a padded layout computes.")
       .def("__len__", [](const PlannedPass& p) { return p.order.size(); })
-      .def("padded_inputs", &padded_inputs, py::arg("ids"), py::arg("cu_seqlens"),
-           py::arg("pad_id"),
-           "(input_ids, attention_mask), both int64 [n, max_seqlen]: the pass's sequences taken\n"
-           "from the flat ids (int32 [tokens]) / cu_seqlens (int32 [sequences + 1]) it was planned\n"
-           "from, right-padded with pad_id.")
+      .def(
+          "padded_inputs", &padded_inputs, py::arg("ids"), py::arg("cu_seqlens"), py::arg("pad_id"),
+          "(input_ids, attention_mask), both int64 [n, max_seqlen]: the pass's sequences taken\n"
+          "from the flat ids (int32 [tokens]) / cu_seqlens (int32 [sequences + 1]) it was planned\n"
+          "from, right-padded with pad_id.")
       .def("packed_inputs", &packed_inputs, py::arg("ids"), py::arg("cu_seqlens"),
            "(input_ids int64 [tokens], cu_seqlens int64 [n + 1], cu_rowlens int64 [rows + 1]):\n"
            "the pass's tokens concatenated in layout order; cu_rowlens is cu_seqlens (one row per\n"

@@ -37,8 +37,8 @@ void require(const DeviceTensor& t, const std::vector<int64_t>& shape, const Dev
                           t.shape_text() + " strides " + t.strides_text());
   }
   if (t.dtype() != like.dtype() && like.dtype() != DType::kInt32) {
-    throw py::value_error(t.name() + " must have " + like.name() + "'s dtype " +
-                          like.dtype_text() + ", got " + t.dtype_text());
+    throw py::value_error(t.name() + " must have " + like.name() + "'s dtype " + like.dtype_text() +
+                          ", got " + t.dtype_text());
   }
   if (t.device() != like.device()) {
     throw py::value_error(t.name() + " must be on " + like.device_text() + ", got " +
@@ -67,7 +67,8 @@ void embedding_layernorm_py(py::object ids_obj, py::object positions_obj, py::ob
   const int64_t exported = stream_is_producers ? -1 : dlpack_stream_of(stream);
   const DeviceTensor out(out_obj, "out", exported);
   const DeviceDtype dtype = activation_dtype(out);
-  if (out.ndim() != 2) throw py::value_error("out must be [tokens, hidden], got shape " + out.shape_text());
+  if (out.ndim() != 2)
+    throw py::value_error("out must be [tokens, hidden], got shape " + out.shape_text());
   const int64_t tokens = out.shape(0);
   const int64_t hidden = out.shape(1);
   const DeviceTensor ids(ids_obj, "ids", exported);
@@ -115,7 +116,8 @@ void add_layernorm_py(py::object x_obj, py::object bias_obj, py::object residual
   const int64_t exported = stream_is_producers ? -1 : dlpack_stream_of(stream);
   const DeviceTensor x(x_obj, "x", exported);
   const DeviceDtype dtype = activation_dtype(x);
-  if (x.ndim() != 2) throw py::value_error("x must be [tokens, hidden], got shape " + x.shape_text());
+  if (x.ndim() != 2)
+    throw py::value_error("x must be [tokens, hidden], got shape " + x.shape_text());
   const int64_t tokens = x.shape(0);
   const int64_t hidden = x.shape(1);
   require(x, {tokens, hidden}, x, "[tokens, hidden]");
@@ -159,7 +161,8 @@ void pool_tokens_device_py(py::object tokens_obj, py::object cu_obj, py::object 
   const DeviceTensor tokens(tokens_obj, "tokens", exported);
   const DeviceDtype dtype = activation_dtype(tokens);
   if (tokens.ndim() != 2) {
-    throw py::value_error("tokens must be [total_tokens, hidden], got shape " + tokens.shape_text());
+    throw py::value_error("tokens must be [total_tokens, hidden], got shape " +
+                          tokens.shape_text());
   }
   require(tokens, {-1, tokens.shape(1)}, tokens, "[total_tokens, hidden]");
   const DeviceTensor cu(cu_obj, "cu_seqlens", exported);
@@ -170,7 +173,8 @@ void pool_tokens_device_py(py::object tokens_obj, py::object cu_obj, py::object 
   const int64_t batch = cu.shape(0) - 1;
   const DeviceTensor out(out_obj, "out", exported);
   if (out.dtype() != DType::kFloat32 || out.ndim() != 2 || out.shape(0) != batch ||
-      out.shape(1) != tokens.shape(1) || !out.is_c_contiguous() || out.device() != tokens.device()) {
+      out.shape(1) != tokens.shape(1) || !out.is_c_contiguous() ||
+      out.device() != tokens.device()) {
     throw py::value_error("out must be a contiguous float32 [" + std::to_string(batch) + ", " +
                           std::to_string(tokens.shape(1)) + "] array on " + tokens.device_text() +
                           ", got " + out.dtype_text() + " shape " + out.shape_text());

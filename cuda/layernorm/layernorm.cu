@@ -25,12 +25,24 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kMaxHidden = 8192;
 
-template <typename T> __device__ __forceinline__ float to_float(T v);
-template <> __device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-template <> __device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <typename T> __device__ __forceinline__ T from_float(float v);
-template <> __device__ __forceinline__ __half from_float(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_float(float v) {
+template <typename T>
+__device__ __forceinline__ float to_float(T v);
+template <>
+__device__ __forceinline__ float to_float(__half v) {
+  return __half2float(v);
+}
+template <>
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
+template <typename T>
+__device__ __forceinline__ T from_float(float v);
+template <>
+__device__ __forceinline__ __half from_float(float v) {
+  return __float2half_rn(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float(float v) {
   return __float2bfloat16_rn(v);
 }
 
@@ -70,8 +82,8 @@ __global__ void __launch_bounds__(kThreads) embedding_layernorm_kernel(Embedding
     row[h] = v;
   }
   __syncthreads();
-  normalize_row(row, p.hidden, p.eps, static_cast<const T*>(p.gamma),
-                static_cast<const T*>(p.beta), static_cast<T*>(p.out) + t * p.hidden, scratch);
+  normalize_row(row, p.hidden, p.eps, static_cast<const T*>(p.gamma), static_cast<const T*>(p.beta),
+                static_cast<T*>(p.out) + t * p.hidden, scratch);
 }
 
 template <typename T>
@@ -89,24 +101,35 @@ __global__ void __launch_bounds__(kThreads) add_layernorm_kernel(AddLayerNormPar
     row[h] = v;
   }
   __syncthreads();  // every input element is read before `out` (which may alias) is written
-  normalize_row(row, p.hidden, p.eps, static_cast<const T*>(p.gamma),
-                static_cast<const T*>(p.beta), static_cast<T*>(p.out) + t * p.hidden, scratch);
+  normalize_row(row, p.hidden, p.eps, static_cast<const T*>(p.gamma), static_cast<const T*>(p.beta),
+                static_cast<T*>(p.out) + t * p.hidden, scratch);
 }
-
 
 // ---- a warp per row ---------------------------------------------------------------------------
 
 constexpr int kWarpRowsPerBlock = 4;  // 128 threads
 
-template <typename T> struct Pair;
-template <> struct Pair<__half> { using type = __half2; };
-template <> struct Pair<__nv_bfloat16> { using type = __nv_bfloat162; };
+template <typename T>
+struct Pair;
+template <>
+struct Pair<__half> {
+  using type = __half2;
+};
+template <>
+struct Pair<__nv_bfloat16> {
+  using type = __nv_bfloat162;
+};
 
 __device__ __forceinline__ float2 to_float2(__half2 v) { return __half22float2(v); }
 __device__ __forceinline__ float2 to_float2(__nv_bfloat162 v) { return __bfloat1622float2(v); }
-template <typename T2> __device__ __forceinline__ T2 from_float2(float2 v);
-template <> __device__ __forceinline__ __half2 from_float2(float2 v) { return __float22half2_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat162 from_float2(float2 v) {
+template <typename T2>
+__device__ __forceinline__ T2 from_float2(float2 v);
+template <>
+__device__ __forceinline__ __half2 from_float2(float2 v) {
+  return __float22half2_rn(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat162 from_float2(float2 v) {
   return __float22bfloat162_rn(v);
 }
 
@@ -215,16 +238,48 @@ bool warp_rows_fit(int hidden, std::initializer_list<const void*> pointers) {
 }
 
 // Turns hidden / 128 (1..8) into the compile-time constant K of the warp kernels.
-#define SUTRA_WARP_ROWS_SWITCH(HIDDEN, K, ...)        \
-  switch ((HIDDEN) / 128) {                             \
-    case 1: { constexpr int K = 1; __VA_ARGS__; break; } \
-    case 2: { constexpr int K = 2; __VA_ARGS__; break; } \
-    case 3: { constexpr int K = 3; __VA_ARGS__; break; } \
-    case 4: { constexpr int K = 4; __VA_ARGS__; break; } \
-    case 5: { constexpr int K = 5; __VA_ARGS__; break; } \
-    case 6: { constexpr int K = 6; __VA_ARGS__; break; } \
-    case 7: { constexpr int K = 7; __VA_ARGS__; break; } \
-    default: { constexpr int K = 8; __VA_ARGS__; break; } \
+#define SUTRA_WARP_ROWS_SWITCH(HIDDEN, K, ...) \
+  switch ((HIDDEN) / 128) {                    \
+    case 1: {                                  \
+      constexpr int K = 1;                     \
+      __VA_ARGS__;                             \
+      break;                                   \
+    }                                          \
+    case 2: {                                  \
+      constexpr int K = 2;                     \
+      __VA_ARGS__;                             \
+      break;                                   \
+    }                                          \
+    case 3: {                                  \
+      constexpr int K = 3;                     \
+      __VA_ARGS__;                             \
+      break;                                   \
+    }                                          \
+    case 4: {                                  \
+      constexpr int K = 4;                     \
+      __VA_ARGS__;                             \
+      break;                                   \
+    }                                          \
+    case 5: {                                  \
+      constexpr int K = 5;                     \
+      __VA_ARGS__;                             \
+      break;                                   \
+    }                                          \
+    case 6: {                                  \
+      constexpr int K = 6;                     \
+      __VA_ARGS__;                             \
+      break;                                   \
+    }                                          \
+    case 7: {                                  \
+      constexpr int K = 7;                     \
+      __VA_ARGS__;                             \
+      break;                                   \
+    }                                          \
+    default: {                                 \
+      constexpr int K = 8;                     \
+      __VA_ARGS__;                             \
+      break;                                   \
+    }                                          \
   }
 
 void check_common(int64_t tokens, int hidden, float eps, const void* gamma, const void* beta,
@@ -249,18 +304,20 @@ void embedding_layernorm(const EmbeddingLayerNormParams& p, cudaStream_t stream)
                   p.position_embeddings != nullptr,
               "ids, positions and the tables", "device pointers", "a null pointer");
   cuda::DeviceGuard guard(p.device);
-  const dim3 warp_grid(static_cast<unsigned>((p.tokens + kWarpRowsPerBlock - 1) / kWarpRowsPerBlock));
-  const bool warp_rows = warp_rows_fit(
-      p.hidden, {p.word_embeddings, p.position_embeddings, p.token_type_row, p.gamma, p.beta,
-                 p.out});
+  const dim3 warp_grid(
+      static_cast<unsigned>((p.tokens + kWarpRowsPerBlock - 1) / kWarpRowsPerBlock));
+  const bool warp_rows = warp_rows_fit(p.hidden, {p.word_embeddings, p.position_embeddings,
+                                                  p.token_type_row, p.gamma, p.beta, p.out});
   if (warp_rows) {
     constexpr int threads = 32 * kWarpRowsPerBlock;
     if (p.dtype == DeviceDtype::kFloat16) {
-      SUTRA_WARP_ROWS_SWITCH(p.hidden, K, (embedding_layernorm_warp_kernel<__half, K>
-                                           <<<warp_grid, threads, 0, stream>>>(p)))
+      SUTRA_WARP_ROWS_SWITCH(
+          p.hidden, K,
+          (embedding_layernorm_warp_kernel<__half, K><<<warp_grid, threads, 0, stream>>>(p)))
     } else {
-      SUTRA_WARP_ROWS_SWITCH(p.hidden, K, (embedding_layernorm_warp_kernel<__nv_bfloat16, K>
-                                           <<<warp_grid, threads, 0, stream>>>(p)))
+      SUTRA_WARP_ROWS_SWITCH(
+          p.hidden, K,
+          (embedding_layernorm_warp_kernel<__nv_bfloat16, K><<<warp_grid, threads, 0, stream>>>(p)))
     }
   }
   if (!warp_rows) {
@@ -280,16 +337,18 @@ void add_layernorm(const AddLayerNormParams& p, cudaStream_t stream) {
   if (p.tokens == 0) return;
   SUTRA_CHECK(p.x != nullptr, "x", "a device pointer", "a null pointer");
   cuda::DeviceGuard guard(p.device);
-  const dim3 warp_grid(static_cast<unsigned>((p.tokens + kWarpRowsPerBlock - 1) / kWarpRowsPerBlock));
+  const dim3 warp_grid(
+      static_cast<unsigned>((p.tokens + kWarpRowsPerBlock - 1) / kWarpRowsPerBlock));
   const bool warp_rows = warp_rows_fit(p.hidden, {p.x, p.bias, p.residual, p.gamma, p.beta, p.out});
   if (warp_rows) {
     constexpr int threads = 32 * kWarpRowsPerBlock;
     if (p.dtype == DeviceDtype::kFloat16) {
-      SUTRA_WARP_ROWS_SWITCH(p.hidden, K, (add_layernorm_warp_kernel<__half, K>
-                                           <<<warp_grid, threads, 0, stream>>>(p)))
+      SUTRA_WARP_ROWS_SWITCH(
+          p.hidden, K, (add_layernorm_warp_kernel<__half, K><<<warp_grid, threads, 0, stream>>>(p)))
     } else {
-      SUTRA_WARP_ROWS_SWITCH(p.hidden, K, (add_layernorm_warp_kernel<__nv_bfloat16, K>
-                                           <<<warp_grid, threads, 0, stream>>>(p)))
+      SUTRA_WARP_ROWS_SWITCH(
+          p.hidden, K,
+          (add_layernorm_warp_kernel<__nv_bfloat16, K><<<warp_grid, threads, 0, stream>>>(p)))
     }
   }
   if (!warp_rows) {

@@ -23,9 +23,14 @@ constexpr int kMaxColumnsPerThread = kMaxHidden / kThreads;
 constexpr float kMinTokenCount = 1e-9f;  // sentence-transformers' clamp
 constexpr float kNormEps = 1e-12f;       // torch.nn.functional.normalize's
 
-template <typename T> __device__ __forceinline__ float load(const T* p);
-template <> __device__ __forceinline__ float load(const __half* p) { return __half2float(*p); }
-template <> __device__ __forceinline__ float load(const __nv_bfloat16* p) {
+template <typename T>
+__device__ __forceinline__ float load(const T* p);
+template <>
+__device__ __forceinline__ float load(const __half* p) {
+  return __half2float(*p);
+}
+template <>
+__device__ __forceinline__ float load(const __nv_bfloat16* p) {
   return __bfloat162float(*p);
 }
 

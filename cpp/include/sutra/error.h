@@ -43,10 +43,10 @@ inline std::string to_text(double value) {
 /// "<argument> must be <expected>, got <actual>", e.g.
 ///   SUTRA_CHECK(head_dim == 64 || head_dim == 128, "head_dim", "64 or 128", head_dim);
 /// `expected` is a string; `actual` anything with operator<<. Evaluated only on failure.
-#define SUTRA_CHECK(condition, argument, expected, actual)                                   \
-  do {                                                                                       \
-    if (!(condition)) {                                                                      \
-      ::sutra::detail::throw_invalid_argument((argument), (expected),                        \
-                                              ::sutra::detail::to_text(actual));             \
-    }                                                                                        \
+#define SUTRA_CHECK(condition, argument, expected, actual)                       \
+  do {                                                                           \
+    if (!(condition)) {                                                          \
+      ::sutra::detail::throw_invalid_argument((argument), (expected),            \
+                                              ::sutra::detail::to_text(actual)); \
+    }                                                                            \
   } while (0)

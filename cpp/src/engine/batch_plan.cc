@@ -16,8 +16,8 @@ void check_lengths(const int32_t* lengths, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     if (lengths[i] < 1) {
       throw std::invalid_argument("every sequence length must be >= 1, got " +
-                                  std::to_string(lengths[i]) + " at lengths[" +
-                                  std::to_string(i) + "]");
+                                  std::to_string(lengths[i]) + " at lengths[" + std::to_string(i) +
+                                  "]");
     }
   }
 }
@@ -62,9 +62,12 @@ double pass_cost(int64_t rows, int64_t tokens, int64_t longest, const BatchPlanP
   const double padded = static_cast<double>(rows) * static_cast<double>(longest);
   const double packed = static_cast<double>(tokens) * (1.0 + p.packing_overhead);
   switch (p.packing) {
-    case Packing::kNever: return padded;
-    case Packing::kAlways: return packed;
-    case Packing::kWhenItPays: return rows > 1 ? std::min(padded, packed) : padded;
+    case Packing::kNever:
+      return padded;
+    case Packing::kAlways:
+      return packed;
+    case Packing::kWhenItPays:
+      return rows > 1 ? std::min(padded, packed) : padded;
   }
   return padded;
 }
@@ -72,8 +75,8 @@ double pass_cost(int64_t rows, int64_t tokens, int64_t longest, const BatchPlanP
 /// An optimal partition of one longest-first run into passes, minimizing the sum of
 /// pass_cost_tokens + the pass's modelled cost. Cuts fall only where the length changes (a run of
 /// equal lengths never gains from a cut), so the search is over d distinct lengths, O(d^2).
-std::vector<std::vector<int32_t>> split_run(const std::vector<int32_t>& run,
-                                            const int32_t* lengths, const BatchPlanParams& p) {
+std::vector<std::vector<int32_t>> split_run(const std::vector<int32_t>& run, const int32_t* lengths,
+                                            const BatchPlanParams& p) {
   std::vector<size_t> bounds = {0};
   for (size_t k = 1; k < run.size(); ++k) {
     if (lengths[run[k]] != lengths[run[k - 1]]) bounds.push_back(k);
@@ -113,8 +116,12 @@ PlannedPass make_pass(std::vector<int32_t> order, const int32_t* lengths,
   std::vector<int32_t> own(order.size());
   for (size_t k = 0; k < order.size(); ++k) own[k] = lengths[order[k]];
   switch (p.packing) {
-    case Packing::kNever: pass.packed = false; break;
-    case Packing::kAlways: pass.packed = true; break;
+    case Packing::kNever:
+      pass.packed = false;
+      break;
+    case Packing::kAlways:
+      pass.packed = true;
+      break;
     case Packing::kWhenItPays:
       pass.packed = packing_pays(own.data(), static_cast<int64_t>(own.size()), p.packing_overhead);
       break;
@@ -125,7 +132,8 @@ PlannedPass make_pass(std::vector<int32_t> order, const int32_t* lengths,
     for (size_t k = 0; k < order.size(); ++k) laid_out[k] = order[rows.order[k]];
     order = std::move(laid_out);
     pass.cu_rowlens.assign(1, 0);
-    for (int32_t length : rows.row_lengths) pass.cu_rowlens.push_back(pass.cu_rowlens.back() + length);
+    for (int32_t length : rows.row_lengths)
+      pass.cu_rowlens.push_back(pass.cu_rowlens.back() + length);
   }
   pass.cu_seqlens.assign(1, 0);
   for (int32_t index : order) {
@@ -188,8 +196,7 @@ AttentionRows plan_attention_rows(const int32_t* lengths, int64_t n, int64_t cap
   return out;
 }
 
-std::vector<PlannedPass> plan_batches(const int32_t* lengths, int64_t n,
-                                      const BatchPlanParams& p) {
+std::vector<PlannedPass> plan_batches(const int32_t* lengths, int64_t n, const BatchPlanParams& p) {
   SUTRA_CHECK(p.max_sequences >= 1, "max_sequences", ">= 1", p.max_sequences);
   SUTRA_CHECK(p.max_tokens >= 1, "max_tokens", ">= 1", p.max_tokens);
   SUTRA_CHECK(p.packing_overhead >= 0.0, "packing_overhead", ">= 0", p.packing_overhead);

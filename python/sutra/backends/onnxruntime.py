@@ -132,8 +132,8 @@ class OnnxRuntimeBackend(Backend):
                 sentence, states = self.forward(ids, mask, want_tokens=need_tokens)
                 layout_cu, padded = plan.cu_seqlens, states
             if on_host:
-                sentence = self._head.apply(states, layout_cu,
-                                            None if prompt_lengths is None else prompt_lengths[order])
+                prompts = None if prompt_lengths is None else prompt_lengths[order]
+                sentence = self._head.apply(states, layout_cu, prompts)
             embeddings[order] = sentence
             if tokens is not None:
                 _scatter_tokens(tokens, batch.cu_seqlens, order, states, plan.cu_seqlens,

@@ -123,7 +123,8 @@ def describe_encoder(config: Mapping, tensor_shapes: Mapping[str, tuple[int, ...
     model_type = config.get("model_type")
     if model_type not in FAMILIES:
         raise ValueError(
-            f"unsupported model_type {model_type!r}; supported: {', '.join(supported_architectures())}"
+            f"unsupported model_type {model_type!r}; supported: "
+            f"{', '.join(supported_architectures())}"
         )
     family = FAMILIES[model_type]
     if family == "distilbert":
@@ -143,7 +144,8 @@ def describe_encoder(config: Mapping, tensor_shapes: Mapping[str, tuple[int, ...
     if hidden % heads:
         raise ValueError(f"hidden size {hidden} is not a multiple of the number of heads {heads}")
     if act_name not in ACTIVATIONS:
-        raise ValueError(f"unsupported activation {act_name!r}; supported: {', '.join(ACTIVATIONS)}")
+        raise ValueError(
+            f"unsupported activation {act_name!r}; supported: {', '.join(ACTIVATIONS)}")
     pos_type = config.get("position_embedding_type", "absolute")
     if family in ("bert", "roberta") and pos_type != "absolute":
         raise ValueError(f"unsupported position_embedding_type {pos_type!r}; only 'absolute'")

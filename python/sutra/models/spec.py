@@ -1,4 +1,4 @@
-"""The one parse of a model folder: the sentence-transformers pipeline and the encoder it starts with.
+"""The one parse of a model folder: the sentence-transformers pipeline and its encoder.
 
 A sentence-transformers folder lists its modules in ``modules.json``; sutra runs
 
@@ -153,7 +153,8 @@ class Pipeline:
     output_dim: int = 0
 
     def describe(self) -> str:
-        """One line: ``"Transformer(bert) -> Pooling(mean) -> Dense(384->128, tanh) -> Normalize"``."""
+        """One line, e.g. ``Transformer(bert) -> Pooling(mean) -> Dense(384->128, tanh) ->
+        Normalize``."""
         arch = self.transformer.architecture
         parts = [f"Transformer({arch.model_type if arch else 'onnx'})",
                  f"Pooling({self.pooling.mode}"
@@ -336,7 +337,8 @@ def _check_order(path: Path, kinds: list[str]) -> None:
 def _module_kind(path: Path, module: Any) -> str:
     """The module's class name when it is one sutra runs; UnsupportedModelError otherwise."""
     if not isinstance(module, dict) or not isinstance(module.get("type"), str):
-        raise UnsupportedModelError(f"{path / 'modules.json'}: a module entry has no 'type': {module!r}")
+        raise UnsupportedModelError(
+            f"{path / 'modules.json'}: a module entry has no 'type': {module!r}")
     type_name = module["type"]
     kind = type_name.rsplit(".", 1)[-1]
     # sentence-transformers 6 names modules by new import paths

@@ -55,7 +55,8 @@ class EncoderSpec:
     _weights: Mapping[str, np.ndarray]
 
     def tensor(self, canonical: str) -> np.ndarray:
-        return _f32(self.arch.weight_names[canonical], self._weights[self.arch.weight_names[canonical]])
+        name = self.arch.weight_names[canonical]
+        return _f32(name, self._weights[name])
 
     def layers(self) -> Iterator[LayerWeights]:
         """Layers one at a time, so only one layer's transposed copies are alive while building."""

@@ -15,8 +15,8 @@ namespace sutra {
 enum class DeviceDtype : int { kFloat16 = 0, kBFloat16 = 1 };
 
 struct EmbeddingLayerNormParams {
-  const int32_t* ids = nullptr;        // [tokens] token ids, each in [0, vocab)
-  const int32_t* positions = nullptr;  // [tokens] position ids, each in [0, max_positions)
+  const int32_t* ids = nullptr;               // [tokens] token ids, each in [0, vocab)
+  const int32_t* positions = nullptr;         // [tokens] position ids, each in [0, max_positions)
   const void* word_embeddings = nullptr;      // [vocab, hidden]
   const void* position_embeddings = nullptr;  // [max_positions, hidden]
   const void* token_type_row = nullptr;       // [hidden] (row 0 of the token-type table) or null

@@ -12,10 +12,10 @@
 namespace sutra {
 
 struct DevicePoolParams {
-  const void* tokens = nullptr;           // [total_tokens, hidden], fp16 or bf16
-  const int32_t* cu_seqlens = nullptr;    // [batch + 1] on the device
+  const void* tokens = nullptr;             // [total_tokens, hidden], fp16 or bf16
+  const int32_t* cu_seqlens = nullptr;      // [batch + 1] on the device
   const int32_t* prompt_lengths = nullptr;  // [batch] on the device, or null
-  float* out = nullptr;                   // [batch, hidden] float32
+  float* out = nullptr;                     // [batch, hidden] float32
   int batch = 0;
   int hidden = 0;  // 1..16384
   PoolingMode mode = PoolingMode::kMean;
