@@ -426,6 +426,10 @@ def test_sentence_transformers_arguments(minilm):
         minilm.encode(SENTENCES[:2], device="cuda:0")
     with pytest.raises(ValueError, match="convert_to_numpy=False"):
         minilm.encode(SENTENCES[:2], convert_to_numpy=False)
+    with pytest.raises(ValueError, match="pool and chunk_size .* leave them at None"):
+        minilm.encode(SENTENCES[:2], pool=object())
+    with pytest.raises(TypeError, match="unexpected keyword argument 'batchsize'"):
+        minilm.encode(SENTENCES[:2], batchsize=4)
 
 
 @pytest.mark.parametrize("preset", ["minilm", "mpnet"])

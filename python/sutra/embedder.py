@@ -156,6 +156,8 @@ class Embedder:
         convert_to_numpy: bool = True,
         convert_to_tensor: bool = False,
         device: str | None = None,
+        pool: Any = None,
+        chunk_size: int | None = None,
     ) -> np.ndarray | list[np.ndarray]:
         """Embed texts, with the semantics of sentence-transformers' ``encode()``.
 
@@ -190,6 +192,8 @@ class Embedder:
                 Embedder was built with): ``convert_to_numpy=True``, ``convert_to_tensor=False``,
                 ``device=None`` or the backend's own (``"cpu"``); anything else raises
                 ``ValueError`` saying what to use instead.
+            pool, chunk_size: sentence-transformers' multi-process pool; sutra parallelizes
+                inside one call (every core, or ``num_threads``), so they must stay ``None``.
 
         Returns:
             For one text, an array ``[dim]``; for a sequence, ``[n, dim]`` in input order, with
@@ -202,6 +206,10 @@ class Embedder:
         """
         _check_compatibility_arguments(convert_to_numpy, convert_to_tensor, device,
                                        self.backend.name)
+        if pool is not None or chunk_size is not None:
+            raise ValueError("pool and chunk_size (sentence-transformers' multi-process pool) are "
+                             "not used by sutra, which spreads one encode() call over every core "
+                             "itself (EmbedderConfig.num_threads); leave them at None")
         if isinstance(sentences, np.ndarray) and sentences.ndim == 0:
             sentences = sentences.item()  # a 0-d array of a string is one text
         single = isinstance(sentences, str)
