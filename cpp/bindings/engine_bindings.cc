@@ -1,5 +1,6 @@
-// Bindings of the batch planner (sutra/engine/batch_plan.h): lengths in, passes out, and the
-// inputs of each pass gathered from the flat token arrays. Translation only.
+// Bindings of the engine's host side: the batch planner (sutra/engine/batch_plan.h: lengths in,
+// passes out, the inputs of each pass gathered from the flat token arrays) and the weight arena
+// (sutra/engine/weights.h). Translation only.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -9,11 +10,13 @@
 #include <limits>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "bindings.h"
 #include "numpy_checks.h"
 #include "sutra/engine/batch_plan.h"
+#include "sutra/engine/weights.h"
 
 namespace sutra::bindings {
 namespace {
@@ -115,9 +118,122 @@ std::vector<PlannedPass> plan_batches_py(ArrayArg<int32_t> lengths, int64_t max_
   return engine::plan_batches(lens.data(), lens.shape(0), params);
 }
 
+/// The arena of `layout` filled from `tensors` (canonical name -> C-contiguous numpy array of
+/// float16, uint16 holding bfloat16 bits, or float32), as a uint8 array of layout.total_bytes.
+py::array_t<uint8_t> pack_weights_py(const engine::WeightLayout& layout, const py::dict& tensors) {
+  std::unordered_map<std::string, engine::SourceTensor> sources;
+  std::vector<py::array> keep_alive;
+  for (auto item : tensors) {
+    const std::string name = py::str(item.first);
+    if (!py::isinstance<py::array>(item.second)) {
+      throw py::value_error("tensor '" + name + "' must be a numpy.ndarray, got " +
+                            describe(item.second));
+    }
+    auto arr = py::reinterpret_borrow<py::array>(item.second);
+    const bool accepted = arr.dtype().is(py::dtype::of<float>()) ||
+                          arr.dtype().is(py::dtype("float16")) ||
+                          arr.dtype().is(py::dtype::of<uint16_t>());
+    if (!accepted || !(arr.flags() & py::array::c_style)) {
+      throw py::value_error("tensor '" + name +
+                            "' must be a C-contiguous numpy.ndarray of dtype float16, uint16 "
+                            "(bfloat16 bits) or float32, got " +
+                            describe(arr));
+    }
+    engine::SourceTensor tensor;
+    tensor.data = arr.data();
+    tensor.element_bytes = arr.itemsize();
+    for (py::ssize_t axis = 0; axis < arr.ndim(); ++axis) tensor.shape.push_back(arr.shape(axis));
+    sources.emplace(name, std::move(tensor));
+    keep_alive.push_back(arr);
+  }
+  std::vector<uint8_t> arena(static_cast<size_t>(layout.total_bytes));
+  {
+    py::gil_scoped_release release;
+    engine::pack_weights(
+        layout,
+        [&sources](const std::string& name) {
+          auto it = sources.find(name);
+          return it == sources.end() ? engine::SourceTensor{} : it->second;
+        },
+        arena.data());
+  }
+  return to_numpy(std::move(arena), {static_cast<py::ssize_t>(layout.total_bytes)});
+}
+
 }  // namespace
 
 void bind_engine(py::module_& m) {
+  py::class_<engine::EncoderSpec>(m, "EncoderSpec",
+                                  "The sizes of a post-LayerNorm transformer encoder.")
+      .def(py::init([](int64_t vocab, int64_t max_positions, int64_t token_types, int hidden,
+                       int heads, int layers, int intermediate, int relative_buckets) {
+             engine::EncoderSpec spec{vocab, max_positions, token_types,  hidden,
+                                      heads, layers,        intermediate, relative_buckets};
+             engine::validate(spec);
+             return spec;
+           }),
+           py::kw_only(), py::arg("vocab"), py::arg("max_positions"), py::arg("token_types"),
+           py::arg("hidden"), py::arg("heads"), py::arg("layers"), py::arg("intermediate"),
+           py::arg("relative_buckets") = 0,
+           "Checked on construction (ValueError names the first size out of range).\n"
+           "token_types=0: no token-type table; relative_buckets=0: no relative bias.")
+      .def_readonly("vocab", &engine::EncoderSpec::vocab)
+      .def_readonly("max_positions", &engine::EncoderSpec::max_positions)
+      .def_readonly("token_types", &engine::EncoderSpec::token_types)
+      .def_readonly("hidden", &engine::EncoderSpec::hidden)
+      .def_readonly("heads", &engine::EncoderSpec::heads)
+      .def_readonly("layers", &engine::EncoderSpec::layers)
+      .def_readonly("intermediate", &engine::EncoderSpec::intermediate)
+      .def_readonly("relative_buckets", &engine::EncoderSpec::relative_buckets)
+      .def_property_readonly("head_size", &engine::EncoderSpec::head_size);
+
+  py::class_<engine::WeightSlot>(m, "WeightSlot", "One tensor of the weight arena; read-only.")
+      .def_readonly("name", &engine::WeightSlot::name, "The engine's name of the tensor.")
+      .def_property_readonly(
+          "shape",
+          [](const engine::WeightSlot& s) {
+            py::tuple shape(s.shape.size());
+            for (size_t i = 0; i < s.shape.size(); ++i) shape[i] = s.shape[i];
+            return shape;
+          },
+          "Shape as stored in the arena (row-major).")
+      .def_readonly("float32", &engine::WeightSlot::float32,
+                    "Stored as float32 rather than the engine's 2-byte dtype.")
+      .def_readonly("sources", &engine::WeightSlot::sources,
+                    "Canonical tensors concatenated along dimension 0 (or the one transposed).")
+      .def_readonly("transposed", &engine::WeightSlot::transposed)
+      .def_readonly("offset", &engine::WeightSlot::offset, "Bytes from the arena's start.")
+      .def_readonly("bytes", &engine::WeightSlot::bytes)
+      .def("__repr__", [](const engine::WeightSlot& s) {
+        return "WeightSlot('" + s.name + "', offset=" + std::to_string(s.offset) +
+               ", bytes=" + std::to_string(s.bytes) + ")";
+      });
+
+  py::class_<engine::WeightLayout>(m, "WeightLayout",
+                                   "Where each tensor lies in the engine's one weight arena.")
+      .def_readonly("slots", &engine::WeightLayout::slots, "list[WeightSlot], in arena order.")
+      .def_readonly("element_bytes", &engine::WeightLayout::element_bytes)
+      .def_readonly("total_bytes", &engine::WeightLayout::total_bytes)
+      .def(
+          "find",
+          [](const engine::WeightLayout& layout, const std::string& name) {
+            const engine::WeightSlot* slot = layout.find(name);
+            if (slot == nullptr) throw py::key_error("no weight slot named '" + name + "'");
+            return *slot;
+          },
+          py::arg("name"), "The slot of this engine name (KeyError if none).")
+      .def("pack", &pack_weights_py, py::arg("tensors"),
+           "The arena (uint8 [total_bytes]) filled from `tensors`: canonical name ->\n"
+           "C-contiguous array, float32 for float32 slots and float16 (or uint16 holding\n"
+           "bfloat16 bits) otherwise. Every source is checked before anything is written;\n"
+           "ValueError names the first missing, mis-shaped or mistyped tensor.");
+
+  m.def("plan_weight_layout", &engine::plan_weight_layout, py::arg("spec"),
+        py::arg("element_bytes") = 2,
+        "The weight arena of an encoder: per layer a fused QKV weight [3H, H] (q, k, v) and\n"
+        "bias, the output, feed-forward and LayerNorm tensors in torch's [out, in] layout;\n"
+        "MPNet's relative bias as float32 [heads, buckets]. Every slot 256-byte aligned.");
+
   py::class_<PlannedPass>(m, "BatchPass",
                           "One planned forward pass (from plan_batches); read-only.")
       .def_property_readonly(

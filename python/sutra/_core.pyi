@@ -7,9 +7,108 @@ from __future__ import annotations
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['BatchPass', 'SutraError', 'add_layernorm', 'aggregate_embeddings', 'aggregate_rows', 'build_info', 'cls_pool', 'cpu_features', 'create_windows', 'cuda_device_count', 'cuda_devices', 'cuda_driver_version', 'cuda_l2_normalize_rows', 'embedding_layernorm', 'fit_sequences', 'flash_attention_forward', 'flash_attention_kernel_info', 'l2_normalize_rows', 'max_pool', 'mean_pool', 'mpnet_relative_buckets', 'packing_pays', 'plan_attention_rows', 'plan_batches', 'pool_tokens', 'pool_tokens_device', 'quantize', 'truncate_and_normalize']
+__all__: list[str] = ['BatchPass', 'EncoderSpec', 'SutraError', 'WeightLayout', 'WeightSlot', 'add_layernorm', 'aggregate_embeddings', 'aggregate_rows', 'build_info', 'cls_pool', 'cpu_features', 'create_windows', 'cuda_device_count', 'cuda_devices', 'cuda_driver_version', 'cuda_l2_normalize_rows', 'embedding_layernorm', 'fit_sequences', 'flash_attention_forward', 'flash_attention_kernel_info', 'l2_normalize_rows', 'max_pool', 'mean_pool', 'mpnet_relative_buckets', 'packing_pays', 'plan_attention_rows', 'plan_batches', 'plan_weight_layout', 'pool_tokens', 'pool_tokens_device', 'quantize', 'truncate_and_normalize']
 class SutraError(RuntimeError):
     pass
+class EncoderSpec:
+    """
+    The sizes of a post-LayerNorm transformer encoder.
+    """
+    def __init__(self, *, vocab: typing.SupportsInt | typing.SupportsIndex, max_positions: typing.SupportsInt | typing.SupportsIndex, token_types: typing.SupportsInt | typing.SupportsIndex, hidden: typing.SupportsInt | typing.SupportsIndex, heads: typing.SupportsInt | typing.SupportsIndex, layers: typing.SupportsInt | typing.SupportsIndex, intermediate: typing.SupportsInt | typing.SupportsIndex, relative_buckets: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+        """
+        Checked on construction (ValueError names the first size out of range).
+        token_types=0: no token-type table; relative_buckets=0: no relative bias.
+        """
+    @property
+    def head_size(self) -> int:
+        ...
+    @property
+    def heads(self) -> int:
+        ...
+    @property
+    def hidden(self) -> int:
+        ...
+    @property
+    def intermediate(self) -> int:
+        ...
+    @property
+    def layers(self) -> int:
+        ...
+    @property
+    def max_positions(self) -> int:
+        ...
+    @property
+    def relative_buckets(self) -> int:
+        ...
+    @property
+    def token_types(self) -> int:
+        ...
+    @property
+    def vocab(self) -> int:
+        ...
+class WeightSlot:
+    """
+    One tensor of the weight arena; read-only.
+    """
+    def __repr__(self) -> str:
+        ...
+    @property
+    def bytes(self) -> int:
+        ...
+    @property
+    def float32(self) -> bool:
+        """
+        Stored as float32 rather than the engine's 2-byte dtype.
+        """
+    @property
+    def name(self) -> str:
+        """
+        The engine's name of the tensor.
+        """
+    @property
+    def offset(self) -> int:
+        """
+        Bytes from the arena's start.
+        """
+    @property
+    def shape(self) -> tuple:
+        """
+        Shape as stored in the arena (row-major).
+        """
+    @property
+    def sources(self) -> list[str]:
+        """
+        Canonical tensors concatenated along dimension 0 (or the one transposed).
+        """
+    @property
+    def transposed(self) -> bool:
+        ...
+class WeightLayout:
+    """
+    Where each tensor lies in the engine's one weight arena.
+    """
+    def find(self, name: str) -> WeightSlot:
+        """
+        The slot of this engine name (KeyError if none).
+        """
+    def pack(self, tensors: dict) -> numpy.typing.NDArray[numpy.uint8]:
+        """
+        The arena (uint8 [total_bytes]) filled from `tensors`: canonical name ->
+        C-contiguous array, float32 for float32 slots and float16 (or uint16 holding
+        bfloat16 bits) otherwise. Every source is checked before anything is written;
+        ValueError names the first missing, mis-shaped or mistyped tensor.
+        """
+    @property
+    def element_bytes(self) -> int:
+        ...
+    @property
+    def slots(self) -> list[WeightSlot]:
+        """
+        list[WeightSlot], in arena order.
+        """
+    @property
+    def total_bytes(self) -> int:
+        ...
 class BatchPass:
     """
     One planned forward pass (from plan_batches); read-only.
@@ -242,6 +341,12 @@ def plan_batches(lengths: numpy.typing.NDArray[numpy.int32], max_sequences: typi
     n * longest) or 'always'. attention_rows: lay packed passes out in attention rows
     (plan_attention_rows) for the CPU packed graph.
     Returns a list of BatchPass, longest first; every index appears in exactly one.
+    """
+def plan_weight_layout(spec: EncoderSpec, element_bytes: typing.SupportsInt | typing.SupportsIndex = 2) -> WeightLayout:
+    """
+    The weight arena of an encoder: per layer a fused QKV weight [3H, H] (q, k, v) and
+    bias, the output, feed-forward and LayerNorm tensors in torch's [out, in] layout;
+    MPNet's relative bias as float32 [heads, buckets]. Every slot 256-byte aligned.
     """
 def pool_tokens(token_embeddings: numpy.typing.NDArray[numpy.float32], cu_seqlens: numpy.typing.NDArray[numpy.int32], mode: str, prompt_lengths: numpy.typing.NDArray[numpy.int32] | None = None) -> numpy.typing.NDArray[numpy.float32]:
     """
