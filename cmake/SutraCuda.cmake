@@ -1,12 +1,11 @@
 # Resolves SUTRA_ENABLE_CUDA (AUTO/ON/OFF) into SUTRA_WITH_CUDA.
 #
-# CUDA is built when both nvcc and cuBLASLt are found. cuBLASLt comes from the CUDA toolkit when
-# it ships one, otherwise from the `nvidia-cublas` wheel (CUDA 13 layout: nvidia/cu13/include and
-# nvidia/cu13/lib/libcublasLt.so.13, no unversioned .so) installed for the Python interpreter that
-# runs the build. AUTO falls back to a CPU-only build, ON fails, OFF never looks.
+# CUDA is built when both nvcc and cuBLASLt's headers are found. They come from the CUDA toolkit
+# when it ships cuBLAS, otherwise from the `nvidia-cublas` wheel (CUDA 13 layout: nvidia/cu13/include
+# and nvidia/cu13/lib/libcublasLt.so.13) installed for the Python interpreter that runs the build. AUTO falls back to a CPU-only build, ON fails, OFF never looks.
 #
 # Sets: SUTRA_WITH_CUDA, SUTRA_CUBLASLT_SOURCE ("toolkit" or "wheel"), SUTRA_CUDA_RPATH,
-#       imported target sutra::cublasLt, CMAKE_CUDA_ARCHITECTURES.
+#       sutra::cublasLt (headers and the soname to load, nothing linked), CMAKE_CUDA_ARCHITECTURES.
 
 string(TOUPPER "${SUTRA_ENABLE_CUDA}" _sutra_cuda_mode)
 if(NOT _sutra_cuda_mode MATCHES "^(AUTO|ON|OFF)$")
@@ -56,14 +55,20 @@ if(NOT CUDAToolkit_FOUND)
   _sutra_cuda_unavailable("the CUDA toolkit next to ${CMAKE_CUDA_COMPILER} is incomplete")
 endif()
 
-# cuBLASLt: the toolkit's first, else the nvidia-cublas wheel of the build's Python.
+# cuBLASLt: the toolkit's headers first, else the nvidia-cublas wheel's. Nothing links it: the
+# engine loads libcublasLt.so.<major> when it is first used (cpp/src/engine/cublaslt.cc), so the
+# module imports on machines without it. The RUNPATH below is where that load looks first.
+set(_sutra_cublas_soname "libcublasLt.so.${CUDAToolkit_VERSION_MAJOR}")
 set(SUTRA_CUDA_RPATH "$ORIGIN/../nvidia/cu${CUDAToolkit_VERSION_MAJOR}/lib")
+add_library(sutra_cublaslt_headers INTERFACE)
+add_library(sutra::cublasLt ALIAS sutra_cublaslt_headers)
+target_compile_definitions(sutra_cublaslt_headers INTERFACE
+  SUTRA_CUBLASLT_SONAME="${_sutra_cublas_soname}")
 if(TARGET CUDA::cublasLt)
-  add_library(sutra::cublasLt ALIAS CUDA::cublasLt)
+  target_include_directories(sutra_cublaslt_headers INTERFACE ${CUDAToolkit_INCLUDE_DIRS})
   set(SUTRA_CUBLASLT_SOURCE "toolkit")
   list(APPEND SUTRA_CUDA_RPATH "${CUDAToolkit_LIBRARY_DIR}")
 else()
-  set(_sutra_cublas_soname "libcublasLt.so.${CUDAToolkit_VERSION_MAJOR}")
   # `nvidia` is a namespace package (no __init__.py): walk its search path instead of __file__.
   execute_process(
     COMMAND "${Python_EXECUTABLE}" -c "
@@ -71,8 +76,7 @@ import importlib.util, os
 spec = importlib.util.find_spec('nvidia')
 for root in (spec.submodule_search_locations if spec else []):
     base = os.path.join(root, 'cu${CUDAToolkit_VERSION_MAJOR}')
-    if os.path.isfile(os.path.join(base, 'include', 'cublasLt.h')) and \
-       os.path.isfile(os.path.join(base, 'lib', '${_sutra_cublas_soname}')):
+    if os.path.isfile(os.path.join(base, 'include', 'cublasLt.h')):
         print(base, end='')
         break
 "
@@ -80,16 +84,10 @@ for root in (spec.submodule_search_locations if spec else []):
     RESULT_VARIABLE _sutra_probe_result
     ERROR_QUIET)
   if(NOT _sutra_probe_result EQUAL 0 OR NOT _sutra_cublas_wheel_dir)
-    _sutra_cuda_unavailable("cuBLASLt was found neither in the CUDA toolkit nor as the \
+    _sutra_cuda_unavailable("cuBLASLt's headers were found neither in the CUDA toolkit nor in the \
 nvidia-cublas wheel of ${Python_EXECUTABLE} (pip install nvidia-cublas, then build with --no-build-isolation)")
   endif()
-  # The wheel has no unversioned libcublasLt.so, so link the versioned file by path; its SONAME
-  # (libcublasLt.so.13) is what ends up in DT_NEEDED.
-  add_library(sutra::cublasLt SHARED IMPORTED GLOBAL)
-  set_target_properties(sutra::cublasLt PROPERTIES
-    IMPORTED_LOCATION "${_sutra_cublas_wheel_dir}/lib/${_sutra_cublas_soname}"
-    IMPORTED_SONAME "${_sutra_cublas_soname}"
-    INTERFACE_INCLUDE_DIRECTORIES "${_sutra_cublas_wheel_dir}/include")
+  target_include_directories(sutra_cublaslt_headers INTERFACE "${_sutra_cublas_wheel_dir}/include")
   set(SUTRA_CUBLASLT_SOURCE "wheel (${_sutra_cublas_wheel_dir})")
 endif()
 

@@ -1,7 +1,6 @@
 // Device and library queries behind cuda_info.h. Safe on machines with no driver or no GPU:
 // cudart is linked statically and loads libcuda lazily, so the first runtime call is where a
 // missing driver shows up, as an error code that we turn into "0 devices".
-#include <cublasLt.h>
 #include <cuda_runtime.h>
 
 #include <string>
@@ -58,8 +57,5 @@ int cuda_driver_version() {
   }
   return version;
 }
-
-// Links cuBLASLt for real; needs no GPU.
-size_t cuda_cublaslt_version() { return cublasLtGetVersion(); }
 
 }  // namespace sutra

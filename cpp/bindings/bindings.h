@@ -9,5 +9,6 @@ void bind_cuda(pybind11::module_& m);  // cuda_bindings.cc: device queries and t
 void bind_attention(pybind11::module_& m);  // attention_bindings.cc: flash attention forward
 void bind_engine(pybind11::module_& m);     // engine_bindings.cc: the batch planner
 void bind_kernels(pybind11::module_& m);    // kernel_bindings.cc: the engine's kernels, for tests
+void bind_encoder(pybind11::module_& m);    // encoder_bindings.cc: the GPU engine
 
 }  // namespace sutra::bindings

@@ -27,6 +27,7 @@ PYBIND11_MODULE(_core, m) {
   sutra::bindings::bind_attention(m);
   sutra::bindings::bind_engine(m);
   sutra::bindings::bind_kernels(m);
+  sutra::bindings::bind_encoder(m);
 
   m.def(
       "cpu_features",

@@ -10,6 +10,7 @@
 
 #include "common/check.cuh"
 #include "common/reductions.cuh"
+#include "normalize_kernel.cuh"
 #include "cuda/resources.h"
 #include "sutra/error.h"
 #include "sutra/kernels/pooling.h"
@@ -108,6 +109,23 @@ void pool_tokens_device(const DevicePoolParams& p, cudaStream_t stream) {
     pool_kernel<__nv_bfloat16><<<grid, kThreads, 0, stream>>>(p);
   }
   cuda::check_launch("pool_kernel", stream);
+}
+
+void l2_normalize_device(float* rows, int64_t n, int64_t dim, int device, cudaStream_t stream) {
+  SUTRA_CHECK(n >= 0 && dim >= 0, "n and dim", ">= 0",
+              std::to_string(n) + " and " + std::to_string(dim));
+  if (n == 0 || dim == 0) return;
+  SUTRA_CHECK(rows != nullptr, "rows", "a device pointer", "a null pointer");
+  cuda::DeviceGuard guard(device);
+  cuda::L2NormalizeParams params;
+  params.in = rows;
+  params.out = rows;
+  params.rows = n;
+  params.dim = dim;
+  params.in_row_stride = dim;
+  params.out_row_stride = dim;
+  params.eps = kNormEps;
+  cuda::launch_l2_normalize_rows(params, stream);
 }
 
 }  // namespace sutra

@@ -11,6 +11,7 @@ from .models.registry import DEFAULT_MODEL, find_spec, registered_names
 BACKENDS = ("auto", "cpu", "cuda")
 LONG_TEXT_MODES = ("truncate", "window")
 ONNX_SOURCES = ("build", "model")
+DTYPES = ("float32", "float16", "bfloat16")
 
 
 @dataclass
@@ -23,15 +24,23 @@ class EmbedderConfig:
         dimensions: output width. ``None`` keeps the model's width; a smaller value truncates
             (Matryoshka) and re-normalizes.
         max_sequence_length: tokens per text (special tokens included); ``None`` uses the model's.
-        batch_size: texts per forward pass (an upper bound; see ``max_batch_tokens``).
-        max_batch_tokens: upper bound on padded tokens (batch rows x longest row) per forward pass,
-            so batches of long texts shrink instead of growing memory.
-        use_fp16: half-precision compute. Only the cuda backend computes in fp16; asking for it on
-            the cpu backend raises.
-        use_flash_attention: sutra's flash-attention kernels. They run on the cuda backend only;
-            asking for them on the cpu backend raises.
-        backend: ``"auto"`` (the best backend this build and machine can run), ``"cpu"`` (ONNX
-            Runtime) or ``"cuda"``.
+        batch_size: texts per forward pass (an upper bound; see ``max_batch_tokens``). ``None``:
+            the backend's default (32 on the cpu backend; on the cuda backend as many as the
+            token budget holds).
+        max_batch_tokens: upper bound on tokens per forward pass (padded: batch rows x longest
+            row), so batches of long texts shrink instead of growing memory. ``"auto"``: 16384
+            on the cpu backend; on the cuda backend sized from the GPU's free memory when the
+            model is loaded (the engine's workspace holds that many tokens).
+        use_fp16: half-precision compute, the same as ``dtype="float16"``. Only the cuda backend
+            computes in fp16; asking for it on the cpu backend raises.
+        dtype: the compute type: ``None`` for the backend's own (float32 on the cpu backend,
+            float16 on the cuda backend), ``"float32"`` (cpu only), ``"float16"`` or
+            ``"bfloat16"`` (cuda only). A dtype the backend cannot compute in raises.
+        use_flash_attention: ask for sutra's flash-attention kernels. The cuda backend always
+            runs them; asking for them on the cpu backend raises.
+        backend: ``"auto"`` (cuda when this build has CUDA and a GPU is visible, cpu otherwise),
+            ``"cpu"`` (ONNX Runtime) or ``"cuda"`` (sutra's GPU engine).
+        device: the CUDA device index the cuda backend runs on.
         onnx_source: ``"build"`` builds the ONNX graph from the safetensors weights (pooling and
             normalization inside the graph); ``"model"`` runs the folder's own ``onnx/model.onnx``.
         num_threads: ONNX Runtime intra-op threads; ``None`` uses every core.
@@ -45,11 +54,13 @@ class EmbedderConfig:
     model: str = DEFAULT_MODEL
     dimensions: int | None = None
     max_sequence_length: int | None = None
-    batch_size: int = 32
-    max_batch_tokens: int = 16384
+    batch_size: int | None = None
+    max_batch_tokens: int | str = "auto"
     use_fp16: bool = False
+    dtype: str | None = None
     use_flash_attention: bool = False
     backend: str = "auto"
+    device: int = 0
     onnx_source: str = "build"
     num_threads: int | None = None
     long_text: str = "truncate"
@@ -88,8 +99,18 @@ class EmbedderConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first field whose value is not allowed."""
-        _positive_int("batch_size", self.batch_size)
-        _positive_int("max_batch_tokens", self.max_batch_tokens)
+        if self.batch_size is not None:
+            _positive_int("batch_size", self.batch_size)
+        if self.max_batch_tokens != "auto":
+            _positive_int("max_batch_tokens", self.max_batch_tokens, "or 'auto'")
+        if self.dtype is not None:
+            _choice("dtype", self.dtype, DTYPES)
+        if self.use_fp16 is True and self.dtype not in (None, "float16"):
+            raise ValueError(f"use_fp16=True asks for float16 but dtype={self.dtype!r}; "
+                             "set one of them")
+        if isinstance(self.device, bool) or not isinstance(self.device, int) or self.device < 0:
+            raise ValueError(f"device must be a CUDA device index (an int >= 0), "
+                             f"got {self.device!r}")
         if self.dimensions is not None:
             _positive_int("dimensions", self.dimensions)
         if self.max_sequence_length is not None:
@@ -114,9 +135,10 @@ class EmbedderConfig:
             raise ValueError(f"model must be a non-empty name or path, got {self.model!r}")
 
 
-def _positive_int(name: str, value: Any) -> None:
+def _positive_int(name: str, value: Any, alternative: str = "") -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+        extra = f" {alternative}" if alternative else ""
+        raise ValueError(f"{name} must be a positive int{extra}, got {value!r}")
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:

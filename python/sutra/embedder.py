@@ -79,10 +79,13 @@ class Embedder:
             self.model,
             config.backend,
             use_fp16=config.use_fp16,
+            dtype=config.dtype,
             use_flash_attention=config.use_flash_attention,
             onnx_source=config.onnx_source,
             num_threads=config.num_threads,
             pad_token_id=self.tokenizer.pad_token_id,
+            device=config.device,
+            max_batch_tokens=config.max_batch_tokens,
         )
         self._window_overlap = min(config.window_overlap, max_len - self.tokenizer.num_special - 1)
         # Checks the window settings now rather than on the first long text.
@@ -215,7 +218,9 @@ class Embedder:
         single = isinstance(sentences, str)
         texts = [sentences] if single else _as_text_list(sentences)
         batch_size = self.config.batch_size if batch_size is None else _integer(batch_size)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0
+        ):
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
@@ -326,7 +331,8 @@ class Embedder:
         if prompt_length:  # the prompt is at the start of each text's first row only
             prompt_lengths = np.zeros(len(rows), dtype=np.int32)
             prompt_lengths[cu_rows[:-1]] = prompt_length
-        limits = PassLimits(batch_size or self.config.batch_size, self.config.max_batch_tokens)
+        limits = self.backend.pass_limits(batch_size or self.config.batch_size,
+                                          self.config.max_batch_tokens)
         with _progress_bar(progress) as on_pass:
             out = self.backend.encode_rows(rows, limits, want_tokens=want_tokens,
                                            prompt_lengths=prompt_lengths, on_pass=on_pass)

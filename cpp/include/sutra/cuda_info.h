@@ -38,8 +38,13 @@ std::string cuda_runtime_version();
 /// 0 when there is no driver or no CUDA in this build.
 int cuda_driver_version();
 
-/// cublasLtGetVersion() of the cuBLASLt that was loaded (e.g. 130002); 0 in a CPU-only build.
+/// cublasLtGetVersion() of the cuBLASLt the GPU engine uses (e.g. 130002), loading it first if
+/// needed; 0 when it cannot be loaded or in a CPU-only build.
 size_t cuda_cublaslt_version();
+
+/// Makes the GPU engine load cuBLASLt from this file (rather than by its soname) when it first
+/// needs it. False when it is already loaded, or in a CPU-only build.
+bool cuda_set_cublaslt_path(const std::string& path);
 
 /// Smoke test of the device path: copies host_in ([rows, dim] float32) to `device`, L2-normalizes
 /// every row there (x / max(||x||, 1e-12)) and copies the result to host_out ([rows, dim]).

@@ -14,6 +14,12 @@ class Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// A long call stopped early because its caller asked it to (Ctrl-C between passes).
+class Interrupted : public Error {
+ public:
+  using Error::Error;
+};
+
 namespace detail {
 
 // Values in messages, formatted without iostreams: an ostream insertion in an error path

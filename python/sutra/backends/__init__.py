@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 from .._errors import BackendUnavailableError
 from ..models.spec import ModelFolder
 from .base import Backend, EncodedRows, PassLimits, TokenBatch
 from .onnxruntime import OnnxRuntimeBackend
+
+ENGINE_HEAD_SIZES = (32, 64, 128)
 
 
 def cuda_status() -> tuple[bool, str]:
@@ -20,22 +24,44 @@ def cuda_status() -> tuple[bool, str]:
         )
     if _core.cuda_device_count() == 0:
         return False, "no CUDA GPU is visible (no device or no driver)"
-    return False, (
-        "this release of sutra has the CUDA build and device query but not yet the CUDA encoder "
-        "engine; use backend='cpu'"
-    )
+    return True, "a CUDA GPU is visible and this build has the engine"
 
 
-def create_backend(model: ModelFolder, backend: str, *, use_fp16: bool,
-                   use_flash_attention: bool, onnx_source: str,
-                   num_threads: int | None, pad_token_id: int = 0) -> Backend:
+def engine_refuses(model: ModelFolder) -> str | None:
+    """Why the GPU engine cannot run ``model`` (one sentence), or ``None`` when it can."""
+    arch = model.pipeline.transformer.architecture
+    if model.student is not None or arch is None:
+        return f"{model.path} is an ONNX graph only (no safetensors encoder for the engine)"
+    if arch.head_size not in ENGINE_HEAD_SIZES:
+        return (f"its head size is {arch.head_size}; the engine's attention runs head sizes "
+                f"{', '.join(map(str, ENGINE_HEAD_SIZES))}")
+    return None
+
+
+def create_backend(model: ModelFolder, backend: str, *, use_fp16: bool = False,
+                   dtype: str | None = None, use_flash_attention: bool = False,
+                   onnx_source: str = "build", num_threads: int | None = None,
+                   pad_token_id: int = 0, device: int = 0,
+                   max_batch_tokens: int | str = "auto") -> Backend:
     """Pick and construct a backend; raise ``BackendUnavailableError`` rather than fall back
-    silently when an explicit request cannot be met."""
+    silently when an explicit request cannot be met. ``backend="auto"`` takes the GPU engine when
+    a GPU is visible and the engine runs the model; if the engine then fails to start (no
+    cuBLASLt, say) it warns and takes the cpu backend."""
+    gpu_dtype = "float16" if use_fp16 else dtype
     if backend == "cuda":
         usable, why = cuda_status()
         if not usable:
             raise BackendUnavailableError(f"backend='cuda' cannot run: {why}")
-    # "auto" resolves to the CPU backend until the CUDA engine lands: cuda_status() never says yes.
+        return _cuda_backend(model, gpu_dtype, device, max_batch_tokens, onnx_source, num_threads)
+    if backend == "auto" and cuda_status()[0] and engine_refuses(model) is None and (
+        onnx_source == "build" and dtype != "float32"
+    ):
+        try:
+            return _cuda_backend(model, gpu_dtype, device, max_batch_tokens, onnx_source,
+                                 num_threads=None)
+        except BackendUnavailableError as exc:
+            warnings.warn(f"backend='auto': the GPU engine could not start ({exc}); using the "
+                          "cpu backend", RuntimeWarning, stacklevel=3)
     for flag, value, what in (
         ("use_fp16", use_fp16, "fp16 compute"),
         ("use_flash_attention", use_flash_attention, "flash attention"),
@@ -45,9 +71,36 @@ def create_backend(model: ModelFolder, backend: str, *, use_fp16: bool,
                 f"{flag}=True: {what} runs only on the cuda backend, and the backend here is "
                 f"'cpu' ({cuda_status()[1]}); set {flag}=False"
             )
+    if dtype not in (None, "float32"):
+        raise BackendUnavailableError(
+            f"dtype={dtype!r} runs only on the cuda backend; the cpu backend computes in "
+            "float32 (dtype=None or 'float32')")
     return OnnxRuntimeBackend(model, onnx_source=onnx_source, num_threads=num_threads,
                               pad_token_id=pad_token_id)
 
 
+def _cuda_backend(model: ModelFolder, dtype: str | None, device: int,
+                  max_batch_tokens: int | str, onnx_source: str,
+                  num_threads: int | None) -> Backend:
+    from .cuda import CudaBackend
+
+    if dtype == "float32":
+        raise BackendUnavailableError(
+            "dtype='float32': the cuda backend computes in 'float16' or 'bfloat16' (with "
+            "float32 accumulation); use backend='cpu' for float32")
+    if onnx_source == "model":
+        raise BackendUnavailableError(
+            "onnx_source='model' runs the folder's own ONNX file, which only the cpu backend "
+            "does; the cuda backend runs the safetensors weights (onnx_source='build')")
+    if num_threads is not None:
+        raise BackendUnavailableError(
+            "num_threads sets ONNX Runtime's CPU threads, which the cuda backend does not use")
+    refused = engine_refuses(model)
+    if refused is not None:
+        raise BackendUnavailableError(f"backend='cuda' cannot run this model: {refused}")
+    return CudaBackend(model, dtype=dtype or "float16", device=device,
+                       max_tokens=None if max_batch_tokens == "auto" else max_batch_tokens)
+
+
 __all__ = ["Backend", "BackendUnavailableError", "EncodedRows", "OnnxRuntimeBackend", "PassLimits",
-           "TokenBatch", "create_backend", "cuda_status"]
+           "TokenBatch", "create_backend", "cuda_status", "engine_refuses"]

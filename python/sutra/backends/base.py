@@ -124,6 +124,13 @@ class Backend(abc.ABC):
             :attr:`parallel_passes` calls at once.
         """
 
+    def pass_limits(self, batch_size: int | None, max_batch_tokens: int | str) -> PassLimits:
+        """The limits of a call that asks for ``batch_size`` sequences (``None``: this backend's
+        default) and ``max_batch_tokens`` tokens (``"auto"``: this backend's default) per pass.
+        The CPU default: 32 sequences, 16384 padded tokens."""
+        return PassLimits(batch_size or 32,
+                          16384 if max_batch_tokens == "auto" else int(max_batch_tokens))
+
     @property
     def onnx_graph(self) -> Path | None:
         """The ONNX file that computes the pipeline, for a backend that runs one (exporting a

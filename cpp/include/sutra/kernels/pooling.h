@@ -28,4 +28,8 @@ struct DevicePoolParams {
 /// in fp32. Throws std::invalid_argument for bad sizes, sutra::Error for CUDA failures.
 void pool_tokens_device(const DevicePoolParams& p, cudaStream_t stream);
 
+/// rows[r] /= max(||rows[r]||, 1e-12) in place for `n` float32 rows of `dim` on `device`: the
+/// Normalize after Dense modules (without them, pool_tokens_device normalizes in its own pass).
+void l2_normalize_device(float* rows, int64_t n, int64_t dim, int device, cudaStream_t stream);
+
 }  // namespace sutra

@@ -1,0 +1,137 @@
+// Bias + activation in place (sutra/kernels/activation.h): a grid-stride loop over 16-byte
+// vectors when a row is a whole number of them (the feed-forward's [tokens, intermediate]),
+// element by element otherwise.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/check.cuh"
+#include "cuda/resources.h"
+#include "sutra/error.h"
+#include "sutra/kernels/activation.h"
+
+namespace sutra {
+namespace {
+
+constexpr int kThreads = 256;
+
+template <typename T>
+struct Convert;
+template <>
+struct Convert<__half> {
+  static __device__ __forceinline__ float load(__half v) { return __half2float(v); }
+  static __device__ __forceinline__ __half store(float v) { return __float2half_rn(v); }
+};
+template <>
+struct Convert<__nv_bfloat16> {
+  static __device__ __forceinline__ float load(__nv_bfloat16 v) { return __bfloat162float(v); }
+  static __device__ __forceinline__ __nv_bfloat16 store(float v) { return __float2bfloat16_rn(v); }
+};
+template <>
+struct Convert<float> {
+  static __device__ __forceinline__ float load(float v) { return v; }
+  static __device__ __forceinline__ float store(float v) { return v; }
+};
+
+template <Activation kAct>
+__device__ __forceinline__ float activate(float x) {
+  if constexpr (kAct == Activation::kGelu) {
+    return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+  } else if constexpr (kAct == Activation::kGeluTanh) {
+    const float inner = 0.79788456080286536f * (x + 0.044715f * x * x * x);
+    return 0.5f * x * (1.0f + tanhf(inner));
+  } else if constexpr (kAct == Activation::kRelu) {
+    return fmaxf(x, 0.0f);
+  } else if constexpr (kAct == Activation::kTanh) {
+    return tanhf(x);
+  } else if constexpr (kAct == Activation::kSigmoid) {
+    return 1.0f / (1.0f + expf(-x));
+  } else {
+    return x;
+  }
+}
+
+// kVec elements of T per step; cols % kVec == 0 (checked by the launcher).
+template <typename T, int kVec, Activation kAct>
+__global__ void __launch_bounds__(kThreads) bias_activation_kernel(BiasActivationParams p) {
+  struct alignas(sizeof(T) * kVec) Pack {
+    T v[kVec];
+  };
+  Pack* x = static_cast<Pack*>(p.x);
+  const T* bias = static_cast<const T*>(p.bias);
+  const int64_t packs_per_row = p.cols / kVec;
+  const int64_t packs = p.rows * packs_per_row;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < packs;
+       i += static_cast<int64_t>(gridDim.x) * kThreads) {
+    Pack pack = x[i];
+    const int64_t col = (i % packs_per_row) * kVec;
+#pragma unroll
+    for (int j = 0; j < kVec; ++j) {
+      float value = Convert<T>::load(pack.v[j]);
+      if (bias != nullptr) value += Convert<T>::load(bias[col + j]);
+      pack.v[j] = Convert<T>::store(activate<kAct>(value));
+    }
+    x[i] = pack;
+  }
+}
+
+template <typename T, int kVec>
+void launch_for_activation(const BiasActivationParams& p, cudaStream_t stream, int blocks) {
+  switch (p.activation) {
+#define SUTRA_ACTIVATION_CASE(ACT)                                                      \
+  case ACT:                                                                             \
+    bias_activation_kernel<T, kVec, ACT><<<blocks, kThreads, 0, stream>>>(p);           \
+    break;
+    SUTRA_ACTIVATION_CASE(Activation::kIdentity)
+    SUTRA_ACTIVATION_CASE(Activation::kGelu)
+    SUTRA_ACTIVATION_CASE(Activation::kGeluTanh)
+    SUTRA_ACTIVATION_CASE(Activation::kRelu)
+    SUTRA_ACTIVATION_CASE(Activation::kTanh)
+    SUTRA_ACTIVATION_CASE(Activation::kSigmoid)
+#undef SUTRA_ACTIVATION_CASE
+  }
+  cuda::check_launch("bias_activation_kernel", stream);
+}
+
+template <typename T>
+void launch_typed(const BiasActivationParams& p, cudaStream_t stream) {
+  // 16-byte vectors when every row is made of them and the pointers allow it.
+  constexpr int kVec = 16 / sizeof(T);
+  const bool vector = p.cols % kVec == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0 &&
+                      (p.bias == nullptr || reinterpret_cast<uintptr_t>(p.bias) % 16 == 0);
+  const int64_t steps = p.rows * (vector ? p.cols / kVec : p.cols);
+  int sms = 0;
+  cuda::check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, p.device),
+              "cudaDeviceGetAttribute");
+  const int64_t wanted = (steps + kThreads - 1) / kThreads;
+  const int blocks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(wanted, 8LL * sms)));
+  if (vector) {
+    launch_for_activation<T, kVec>(p, stream, blocks);
+  } else {
+    launch_for_activation<T, 1>(p, stream, blocks);
+  }
+}
+
+}  // namespace
+
+void bias_activation(const BiasActivationParams& p, cudaStream_t stream) {
+  SUTRA_CHECK(p.rows >= 0, "rows", ">= 0", p.rows);
+  SUTRA_CHECK(p.cols > 0, "cols", "> 0", p.cols);
+  SUTRA_CHECK(static_cast<int>(p.activation) >= 0 && static_cast<int>(p.activation) <= 5,
+              "activation", "one of the Activation values", static_cast<int>(p.activation));
+  if (p.rows == 0) return;
+  SUTRA_CHECK(p.x != nullptr, "x", "a device pointer", "a null pointer");
+  cuda::DeviceGuard guard(p.device);
+  if (p.float32) {
+    launch_typed<float>(p, stream);
+  } else if (p.dtype == DeviceDtype::kBFloat16) {
+    launch_typed<__nv_bfloat16>(p, stream);
+  } else {
+    launch_typed<__half>(p, stream);
+  }
+}
+
+}  // namespace sutra
