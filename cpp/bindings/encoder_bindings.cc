@@ -33,14 +33,17 @@ Activation parse_activation(const std::string& name, const char* what) {
   if (name == "identity") return Activation::kIdentity;
   throw py::value_error(std::string(what) +
                         " must be one of 'gelu', 'gelu_tanh', 'relu', 'tanh', 'sigmoid', "
-                        "'identity', got '" + name + "'");
+                        "'identity', got '" +
+                        name + "'");
 }
 
 DeviceDtype parse_dtype(const std::string& name) {
   if (name == "float16") return DeviceDtype::kFloat16;
   if (name == "bfloat16") return DeviceDtype::kBFloat16;
-  throw py::value_error("dtype must be 'float16' or 'bfloat16' (the engine computes in 16-bit "
-                        "floats with float32 accumulation), got '" + name + "'");
+  throw py::value_error(
+      "dtype must be 'float16' or 'bfloat16' (the engine computes in 16-bit "
+      "floats with float32 accumulation), got '" +
+      name + "'");
 }
 
 engine::PositionKind parse_positions(const std::string& name) {
@@ -70,7 +73,8 @@ std::vector<engine::DenseLayer> parse_dense(const py::list& modules) {
                                        "(out_features,)");
       layer.bias.assign(bias.data(), bias.data() + bias.size());
     }
-    layer.activation = parse_activation(item[2].cast<std::string>(), (name + " activation").c_str());
+    layer.activation =
+        parse_activation(item[2].cast<std::string>(), (name + " activation").c_str());
     layers.push_back(std::move(layer));
   }
   return layers;
@@ -123,22 +127,21 @@ EncodeResult encode(GpuEncoder& encoder, ArrayArg<int32_t> ids_arg, ArrayArg<int
     }
   }
   if (cu_data[batch] != ids.shape(0)) {
-    throw py::value_error("cu_seqlens must end at the token count " +
-                          std::to_string(ids.shape(0)) + ", got " +
-                          std::to_string(cu_data[batch]));
+    throw py::value_error("cu_seqlens must end at the token count " + std::to_string(ids.shape(0)) +
+                          ", got " + std::to_string(cu_data[batch]));
   }
   std::optional<py::array_t<int32_t, py::array::c_style>> prompts;
   if (!prompt_obj.is_none()) {
     prompts = require_array<int32_t>(prompt_obj, "prompt_lengths", {batch}, "(sequences,)");
   }
-  py::array_t<float> out({static_cast<py::ssize_t>(batch),
-                          static_cast<py::ssize_t>(encoder.output_dim())});
+  py::array_t<float> out(
+      {static_cast<py::ssize_t>(batch), static_cast<py::ssize_t>(encoder.output_dim())});
   std::optional<py::array_t<float>> tokens;
   if (want_tokens) {
     // The hidden size is the pooled width before any Dense module: the model's, known to the
     // caller; the engine reports the output width only, so take it from the arena's spec.
-    tokens = py::array_t<float>({static_cast<py::ssize_t>(ids.shape(0)),
-                                 static_cast<py::ssize_t>(encoder.hidden())});
+    tokens = py::array_t<float>(
+        {static_cast<py::ssize_t>(ids.shape(0)), static_cast<py::ssize_t>(encoder.hidden())});
   }
   // Ctrl-C and the caller's progress callback between passes; an exception raised there stops
   // the call and is re-raised as itself once the GIL is back.
@@ -205,10 +208,11 @@ cuBLASLt (naming the nvidia-cublas package).)doc")
            "[out, in], bias float32 [out] or None, activation) run after pooling. normalize:\n"
            "L2-normalize the output rows. dtype: 'float16' or 'bfloat16'. profile: time the\n"
            "device stages with CUDA events (stage_seconds).")
-      .def("encode", &encode, py::arg("ids"), py::arg("cu_seqlens"),
-           py::arg("prompt_lengths") = py::none(), py::arg("max_sequences") = 0,
-           py::arg("want_tokens") = false, py::arg("on_pass") = py::none(),
-           R"doc(Embed the sequences of the flat arrays ids (int32 [T]) / cu_seqlens (int32 [B + 1]).
+      .def(
+          "encode", &encode, py::arg("ids"), py::arg("cu_seqlens"),
+          py::arg("prompt_lengths") = py::none(), py::arg("max_sequences") = 0,
+          py::arg("want_tokens") = false, py::arg("on_pass") = py::none(),
+          R"doc(Embed the sequences of the flat arrays ids (int32 [T]) / cu_seqlens (int32 [B + 1]).
 
 Each sequence 1..max_sequence_length tokens, ids in [0, vocab) (ValueError naming the sequence
 otherwise, before any work). prompt_lengths: int32 [B] leading tokens the pooling leaves out, or

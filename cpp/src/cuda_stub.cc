@@ -1,11 +1,11 @@
 // cuda_info.h for a build without CUDA: no devices, and device work fails loudly.
+#include "sutra/cuda_info.h"
 #include "sutra/engine/encoder.h"
+#include "sutra/error.h"
 #include "sutra/kernels/activation.h"
 #include "sutra/kernels/attention.h"
 #include "sutra/kernels/layernorm.h"
 #include "sutra/kernels/pooling.h"
-#include "sutra/cuda_info.h"
-#include "sutra/error.h"
 
 namespace sutra {
 

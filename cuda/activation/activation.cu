@@ -81,9 +81,9 @@ __global__ void __launch_bounds__(kThreads) bias_activation_kernel(BiasActivatio
 template <typename T, int kVec>
 void launch_for_activation(const BiasActivationParams& p, cudaStream_t stream, int blocks) {
   switch (p.activation) {
-#define SUTRA_ACTIVATION_CASE(ACT)                                                      \
-  case ACT:                                                                             \
-    bias_activation_kernel<T, kVec, ACT><<<blocks, kThreads, 0, stream>>>(p);           \
+#define SUTRA_ACTIVATION_CASE(ACT)                                            \
+  case ACT:                                                                   \
+    bias_activation_kernel<T, kVec, ACT><<<blocks, kThreads, 0, stream>>>(p); \
     break;
     SUTRA_ACTIVATION_CASE(Activation::kIdentity)
     SUTRA_ACTIVATION_CASE(Activation::kGelu)

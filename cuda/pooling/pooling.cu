@@ -10,8 +10,8 @@
 
 #include "common/check.cuh"
 #include "common/reductions.cuh"
-#include "normalize_kernel.cuh"
 #include "cuda/resources.h"
+#include "normalize_kernel.cuh"
 #include "sutra/error.h"
 #include "sutra/kernels/pooling.h"
 

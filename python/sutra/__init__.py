@@ -13,16 +13,9 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-try:
-    from . import _core
-except ImportError as _exc:  # pragma: no cover - depends on how the wheel was built
-    if "libcublasLt" not in str(_exc):
-        raise
-    raise ImportError(
-        "this build of sutra was compiled with CUDA and needs cuBLASLt (libcublasLt.so.13) at run "
-        "time: `pip install 'nvidia-cublas>=13,<14'` (the `sutra[cuda]` extra), or rebuild with "
-        "SUTRA_ENABLE_CUDA=OFF for a CPU-only build"
-    ) from _exc
+# The native core. A CUDA build imports without cuBLASLt too: the GPU engine loads it when it is
+# first used and names the package that provides it if it is missing.
+from . import _core  # noqa: F401
 
 from ._errors import (
     BackendUnavailableError,

@@ -7,6 +7,7 @@ import os
 import threading
 import warnings
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ import numpy as np
 from . import _core
 from ._errors import LongTextTruncatedWarning
 from .backends import create_backend
-from .backends.base import PassLimits, TokenBatch
+from .backends.base import TokenBatch
 from .config import EmbedderConfig
 from .models.folder import resolve
 from .models.spec import ModelFolder
@@ -26,6 +27,10 @@ PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
 # Windows beyond one per text from which encode() shows a progress bar unasked (a 5 MB text is
 # about 13,000 windows of 256 tokens: minutes on 2 cores).
 _LONG_WINDOW_RUN = 1000
+# A call with more texts than this, on a backend faster than the tokenizer, tokenizes in chunks
+# one ahead of the backend (Embedder._embed_pipelined); a chunk also ends at this many characters.
+_PIPELINE_TEXTS = 4096
+_PIPELINE_CHARS = 1 << 18
 OUTPUT_VALUES = ("sentence_embedding", "token_embeddings")
 
 
@@ -256,14 +261,22 @@ class Embedder:
         if show_progress_bar is None and logger.getEffectiveLevel() <= logging.INFO:
             show_progress_bar = True
         # Cut while tokenizing when texts are truncated: a long text is not tokenized whole.
-        batch, cut = self.tokenizer.encode_arrays(
-            texts, self.max_seq_length if long_text == "truncate" else None)
+        max_tokens = self.max_seq_length if long_text == "truncate" else None
+        prompt_length = self._prompt_length(prefix)
+        if (self.backend.pipelines_tokenization and output_value == "sentence_embedding"
+                and len(texts) > _PIPELINE_TEXTS):
+            result = self._embed_pipelined(
+                texts, max_tokens, truncate_dim, precision, normalize_embeddings,
+                batch_size=batch_size, long_text=long_text, progress=show_progress_bar,
+                prompt_length=prompt_length)
+            return result
+        batch, cut = self.tokenizer.encode_arrays(texts, max_tokens)
         if cut:
             self._warn_truncation(None, stacklevel=3)
         result = self._embed(
             batch, truncate_dim, output_value == "token_embeddings",
             precision, normalize_embeddings, batch_size=batch_size, long_text=long_text,
-            progress=show_progress_bar, prompt_length=self._prompt_length(prefix),
+            progress=show_progress_bar, prompt_length=prompt_length,
         )
         return result[0] if single else result
 
@@ -352,14 +365,35 @@ class Embedder:
                                                       self.model.normalize)
         if normalize and len(embeddings):
             embeddings = _core.l2_normalize_rows(embeddings)
-        if precision != "float32" and len(embeddings):
-            embeddings = _core.quantize(embeddings, precision, None)
-        elif precision != "float32":
-            width = embeddings.shape[1]
-            width = (width + 7) // 8 if precision.endswith("binary") else width
-            dtype = np.uint8 if precision.startswith("u") else np.int8
-            embeddings = np.empty((0, width), dtype=dtype)
-        return embeddings
+        return _apply_precision(embeddings, precision)
+
+    def _embed_pipelined(self, texts: list[str], max_tokens: int | None,
+                         truncate_dim: int | None, precision: str, normalize: bool, *,
+                         batch_size: int | None, long_text: str, progress: bool | None,
+                         prompt_length: int) -> np.ndarray:
+        """:meth:`_embed` of many texts with the tokenizer running one chunk ahead of the
+        backend, for a backend faster than the tokenizer (the GPU engine): chunk i + 1 is
+        tokenized on a worker thread (in parallel, the GIL released) while the backend runs chunk
+        i (the GIL released too). The result equals one :meth:`_embed` call: every step up to
+        the output precision is per text, and the precision is applied to all rows at once."""
+        chunks = _text_chunks(texts)
+        parts = []
+        with ThreadPoolExecutor(1, thread_name_prefix="sutra-tokenize") as pool, \
+                _progress_bar(bool(progress)) as on_chunk:
+            pending = pool.submit(self.tokenizer.encode_arrays, chunks[0], max_tokens)
+            for index in range(len(chunks)):
+                batch, cut = pending.result()
+                if index + 1 < len(chunks):
+                    pending = pool.submit(self.tokenizer.encode_arrays, chunks[index + 1],
+                                          max_tokens)
+                if cut:
+                    self._warn_truncation(None, stacklevel=4)
+                parts.append(self._embed(batch, truncate_dim, False, "float32", normalize,
+                                         batch_size=batch_size, long_text=long_text,
+                                         progress=False, prompt_length=prompt_length))
+                if on_chunk is not None:
+                    on_chunk(index + 1, len(chunks))
+        return _apply_precision(np.concatenate(parts), precision)
 
     def _warn_truncation(self, length: int | None, stacklevel: int) -> None:
         """Once per Embedder; ``stacklevel`` points the warning at the user's call."""
@@ -488,6 +522,34 @@ class _progress_bar:
     def __exit__(self, *exc: Any) -> None:
         if self._bar is not None:
             self._bar.close()
+
+
+def _apply_precision(embeddings: np.ndarray, precision: str) -> np.ndarray:
+    """float32 rows in the output precision (int8/uint8 ranges from all the rows given)."""
+    if precision == "float32":
+        return embeddings
+    if len(embeddings):
+        return _core.quantize(embeddings, precision, None)
+    width = embeddings.shape[1]
+    width = (width + 7) // 8 if precision.endswith("binary") else width
+    dtype = np.uint8 if precision.startswith("u") else np.int8
+    return np.empty((0, width), dtype=dtype)
+
+
+def _text_chunks(texts: list[str]) -> list[list[str]]:
+    """``texts`` cut into runs of at most _PIPELINE_TEXTS texts and _PIPELINE_CHARS characters
+    (at least one text each): small enough that the last chunk's backend work, which nothing
+    overlaps, is short; large enough that the tokenizer's batch call keeps every core busy."""
+    chunks: list[list[str]] = []
+    start, chars = 0, 0
+    for index, text in enumerate(texts):
+        full = index - start >= _PIPELINE_TEXTS or chars + len(text) > _PIPELINE_CHARS
+        if index > start and full:
+            chunks.append(texts[start:index])
+            start, chars = index, 0
+        chars += len(text)
+    chunks.append(texts[start:])
+    return chunks
 
 
 def _quantize_token_list(arrays: list[np.ndarray], precision: str) -> list[np.ndarray]:

@@ -45,8 +45,8 @@ void load(Loader& l) {
   if (handle == nullptr) {
     const char* reason = dlerror();
     throw Error("the GPU engine needs cuBLASLt (" + std::string(SUTRA_CUBLASLT_SONAME) +
-                ") and it could not be loaded from '" + target + "': " +
-                (reason != nullptr ? reason : "unknown reason") +
+                ") and it could not be loaded from '" + target +
+                "': " + (reason != nullptr ? reason : "unknown reason") +
                 ". Install it with `pip install 'nvidia-cublas>=13,<14'` (the sutra[cuda] extra)");
   }
   CublasLtApi api;
@@ -88,9 +88,8 @@ bool set_cublaslt_path(const std::string& library_path) {
 
 void check_cublas(cublasStatus_t status, const char* what) {
   if (status == CUBLAS_STATUS_SUCCESS) return;
-  const char* text = loader().api.GetStatusString != nullptr
-                         ? loader().api.GetStatusString(status)
-                         : "unknown status";
+  const char* text = loader().api.GetStatusString != nullptr ? loader().api.GetStatusString(status)
+                                                             : "unknown status";
   throw Error(std::string(what) + " failed: " + text + " (cublasStatus_t " +
               std::to_string(static_cast<int>(status)) + ")");
 }

@@ -231,11 +231,10 @@ struct GpuEncoder::Impl {
     cuda::PinnedBuffer<int32_t> ids, positions, cu_seqlens, prompt_lengths;
     cuda::PinnedBuffer<float> out;
     cuda::PinnedBuffer<uint16_t> token_states;  // allocated on the first call that wants them
-    cuda::Event staged;  // the H2D copies out of this slot are done
-    cuda::Event done;    // the pass's results are in this slot
+    cuda::Event staged;                         // the H2D copies out of this slot are done
+    cuda::Event done;                           // the pass's results are in this slot
     cuda::Event start{cudaEventDefault}, after_h2d{cudaEventDefault},
-        after_layers{cudaEventDefault}, after_head{cudaEventDefault},
-        after_d2h{cudaEventDefault};
+        after_layers{cudaEventDefault}, after_head{cudaEventDefault}, after_d2h{cudaEventDefault};
     bool used = false;
   };
   Slot slots[2];
@@ -261,9 +260,9 @@ struct GpuEncoder::Impl {
 
 void GpuEncoder::Impl::upload(const void* arena, int64_t arena_bytes) {
   weights = cuda::DeviceBuffer<unsigned char>(static_cast<size_t>(arena_bytes));
-  cuda::check(cudaMemcpy(weights.data(), arena, static_cast<size_t>(arena_bytes),
-                         cudaMemcpyHostToDevice),
-              "cudaMemcpy of the weights");
+  cuda::check(
+      cudaMemcpy(weights.data(), arena, static_cast<size_t>(arena_bytes), cudaMemcpyHostToDevice),
+      "cudaMemcpy of the weights");
   word_embeddings = slot_ptr("embeddings.word");
   position_embeddings = slot_ptr("embeddings.position");
   token_type_row = model.spec.token_types > 0 ? slot_ptr("embeddings.token_type") : nullptr;
@@ -304,7 +303,7 @@ void GpuEncoder::Impl::upload(const void* arena, int64_t arena_bytes) {
     for (size_t i = 0; i < model.dense.size(); ++i) {
       dense_weight_ptrs.push_back(dense_weights.data() + offsets[2 * i]);
       dense_bias_ptrs.push_back(offsets[2 * i + 1] < 0 ? nullptr
-                                                        : dense_weights.data() + offsets[2 * i + 1]);
+                                                       : dense_weights.data() + offsets[2 * i + 1]);
     }
   }
 
@@ -339,11 +338,11 @@ void GpuEncoder::Impl::allocate_workspace() {
     tokens = std::min<int64_t>(kAutoMaxTokens, static_cast<int64_t>(usable / per_token));
     tokens = tokens / 256 * 256;
     if (tokens < max_sequence_length) {
-      throw Error("the GPU has too little free memory for the engine: " +
-                  std::to_string(free_bytes >> 20) + " MiB free after the weights, and one pass " +
-                  "of the longest sequence (" + std::to_string(max_sequence_length) +
-                  " tokens) needs about " +
-                  std::to_string((max_sequence_length * per_token) >> 20) + " MiB of workspace");
+      throw Error(
+          "the GPU has too little free memory for the engine: " + std::to_string(free_bytes >> 20) +
+          " MiB free after the weights, and one pass " + "of the longest sequence (" +
+          std::to_string(max_sequence_length) + " tokens) needs about " +
+          std::to_string((max_sequence_length * per_token) >> 20) + " MiB of workspace");
     }
   }
   SUTRA_CHECK(tokens >= max_sequence_length, "max_tokens",
@@ -429,13 +428,12 @@ void GpuEncoder::Impl::forward(int64_t tokens, int64_t sequences, int max_seqlen
   norm.device = device;
 
   for (const LayerWeights& w : layers) {
-    gemm->run({x, w.qkv_weight, w.qkv_bias, wide, tokens, qkv_row, hidden, GemmEpilogue::kBias,
-               type},
-              s);
+    gemm->run(
+        {x, w.qkv_weight, w.qkv_bias, wide, tokens, qkv_row, hidden, GemmEpilogue::kBias, type}, s);
     flash_attention_forward(attn, s);
-    gemm->run({context, w.o_weight, nullptr, sublayer, tokens, hidden, hidden,
-               GemmEpilogue::kNone, type},
-              s);
+    gemm->run(
+        {context, w.o_weight, nullptr, sublayer, tokens, hidden, hidden, GemmEpilogue::kNone, type},
+        s);
     norm.bias = w.o_bias;
     norm.gamma = w.attention_norm_weight;
     norm.beta = w.attention_norm_bias;
@@ -485,10 +483,10 @@ void GpuEncoder::Impl::head(int64_t sequences, bool prompts) {
     const DenseLayer& dense = model.dense[i];
     float* out = buffers[i % 2];
     const bool bias = dense_bias_ptrs[i] != nullptr;
-    gemm->run({in, dense_weight_ptrs[i], dense_bias_ptrs[i], out, sequences, dense.out_features,
-               dense.in_features, bias ? GemmEpilogue::kBias : GemmEpilogue::kNone,
-               GemmType::kFloat32},
-              s);
+    gemm->run(
+        {in, dense_weight_ptrs[i], dense_bias_ptrs[i], out, sequences, dense.out_features,
+         dense.in_features, bias ? GemmEpilogue::kBias : GemmEpilogue::kNone, GemmType::kFloat32},
+        s);
     if (dense.activation != Activation::kIdentity) {
       BiasActivationParams act;
       act.x = out;
@@ -567,10 +565,10 @@ void GpuEncoder::encode(const int32_t* ids, const int32_t* cu_seqlens, int64_t b
   for (int64_t b = 0; b < batch; ++b) {
     const int64_t length = static_cast<int64_t>(cu_seqlens[b + 1]) - cu_seqlens[b];
     if (length < 1 || length > m.max_sequence_length) {
-      throw std::invalid_argument(
-          "sequence " + std::to_string(b) + " has " + std::to_string(length) +
-          " tokens; the engine takes 1.." + std::to_string(m.max_sequence_length) +
-          " tokens per sequence (special tokens included)");
+      throw std::invalid_argument("sequence " + std::to_string(b) + " has " +
+                                  std::to_string(length) + " tokens; the engine takes 1.." +
+                                  std::to_string(m.max_sequence_length) +
+                                  " tokens per sequence (special tokens included)");
     }
     if (prompt_lengths != nullptr && prompt_lengths[b] < 0) {
       throw std::invalid_argument("prompt_lengths[" + std::to_string(b) + "] must be >= 0, got " +
@@ -584,8 +582,8 @@ void GpuEncoder::encode(const int32_t* ids, const int32_t* cu_seqlens, int64_t b
       const int64_t b = std::upper_bound(cu_seqlens, cu_seqlens + batch + 1, t) - cu_seqlens - 1;
       throw std::invalid_argument("token " + std::to_string(t - cu_seqlens[b]) + " of sequence " +
                                   std::to_string(b) + " is " + std::to_string(ids[t]) +
-                                  ", not a token id in [0, " +
-                                  std::to_string(m.model.spec.vocab) + ")");
+                                  ", not a token id in [0, " + std::to_string(m.model.spec.vocab) +
+                                  ")");
     }
   }
   BatchPlanParams params;
@@ -604,15 +602,15 @@ void GpuEncoder::encode(const int32_t* ids, const int32_t* cu_seqlens, int64_t b
   if (token_states != nullptr) {
     for (Impl::Slot& slot : m.slots) {
       if (slot.token_states.empty()) {
-        slot.token_states = cuda::PinnedBuffer<uint16_t>(
-            static_cast<size_t>(m.capacity.tokens) * static_cast<size_t>(hidden));
+        slot.token_states = cuda::PinnedBuffer<uint16_t>(static_cast<size_t>(m.capacity.tokens) *
+                                                         static_cast<size_t>(hidden));
       }
     }
   }
   const float* head_out = m.region<float>(m.device_layout.pooled);
   if (!m.model.dense.empty()) {
     head_out = m.region<float>(m.model.dense.size() % 2 == 1 ? m.device_layout.head_a
-                                                               : m.device_layout.head_b);
+                                                             : m.device_layout.head_b);
   }
 
   // Results of pass `index` (in `slot`) into the caller's arrays, in input order.
@@ -632,8 +630,8 @@ void GpuEncoder::encode(const int32_t* ids, const int32_t* cu_seqlens, int64_t b
         const int64_t source = pass.cu_seqlens[j];
         const int64_t length = pass.cu_seqlens[j + 1] - source;
         const int64_t target = cu_seqlens[pass.order[j]];
-        half_to_float(slot.token_states.data() + source * hidden, length * hidden,
-                      m.options.dtype, token_states + target * hidden);
+        half_to_float(slot.token_states.data() + source * hidden, length * hidden, m.options.dtype,
+                      token_states + target * hidden);
       }
     }
     m.stages.scatter += seconds_since(scatter_start);
@@ -689,10 +687,10 @@ void GpuEncoder::encode(const int32_t* ids, const int32_t* cu_seqlens, int64_t b
       cuda::check(cudaMemcpyAsync(m.region<int32_t>(m.device_layout.positions), staged_positions,
                                   sizeof(int32_t) * tokens, cudaMemcpyHostToDevice, s),
                   "cudaMemcpyAsync(positions)");
-      cuda::check(cudaMemcpyAsync(m.region<int32_t>(m.device_layout.cu_seqlens),
-                                  slot.cu_seqlens.data(), sizeof(int32_t) * (n + 1),
-                                  cudaMemcpyHostToDevice, s),
-                  "cudaMemcpyAsync(cu_seqlens)");
+      cuda::check(
+          cudaMemcpyAsync(m.region<int32_t>(m.device_layout.cu_seqlens), slot.cu_seqlens.data(),
+                          sizeof(int32_t) * (n + 1), cudaMemcpyHostToDevice, s),
+          "cudaMemcpyAsync(cu_seqlens)");
       if (prompts) {
         cuda::check(cudaMemcpyAsync(m.region<int32_t>(m.device_layout.prompt_lengths),
                                     slot.prompt_lengths.data(), sizeof(int32_t) * n,
@@ -709,10 +707,10 @@ void GpuEncoder::encode(const int32_t* ids, const int32_t* cu_seqlens, int64_t b
                                   cudaMemcpyDeviceToHost, s),
                   "cudaMemcpyAsync(embeddings)");
       if (token_states != nullptr) {
-        cuda::check(cudaMemcpyAsync(slot.token_states.data(),
-                                    m.region<void>(m.device_layout.hidden_states),
-                                    sizeof(uint16_t) * tokens * hidden, cudaMemcpyDeviceToHost, s),
-                    "cudaMemcpyAsync(token states)");
+        cuda::check(
+            cudaMemcpyAsync(slot.token_states.data(), m.region<void>(m.device_layout.hidden_states),
+                            sizeof(uint16_t) * tokens * hidden, cudaMemcpyDeviceToHost, s),
+            "cudaMemcpyAsync(token states)");
       }
       if (m.options.profile) slot.after_d2h.record(s);
       slot.done.record(s);

@@ -17,19 +17,26 @@ constexpr size_t kMaxPlans = 512;
 
 cudaDataType_t data_type(GemmType type) {
   switch (type) {
-    case GemmType::kFloat16: return CUDA_R_16F;
-    case GemmType::kBFloat16: return CUDA_R_16BF;
-    case GemmType::kFloat32: return CUDA_R_32F;
+    case GemmType::kFloat16:
+      return CUDA_R_16F;
+    case GemmType::kBFloat16:
+      return CUDA_R_16BF;
+    case GemmType::kFloat32:
+      return CUDA_R_32F;
   }
   return CUDA_R_16F;
 }
 
 cublasLtEpilogue_t epilogue_of(GemmEpilogue epilogue) {
   switch (epilogue) {
-    case GemmEpilogue::kNone: return CUBLASLT_EPILOGUE_DEFAULT;
-    case GemmEpilogue::kBias: return CUBLASLT_EPILOGUE_BIAS;
-    case GemmEpilogue::kBiasGeluTanh: return CUBLASLT_EPILOGUE_GELU_BIAS;
-    case GemmEpilogue::kBiasRelu: return CUBLASLT_EPILOGUE_RELU_BIAS;
+    case GemmEpilogue::kNone:
+      return CUBLASLT_EPILOGUE_DEFAULT;
+    case GemmEpilogue::kBias:
+      return CUBLASLT_EPILOGUE_BIAS;
+    case GemmEpilogue::kBiasGeluTanh:
+      return CUBLASLT_EPILOGUE_GELU_BIAS;
+    case GemmEpilogue::kBiasRelu:
+      return CUBLASLT_EPILOGUE_RELU_BIAS;
   }
   return CUBLASLT_EPILOGUE_DEFAULT;
 }
@@ -80,14 +87,15 @@ const Gemm::Plan& Gemm::plan_for(const GemmArgs& args) {
   try {
     const cudaDataType_t type = data_type(args.type);
     const cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
-    check_cublas(api.MatmulDescCreate(&plan->desc, compute, CUDA_R_32F), "cublasLtMatmulDescCreate");
+    check_cublas(api.MatmulDescCreate(&plan->desc, compute, CUDA_R_32F),
+                 "cublasLtMatmulDescCreate");
     const cublasOperation_t op_t = CUBLAS_OP_T, op_n = CUBLAS_OP_N;
-    check_cublas(api.MatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_t,
-                                            sizeof(op_t)),
-                 "cublasLtMatmulDescSetAttribute(TRANSA)");
-    check_cublas(api.MatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_n,
-                                            sizeof(op_n)),
-                 "cublasLtMatmulDescSetAttribute(TRANSB)");
+    check_cublas(
+        api.MatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_t, sizeof(op_t)),
+        "cublasLtMatmulDescSetAttribute(TRANSA)");
+    check_cublas(
+        api.MatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_n, sizeof(op_n)),
+        "cublasLtMatmulDescSetAttribute(TRANSB)");
     const cublasLtEpilogue_t epilogue = epilogue_of(args.epilogue);
     check_cublas(api.MatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
                                             sizeof(epilogue)),
@@ -110,9 +118,9 @@ const Gemm::Plan& Gemm::plan_for(const GemmArgs& args) {
     const uint64_t workspace_bytes = workspace_.bytes();
     cublasLtMatmulHeuristicResult_t result{};
     int found_count = 0;
-    cublasStatus_t status = api.MatmulPreferenceSetAttribute(
-        preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes,
-        sizeof(workspace_bytes));
+    cublasStatus_t status =
+        api.MatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                         &workspace_bytes, sizeof(workspace_bytes));
     if (status == CUBLAS_STATUS_SUCCESS) {
       status = api.MatmulAlgoGetHeuristic(handle_, plan->desc, plan->a, plan->b, plan->c, plan->c,
                                           preference, 1, &result, &found_count);
@@ -136,8 +144,8 @@ const Gemm::Plan& Gemm::plan_for(const GemmArgs& args) {
 
 void Gemm::run(const GemmArgs& args, cudaStream_t stream) {
   SUTRA_CHECK(args.rows >= 0, "rows", ">= 0", args.rows);
-  SUTRA_CHECK(args.n > 0 && args.k > 0, "n and k", "> 0", std::to_string(args.n) + " and " +
-                                                              std::to_string(args.k));
+  SUTRA_CHECK(args.n > 0 && args.k > 0, "n and k", "> 0",
+              std::to_string(args.n) + " and " + std::to_string(args.k));
   SUTRA_CHECK(args.x && args.w && args.out, "x, w and out", "device pointers", "a null pointer");
   SUTRA_CHECK(args.epilogue == GemmEpilogue::kNone || args.bias != nullptr, "bias",
               "a device pointer with a bias epilogue", "a null pointer");

@@ -124,6 +124,12 @@ class Backend(abc.ABC):
             :attr:`parallel_passes` calls at once.
         """
 
+    @property
+    def pipelines_tokenization(self) -> bool:
+        """Whether a large call gains from tokenizing its next chunk while this backend runs
+        the current one (a backend much faster than the tokenizer, with the GIL released)."""
+        return False
+
     def pass_limits(self, batch_size: int | None, max_batch_tokens: int | str) -> PassLimits:
         """The limits of a call that asks for ``batch_size`` sequences (``None``: this backend's
         default) and ``max_batch_tokens`` tokens (``"auto"``: this backend's default) per pass.

@@ -168,6 +168,10 @@ class CudaBackend(Backend):
         return True
 
     @property
+    def pipelines_tokenization(self) -> bool:
+        return True
+
+    @property
     def max_tokens(self) -> int:
         """Tokens one pass holds (the token budget the workspace was sized for)."""
         return self.engine.max_tokens

@@ -102,8 +102,8 @@ class GpuEncoder {
   /// written to the device yet; sutra::Error for CUDA failures; sutra::Interrupted when
   /// on_pass asked to stop.
   void encode(const int32_t* ids, const int32_t* cu_seqlens, int64_t batch,
-              const int32_t* prompt_lengths, int64_t max_sequences, float* out,
-              float* token_states, const PassCallback& on_pass);
+              const int32_t* prompt_lengths, int64_t max_sequences, float* out, float* token_states,
+              const PassCallback& on_pass);
 
   int64_t max_tokens() const;           // tokens per pass the workspace holds
   int64_t max_sequence_length() const;  // longest sequence the position table allows
