@@ -496,3 +496,47 @@ def test_a_long_window_run_shows_progress_unasked(efficient_folder, monkeypatch,
     embedder.encode(text, show_progress_bar=False)
     embedder.encode("short text")  # one window: no bar
     assert "Batches" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("precision", ["float32", "int8", "ubinary"])
+def test_pipelined_tokenization_equals_one_call(efficient_folder, monkeypatch, precision):
+    """On a backend faster than the tokenizer (the GPU engine) a large call is tokenized in
+    chunks one ahead of the backend; the rows, the truncation warning and the output precision
+    (int8 ranges over every row of the call) must be what one plain call gives. Run here on the
+    cpu backend with the pipeline switched on and tiny chunks."""
+    from sutra import embedder as embedder_module
+
+    plain = sutra.Embedder(efficient_folder, backend="cpu")
+    texts = [f"sentence number {i} about {'cats' if i % 3 else 'a much longer topic ' * (i % 7)}"
+             for i in range(230)]
+    texts[17] = "word " * 400  # cut at max_seq_length: warns once
+    with pytest.warns(sutra.LongTextTruncatedWarning):
+        expected = plain.encode(texts, precision=precision)
+
+    piped = sutra.Embedder(efficient_folder, backend="cpu")
+    monkeypatch.setattr(type(piped.backend), "pipelines_tokenization", property(lambda _: True))
+    monkeypatch.setattr(embedder_module, "_PIPELINE_TEXTS", 40)
+    monkeypatch.setattr(embedder_module, "_PIPELINE_CHARS", 1500)
+    assert len(embedder_module._text_chunks(texts)) > 5
+    with pytest.warns(sutra.LongTextTruncatedWarning):
+        got = piped.encode(texts, precision=precision)
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    if precision == "float32":
+        cos = (got * expected).sum(1)
+        assert cos.min() > 0.99999
+    else:  # quantized from (almost) the same floats with the same ranges
+        mismatch = np.mean(got != expected)
+        assert mismatch < 0.01, mismatch
+
+
+def test_text_chunks_bound_texts_and_characters(monkeypatch):
+    from sutra import embedder as embedder_module
+
+    monkeypatch.setattr(embedder_module, "_PIPELINE_TEXTS", 3)
+    monkeypatch.setattr(embedder_module, "_PIPELINE_CHARS", 10)
+    texts = ["aa", "bb", "cc", "dd", "e" * 25, "ff", "gggggg", "hhhhh"]
+    chunks = embedder_module._text_chunks(texts)
+    assert sum(chunks, []) == texts
+    assert all(1 <= len(c) <= 3 for c in chunks)
+    assert all(len(c) == 1 or sum(map(len, c)) <= 10 for c in chunks)
+    assert chunks == [["aa", "bb", "cc"], ["dd"], ["e" * 25], ["ff", "gggggg"], ["hhhhh"]]

@@ -27,10 +27,10 @@ PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
 # Windows beyond one per text from which encode() shows a progress bar unasked (a 5 MB text is
 # about 13,000 windows of 256 tokens: minutes on 2 cores).
 _LONG_WINDOW_RUN = 1000
-# A call with more texts than this, on a backend faster than the tokenizer, tokenizes in chunks
-# one ahead of the backend (Embedder._embed_pipelined); a chunk also ends at this many characters.
-_PIPELINE_TEXTS = 4096
-_PIPELINE_CHARS = 1 << 18
+# On a backend faster than the tokenizer, a call is tokenized in chunks of at most this many texts
+# and characters, one chunk ahead of the backend (Embedder._embed_pipelined).
+_PIPELINE_TEXTS = 2048
+_PIPELINE_CHARS = 1 << 17
 OUTPUT_VALUES = ("sentence_embedding", "token_embeddings")
 
 
@@ -263,10 +263,11 @@ class Embedder:
         # Cut while tokenizing when texts are truncated: a long text is not tokenized whole.
         max_tokens = self.max_seq_length if long_text == "truncate" else None
         prompt_length = self._prompt_length(prefix)
-        if (self.backend.pipelines_tokenization and output_value == "sentence_embedding"
-                and len(texts) > _PIPELINE_TEXTS):
+        chunks = (_text_chunks(texts) if self.backend.pipelines_tokenization
+                  and output_value == "sentence_embedding" else [texts])
+        if len(chunks) > 1:
             result = self._embed_pipelined(
-                texts, max_tokens, truncate_dim, precision, normalize_embeddings,
+                chunks, max_tokens, truncate_dim, precision, normalize_embeddings,
                 batch_size=batch_size, long_text=long_text, progress=show_progress_bar,
                 prompt_length=prompt_length)
             return result
@@ -367,25 +368,26 @@ class Embedder:
             embeddings = _core.l2_normalize_rows(embeddings)
         return _apply_precision(embeddings, precision)
 
-    def _embed_pipelined(self, texts: list[str], max_tokens: int | None,
+    def _embed_pipelined(self, chunks: list[list[str]], max_tokens: int | None,
                          truncate_dim: int | None, precision: str, normalize: bool, *,
                          batch_size: int | None, long_text: str, progress: bool | None,
                          prompt_length: int) -> np.ndarray:
-        """:meth:`_embed` of many texts with the tokenizer running one chunk ahead of the
-        backend, for a backend faster than the tokenizer (the GPU engine): chunk i + 1 is
-        tokenized on a worker thread (in parallel, the GIL released) while the backend runs chunk
-        i (the GIL released too). The result equals one :meth:`_embed` call: every step up to
-        the output precision is per text, and the precision is applied to all rows at once."""
-        chunks = _text_chunks(texts)
+        """:meth:`_embed` of texts in chunks with the tokenizer running one chunk ahead of
+        the backend, for a backend faster than the tokenizer (the GPU engine): the batch call of
+        chunk i + 1 runs on a worker thread (Rust, every core, the GIL released) while this
+        thread turns chunk i into token arrays and the backend runs it (the GIL released too).
+        The result equals one :meth:`_embed` call: every step up to the output precision is per
+        text, and the precision is applied to all rows at once."""
         parts = []
         with ThreadPoolExecutor(1, thread_name_prefix="sutra-tokenize") as pool, \
                 _progress_bar(bool(progress)) as on_chunk:
-            pending = pool.submit(self.tokenizer.encode_arrays, chunks[0], max_tokens)
-            for index in range(len(chunks)):
-                batch, cut = pending.result()
+            pending = pool.submit(self.tokenizer.tokenize_batch, chunks[0], max_tokens)
+            for index, texts in enumerate(chunks):
+                encodings = pending.result()
                 if index + 1 < len(chunks):
-                    pending = pool.submit(self.tokenizer.encode_arrays, chunks[index + 1],
+                    pending = pool.submit(self.tokenizer.tokenize_batch, chunks[index + 1],
                                           max_tokens)
+                batch, cut = self.tokenizer.encode_arrays(texts, max_tokens, encodings=encodings)
                 if cut:
                     self._warn_truncation(None, stacklevel=4)
                 parts.append(self._embed(batch, truncate_dim, False, "float32", normalize,

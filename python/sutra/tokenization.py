@@ -71,8 +71,8 @@ class TextTokenizer:
     def num_special(self) -> int:
         return self.num_prefix_special + self.num_suffix_special
 
-    def encode_cut(self, texts: list[str], max_tokens: int, *, release_gil: bool = False
-                   ) -> tuple[list[list[int]], list[bool]]:
+    def encode_cut(self, texts: list[str], max_tokens: int, *, release_gil: bool = False,
+                   encodings: list | None = None) -> tuple[list[list[int]], list[bool]]:
         """Token ids of each text cut to at most ``max_tokens`` (special tokens included, as
         :meth:`truncate` cuts), and which texts were cut.
 
@@ -84,8 +84,11 @@ class TextTokenizer:
         text: a 5 MB text costs about what its first few thousand characters cost.
         """
         short = max_tokens * PREFIX_CHARS_PER_TOKEN
-        sequences = self.encode([t if len(t) <= short else "" for t in texts],
-                                release_gil=release_gil)
+        if encodings is None:
+            sequences = self.encode([t if len(t) <= short else "" for t in texts],
+                                    release_gil=release_gil)
+        else:  # tokenize_batch ran already, on a pipeline's worker thread
+            sequences = [e.ids for e in encodings]
         cut = [False] * len(texts)
         for index, text in enumerate(texts):
             if len(text) > short:
@@ -120,6 +123,23 @@ class TextTokenizer:
         ids = self.encode([text])[0]
         return self.truncate(ids, max_tokens), len(ids) > max_tokens
 
+    def tokenize_batch(self, texts: list[str], max_tokens: int | None = None) -> list:
+        """The tokenizer's batch call alone (Rust, every core, the GIL released), for
+        :meth:`encode_arrays` to finish: ``tokenizers.Encoding`` objects, with a text too long
+        to matter whole (see :meth:`encode_cut`) left empty. A pipeline runs this on a worker
+        thread, so that the per-text work of the previous chunk overlaps it."""
+        if max_tokens is not None:
+            short = max_tokens * PREFIX_CHARS_PER_TOKEN
+            texts = [t if len(t) <= short else "" for t in texts]
+        if not texts:
+            return []
+        encode_batch = getattr(self._tokenizer, "encode_batch_fast", self._tokenizer.encode_batch)
+        try:
+            return encode_batch(texts, add_special_tokens=True)
+        except TypeError:
+            raise_if_not_unicode(texts)
+            raise
+
     def encode(self, texts: list[str], *, release_gil: bool = False) -> list[list[int]]:
         """Token ids of each text, special tokens included, no truncation. ``release_gil``:
         a single text too goes through the batch call, which releases the GIL (for large texts
@@ -144,17 +164,19 @@ class TextTokenizer:
             raise_if_not_unicode(texts)
             raise
 
-    def encode_arrays(self, texts: list[str], max_tokens: int | None = None
-                      ) -> tuple[TokenBatch, int]:
+    def encode_arrays(self, texts: list[str], max_tokens: int | None = None, *,
+                      encodings: list | None = None) -> tuple[TokenBatch, int]:
         """The token ids of ``texts`` (special tokens included) as flat arrays: ``ids int32
         [T]``, ``cu_seqlens int32 [len(texts) + 1]``, and how many texts were cut to
         ``max_tokens`` (:meth:`encode_cut`; ``None``: no cut, 0). One loop per text, none per
-        token; the tokenizer's batch call runs in parallel with the GIL released."""
+        token; the tokenizer's batch call runs in parallel with the GIL released. ``encodings``:
+        what :meth:`tokenize_batch` gave for the same texts and max_tokens, if it ran already."""
         cut = 0
         if max_tokens is None:
-            sequences = self.encode(texts)
+            sequences = (self.encode(texts) if encodings is None
+                         else [e.ids for e in encodings])
         else:
-            sequences, flags = self.encode_cut(texts, max_tokens)
+            sequences, flags = self.encode_cut(texts, max_tokens, encodings=encodings)
             cut = sum(flags)
         cu = np.zeros(len(sequences) + 1, dtype=np.int32)
         np.cumsum(np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences)),
