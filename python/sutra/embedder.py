@@ -29,8 +29,8 @@ PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
 _LONG_WINDOW_RUN = 1000
 # On a backend faster than the tokenizer, a call is tokenized in chunks of at most this many texts
 # and characters, one chunk ahead of the backend (Embedder._embed_pipelined).
-_PIPELINE_TEXTS = 2048
-_PIPELINE_CHARS = 1 << 17
+_PIPELINE_TEXTS = 4096
+_PIPELINE_CHARS = 1 << 18
 OUTPUT_VALUES = ("sentence_embedding", "token_embeddings")
 
 
