@@ -237,7 +237,7 @@ struct GpuEncoder::Impl {
         after_layers{cudaEventDefault}, after_head{cudaEventDefault}, after_d2h{cudaEventDefault};
     bool used = false;
   };
-  Slot slots[2];
+  std::vector<Slot> slots;  // two, made on the engine's device by allocate_workspace
 
   mutable std::mutex mutex;  // encode() calls run one at a time
   StageSeconds stages;
@@ -359,6 +359,7 @@ void GpuEncoder::Impl::allocate_workspace() {
                 " MiB; ask for fewer tokens per pass (max_batch_tokens)");
   }
   const int64_t out_width = model.output_dim();
+  slots.resize(2);
   for (Slot& slot : slots) {
     slot.ids = cuda::PinnedBuffer<int32_t>(static_cast<size_t>(capacity.tokens));
     slot.positions = cuda::PinnedBuffer<int32_t>(static_cast<size_t>(capacity.tokens));

@@ -2,20 +2,39 @@
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
+from pathlib import Path
 
+from .. import _core
 from .._errors import BackendUnavailableError
 from ..models.spec import ModelFolder
 from .base import Backend, EncodedRows, PassLimits, TokenBatch
 from .onnxruntime import OnnxRuntimeBackend
 
 ENGINE_HEAD_SIZES = (32, 64, 128)
+CUBLASLT_SONAME = "libcublasLt.so.13"
+
+
+def find_cublaslt() -> Path | None:
+    """The nvidia-cublas wheel's ``libcublasLt.so.13`` on ``sys.path``, or ``None``."""
+    spec = importlib.util.find_spec("nvidia")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(root) / "cu13" / "lib" / CUBLASLT_SONAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+# The GPU engine loads cuBLASLt when it is first used; point it at the wheel on sys.path (which
+# may not be the site-packages next to sutra's module, where the module's RUNPATH looks).
+_wheel_cublaslt = find_cublaslt()
+if _wheel_cublaslt is not None:
+    _core.set_cublaslt_path(str(_wheel_cublaslt))
 
 
 def cuda_status() -> tuple[bool, str]:
     """Whether the cuda backend can run here, and if not, why (one sentence)."""
-    from .. import _core
-
     info = _core.build_info()
     if not info.get("cuda"):
         return False, (
@@ -24,7 +43,11 @@ def cuda_status() -> tuple[bool, str]:
         )
     if _core.cuda_device_count() == 0:
         return False, "no CUDA GPU is visible (no device or no driver)"
-    return True, "a CUDA GPU is visible and this build has the engine"
+    if not info.get("cublaslt"):
+        return False, (f"cuBLASLt ({CUBLASLT_SONAME}) cannot be loaded; install it with "
+                       "`pip install 'nvidia-cublas>=13,<14'` (the sutra[cuda] extra)")
+    return True, (f"GPU engine on {_core.cuda_devices()[0]['name']} (cuBLASLt "
+                  f"{info['cublaslt']}; float16 by default, bfloat16 on request)")
 
 
 def engine_refuses(model: ModelFolder) -> str | None:
@@ -103,4 +126,4 @@ def _cuda_backend(model: ModelFolder, dtype: str | None, device: int,
 
 
 __all__ = ["Backend", "BackendUnavailableError", "EncodedRows", "OnnxRuntimeBackend", "PassLimits",
-           "TokenBatch", "create_backend", "cuda_status", "engine_refuses"]
+           "TokenBatch", "create_backend", "cuda_status", "engine_refuses", "find_cublaslt"]

@@ -10,7 +10,6 @@ plans the packed passes itself, within the caller's limits and its own token bud
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -24,17 +23,6 @@ from ..models.spec import ModelFolder
 from .base import Backend, EncodedRows, PassCallback, PassLimits, TokenBatch
 
 DTYPES = ("float16", "bfloat16")
-CUBLASLT_SONAME = "libcublasLt.so.13"
-
-
-def find_cublaslt() -> Path | None:
-    """The nvidia-cublas wheel's ``libcublasLt.so.13`` on ``sys.path``, or ``None``."""
-    spec = importlib.util.find_spec("nvidia")
-    for root in (spec.submodule_search_locations or []) if spec else []:
-        candidate = Path(root) / "cu13" / "lib" / CUBLASLT_SONAME
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def encoder_spec(arch: EncoderArchitecture) -> _core.EncoderSpec:
@@ -124,9 +112,6 @@ class CudaBackend(Backend):
                 "an ONNX graph only (a distilled student or a folder without model.safetensors)")
         self.model = model
         self.dtype = dtype
-        library = find_cublaslt()
-        if library is not None:
-            _core.set_cublaslt_path(str(library))
         pipeline = model.pipeline
         dense = [(*module.load(), module.activation) for module in pipeline.dense]
         spec = encoder_spec(arch)

@@ -1,0 +1,44 @@
+"""A small grid of engine runs for compute-sanitizer: random-weight BERT (head size 64) and MPNet
+(relative bias), fp16 and bf16, lengths around the attention tiles' edges, passes capped at 512
+tokens so that several passes (and both staging slots) run, token states copied back too.
+
+    compute-sanitizer --tool memcheck --error-exitcode 9 python bench/gpu_sanitize.py MODEL_FOLDER
+    compute-sanitizer --tool racecheck --error-exitcode 9 python bench/gpu_sanitize.py MODEL_FOLDER
+
+MODEL_FOLDER: all-MiniLM-L6-v2 (its tokenizer files are copied into the random models' folders).
+"""
+import json, os, shutil, sys, tempfile
+import numpy as np
+import torch
+import sutra
+from transformers import BertConfig, BertModel, MPNetConfig, MPNetModel
+
+M = sys.argv[1] if len(sys.argv) > 1 else "carry/minilm-fp16"
+rng = np.random.default_rng(0)
+def folder(model, hidden):
+    tmp = tempfile.mkdtemp()
+    model.save_pretrained(tmp, safe_serialization=True)
+    for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(os.path.join(M, f), tmp)
+    os.makedirs(os.path.join(tmp, "1_Pooling"))
+    json.dump({"word_embedding_dimension": hidden, "pooling_mode_mean_tokens": True},
+              open(os.path.join(tmp, "1_Pooling/config.json"), "w"))
+    json.dump([{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+               {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}],
+              open(os.path.join(tmp, "modules.json"), "w"))
+    json.dump({"max_seq_length": 256}, open(os.path.join(tmp, "sentence_bert_config.json"), "w"))
+    return tmp
+torch.manual_seed(0)
+cases = [(BertModel(BertConfig(vocab_size=30522, hidden_size=128, num_attention_heads=2, num_hidden_layers=2, intermediate_size=256)), 128),
+         (MPNetModel(MPNetConfig(vocab_size=30522, hidden_size=128, num_attention_heads=2, num_hidden_layers=2, intermediate_size=256)), 128)]
+lengths = [1, 2, 7, 63, 65, 129, 300]
+seqs = [[101] + list(rng.integers(1000, 30000, L - 2)) + [102] if L >= 2 else [101] for L in lengths]
+for model, hidden in cases:
+    path = folder(model, hidden)
+    for dt in ("float16", "bfloat16"):
+        e = sutra.Embedder(path, backend="cuda", dtype=dt, max_batch_tokens=512)
+        out = e.embed_tokens(seqs)
+        print(type(model).__name__, dt, out.shape, float(np.abs(np.linalg.norm(out, axis=1) - 1).max()), flush=True)
+        states = e.encode(["a short text", "another one, a little longer than that"], output_value="token_embeddings")
+        print("token states", [s.shape for s in states], flush=True)
