@@ -131,13 +131,19 @@ class Embedder:
         """
         sequences, single = _token_sequences(token_ids)
         vocab = int(self.model.config.get("vocab_size") or self.tokenizer.vocab_size)
-        for index, seq in enumerate(sequences):
-            if not len(seq):
-                raise ValueError(f"token_ids[{index}] is empty; include the special tokens")
-            outside = (seq < 0) | (seq >= vocab)
-            if outside.any():
-                raise ValueError(f"token_ids[{index}] holds {int(seq[outside.argmax()])}, which "
-                                 f"is not a token id in [0, {vocab})")
+        # Checked on the concatenation (one numpy pass, not one per sequence); the first bad
+        # sequence is then named.
+        lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
+        if len(sequences) and lengths.min() == 0:
+            index = int(np.argmin(lengths))
+            raise ValueError(f"token_ids[{index}] is empty; include the special tokens")
+        flat = np.concatenate(sequences) if sequences else np.zeros(0, np.int64)
+        outside = (flat < 0) | (flat >= vocab)
+        if outside.any():
+            position = int(outside.argmax())
+            index = int(np.searchsorted(np.cumsum(lengths), position, side="right"))
+            raise ValueError(f"token_ids[{index}] holds {int(flat[position])}, which "
+                             f"is not a token id in [0, {vocab})")
         batch_size = _integer(batch_size)
         if batch_size is not None and (
             isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0
