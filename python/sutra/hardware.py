@@ -34,7 +34,7 @@ def hardware_info() -> dict[str, Any]:
         },
         "gpus": list(_core.cuda_devices()),
         "build": dict(_core.build_info()),
-        "backends": {"cpu": cpu_backend, "cuda": "available" if usable else f"unavailable: {why}"},
+        "backends": {"cpu": cpu_backend, "cuda": f"available: {why}" if usable else f"unavailable: {why}"},
     }
 
 
