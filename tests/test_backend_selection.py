@@ -149,3 +149,15 @@ def test_engine_bindings_refuse_bad_arguments():
     if NO_GPU:  # valid arguments: the engine then needs a GPU
         with pytest.raises(_core.SutraError, match="GPU|CUDA support"):
             _core.GpuEncoder(spec, arena, **common)
+
+
+def test_cli_passes_dtype_and_device_to_the_embedder(efficient_folder, capsys):
+    from sutra.cli import main
+
+    assert main(["embed", "a cat", "--model", efficient_folder, "--backend", "cpu",
+                 "--dtype", "float32", "--format", "json"]) == 0
+    assert capsys.readouterr().out.startswith("[[")
+    code = main(["embed", "a cat", "--model", efficient_folder, "--backend", "cpu",
+                 "--dtype", "bfloat16"])
+    assert code != 0
+    assert "dtype='bfloat16' runs only on the cuda backend" in capsys.readouterr().err

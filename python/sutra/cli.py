@@ -169,7 +169,12 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
                         f"(default: {DEFAULT_MODEL})")
     parser.add_argument("--dimensions", type=int, default=None,
                         help="truncate to this many dimensions (Matryoshka), re-normalized")
-    parser.add_argument("--backend", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--backend", default="auto", choices=("auto", "cpu", "cuda"),
+                        help="auto: the GPU engine where a GPU is visible, else cpu")
+    parser.add_argument("--dtype", default=None, choices=("float32", "float16", "bfloat16"),
+                        help="compute type (default: the backend's, float32 on cpu, float16 on "
+                        "cuda)")
+    parser.add_argument("--device", type=int, default=0, help="CUDA device index (default 0)")
     parser.add_argument("--long-text", default="truncate", choices=("truncate", "window"))
 
 
@@ -177,7 +182,7 @@ def _embedder(args: argparse.Namespace):
     from .embedder import Embedder
 
     return Embedder(args.model, dimensions=args.dimensions, backend=args.backend,
-                    long_text=args.long_text)
+                    dtype=args.dtype, device=args.device, long_text=args.long_text)
 
 
 def _read_texts(texts: list[str], errors: str = "strict") -> list[str]:

@@ -114,14 +114,17 @@ def serve_from_args(args: argparse.Namespace) -> int:
         sock = bind_socket(args.host, args.port)
     except OSError as exc:
         raise ValueError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
-    overrides: dict[str, Any] = {"backend": args.backend, "long_text": args.long_text}
+    overrides: dict[str, Any] = {"backend": args.backend, "long_text": args.long_text,
+                                 "dtype": args.dtype, "device": args.device}
     if args.dimensions is not None:
         overrides["dimensions"] = args.dimensions
     # On CPU, `--threads` compute threads (default: every core) each compute batches of their own
     # on a single-threaded ONNX Runtime session: a server's batches are small, and splitting one
     # over threads costs more in synchronization than it gains (measured on 2 cores with 64
-    # closed-loop clients: 637 requests/s this way, 552 with one batch over both cores).
-    overrides["num_threads"] = 1
+    # closed-loop clients: 637 requests/s this way, 552 with one batch over both cores). The GPU
+    # engine has no such threads (backend="auto" leaves the setting to the cpu backend).
+    if args.backend != "cuda":
+        overrides["num_threads"] = 1
     # Loaded before the port opens: a wrong model name fails here with a clear message.
     embedder = Embedder(args.model, **overrides)
     # As many batches side by side as the backend can run (one per core on CPU).
