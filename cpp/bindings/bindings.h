@@ -10,5 +10,6 @@ void bind_attention(pybind11::module_& m);  // attention_bindings.cc: flash atte
 void bind_engine(pybind11::module_& m);     // engine_bindings.cc: the batch planner
 void bind_kernels(pybind11::module_& m);    // kernel_bindings.cc: the engine's kernels, for tests
 void bind_encoder(pybind11::module_& m);    // encoder_bindings.cc: the GPU engine
+void bind_tokenizer(pybind11::module_& m);  // tokenizer_bindings.cc: the WordPiece tokenizer
 
 }  // namespace sutra::bindings

@@ -28,6 +28,7 @@ PYBIND11_MODULE(_core, m) {
   sutra::bindings::bind_engine(m);
   sutra::bindings::bind_kernels(m);
   sutra::bindings::bind_encoder(m);
+  sutra::bindings::bind_tokenizer(m);
 
   m.def(
       "cpu_features",

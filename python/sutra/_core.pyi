@@ -4,10 +4,11 @@
 Native core of sutra: batch planning, sliding windows, aggregation, pooling, normalization, quantization, CPU/GPU discovery. Arrays must be C-contiguous and of the stated dtype; nothing is converted or copied silently.
 """
 from __future__ import annotations
+import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['BatchPass', 'EncoderSpec', 'SutraError', 'WeightLayout', 'WeightSlot', 'add_layernorm', 'aggregate_embeddings', 'aggregate_rows', 'build_info', 'cls_pool', 'cpu_features', 'create_windows', 'cuda_device_count', 'cuda_devices', 'cuda_driver_version', 'cuda_l2_normalize_rows', 'embedding_layernorm', 'fit_sequences', 'flash_attention_forward', 'flash_attention_kernel_info', 'l2_normalize_rows', 'max_pool', 'mean_pool', 'mpnet_relative_buckets', 'packing_pays', 'plan_attention_rows', 'plan_batches', 'plan_weight_layout', 'pool_tokens', 'pool_tokens_device', 'quantize', 'truncate_and_normalize']
+__all__: list[str] = ['BatchPass', 'EncoderSpec', 'GpuEncoder', 'SutraError', 'WeightLayout', 'WeightSlot', 'WordPieceTokenizer', 'add_layernorm', 'aggregate_embeddings', 'aggregate_rows', 'build_info', 'cls_pool', 'cpu_features', 'create_windows', 'cuda_device_count', 'cuda_devices', 'cuda_driver_version', 'cuda_l2_normalize_rows', 'embedding_layernorm', 'fit_sequences', 'flash_attention_forward', 'flash_attention_kernel_info', 'l2_normalize_rows', 'max_pool', 'mean_pool', 'mpnet_relative_buckets', 'packing_pays', 'plan_attention_rows', 'plan_batches', 'plan_weight_layout', 'pool_tokens', 'pool_tokens_device', 'quantize', 'set_cublaslt_path', 'truncate_and_normalize']
 class SutraError(RuntimeError):
     pass
 class EncoderSpec:
@@ -165,6 +166,94 @@ class BatchPass:
         """
         Real tokens in the pass.
         """
+class GpuEncoder:
+    """
+    The CUDA encoder engine for one model on one GPU.
+    
+    Built from an EncoderSpec and its packed weight arena (WeightLayout.pack, in the dtype asked
+    for); the weights are uploaded once, the workspace holds max_tokens tokens per pass (0: sized
+    from the free memory). Raises SutraError in a build without CUDA, without a GPU or without
+    cuBLASLt (naming the nvidia-cublas package).
+    """
+    def __init__(self, spec: EncoderSpec, arena: numpy.typing.NDArray[numpy.uint8], *, activation: str, positions: str, padding_idx: typing.SupportsInt | typing.SupportsIndex, layer_norm_eps: typing.SupportsFloat | typing.SupportsIndex, pooling: str, dense: list, normalize: bool, device: typing.SupportsInt | typing.SupportsIndex = 0, dtype: str = 'float16', max_tokens: typing.SupportsInt | typing.SupportsIndex = 0, profile: bool = False) -> None:
+        """
+        activation: 'gelu' (erf), 'gelu_tanh' or 'relu' (the feed-forward's). positions:
+        'absolute' or 'padding_offset' (RoBERTa/MPNet, counted from padding_idx + 1).
+        pooling: a sentence-transformers mode name. dense: list of (weight float32
+        [out, in], bias float32 [out] or None, activation) run after pooling. normalize:
+        L2-normalize the output rows. dtype: 'float16' or 'bfloat16'. profile: time the
+        device stages with CUDA events (stage_seconds).
+        """
+    def encode(self, ids: numpy.typing.NDArray[numpy.int32], cu_seqlens: numpy.typing.NDArray[numpy.int32], prompt_lengths: typing.Any = None, max_sequences: typing.SupportsInt | typing.SupportsIndex = 0, want_tokens: bool = False, on_pass: typing.Any = None) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.float32] | None]:
+        """
+        Embed the sequences of the flat arrays ids (int32 [T]) / cu_seqlens (int32 [B + 1]).
+        
+        Each sequence 1..max_sequence_length tokens, ids in [0, vocab) (ValueError naming the sequence
+        otherwise, before any work). prompt_lengths: int32 [B] leading tokens the pooling leaves out, or
+        None. max_sequences: most sequences per pass (0: the token budget alone). Returns
+        (embeddings float32 [B, output_dim], token states float32 [T, hidden] or None) in input order.
+        on_pass(done, total) is called after each pass; Ctrl-C or an exception there stops the call
+        between passes. The GIL is released throughout.
+        """
+    def reset_stage_seconds(self) -> None:
+        ...
+    def stage_seconds(self) -> dict:
+        """
+        Seconds per stage since the last reset: host plan, gather, scatter, wait; device h2d,
+        layers, head, d2h (CUDA events; zero unless built with profile=True); passes, tokens.
+        """
+    @property
+    def device(self) -> int:
+        ...
+    @property
+    def dtype(self) -> str:
+        ...
+    @property
+    def hidden(self) -> int:
+        ...
+    @property
+    def max_sequence_length(self) -> int:
+        ...
+    @property
+    def max_tokens(self) -> int:
+        """
+        Tokens per pass.
+        """
+    @property
+    def output_dim(self) -> int:
+        ...
+    @property
+    def weight_bytes(self) -> int:
+        ...
+    @property
+    def workspace_bytes(self) -> int:
+        ...
+class WordPieceTokenizer:
+    """
+    BERT normalizer + BERT pre-tokenizer + WordPiece + special tokens, equal to Hugging Face tokenizers on the same tokenizer.json (sutra.native_tokenizer builds it from one).
+    """
+    unicode_version: typing.ClassVar[str] = '14.0.0'
+    def __init__(self, vocab: collections.abc.Sequence[tuple[str, typing.SupportsInt | typing.SupportsIndex]], *, unk_token: str, continuing_subword_prefix: str = '##', max_input_chars_per_word: typing.SupportsInt | typing.SupportsIndex = 100, clean_text: bool = True, handle_chinese_chars: bool = True, strip_accents: bool | None = None, lowercase: bool = True, added_tokens: collections.abc.Sequence[tuple[str, typing.SupportsInt | typing.SupportsIndex, bool]] = [], prefix_ids: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex] = [], suffix_ids: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex] = []) -> None:
+        """
+        vocab: [(token, id)]; added_tokens: [(content, id, normalized)]; prefix_ids and
+        suffix_ids: the post-processor's special tokens around one sequence ([CLS], [SEP]).
+        strip_accents None means 'as lowercase'.
+        """
+    def encode_batch(self, texts: collections.abc.Sequence, max_tokens: typing.SupportsInt | typing.SupportsIndex | None = None, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple[numpy.typing.NDArray[numpy.int32], numpy.typing.NDArray[numpy.int32], numpy.ndarray]:
+        """
+        texts: list[str] -> (ids int32 [T], cu_seqlens int32 [B + 1], cut bool [B]).
+        Text i is ids[cu_seqlens[i]:cu_seqlens[i + 1]] with its special tokens; with
+        max_tokens (>= the number of special tokens) a longer text keeps its special tokens
+        and its first max_tokens - specials pieces, and cut[i] is True. num_threads 0: one
+        per logical core (the calling thread is one of them). An empty list gives T = 0 and
+        cu_seqlens [0]. The GIL is released while tokenizing.
+        """
+    @property
+    def num_special_tokens(self) -> int:
+        ...
+    @property
+    def unk_id(self) -> int:
+        ...
 def add_layernorm(x: typing.Any, bias: typing.Any, residual: typing.Any, gamma: typing.Any, beta: typing.Any, out: typing.Any, *, eps: typing.SupportsFloat | typing.SupportsIndex, stream: typing.SupportsInt | typing.SupportsIndex = 0, stream_is_producers: bool = False) -> None:
     """
     The engine's sublayer-output kernel on device arrays: out[t] = LayerNorm(x[t] + bias +
@@ -377,6 +466,11 @@ def quantize(embeddings: numpy.typing.NDArray[numpy.float32], precision: str, ra
     embeddings. Values outside the ranges wrap around exactly as numpy's float->int casts do.
     Binary packs (x > 0) per row, most significant bit first, padding the last byte with zero bits
     (np.packbits(x > 0, axis=1)); 'binary' subtracts 128 from each byte.
+    """
+def set_cublaslt_path(path: str) -> bool:
+    """
+    Load cuBLASLt from this file when the GPU engine first needs it (rather than by its
+    soname). False when it is already loaded (or the build has no CUDA).
     """
 def truncate_and_normalize(x: numpy.typing.NDArray[numpy.float32], keep_dim: typing.SupportsInt | typing.SupportsIndex, normalize: bool = True) -> numpy.typing.NDArray[numpy.float32]:
     """

@@ -6,6 +6,7 @@ import json
 import re
 from itertools import chain
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -49,9 +50,20 @@ class TextTokenizer:
 
     Truncation and windowing happen afterwards (see :meth:`truncate`), so the caller knows which
     texts were cut and long texts can be split into windows instead.
+
+    The batch path (:meth:`tokenize_batch`, :meth:`encode_arrays`: what ``encode()`` runs) uses
+    sutra's native WordPiece tokenizer when the model's tokenizer.json is one it reproduces
+    exactly (:mod:`sutra.native_tokenizer`: BERT normalizer and pre-tokenizer, WordPiece;
+    all-MiniLM-L6-v2, all-mpnet-base-v2, BERT, BGE, E5, GTE): the same ids as Hugging Face
+    ``tokenizers``, written straight into the flat arrays. Other tokenizers, and the per-text
+    paths (offsets for chunking), use ``tokenizers``.
     """
 
-    def __init__(self, path: str | Path, pad_token_id: int | None = None) -> None:
+    def __init__(self, path: str | Path, pad_token_id: int | None = None,
+                 native: bool = True) -> None:
+        from . import native_tokenizer
+
+        self._native = native_tokenizer.load(path) if native else None
         self._tokenizer = Tokenizer.from_file(str(path))
         # tokenizer.json files often carry the padding and truncation their authors trained with;
         # sutra pads per batch and truncates itself.
@@ -123,11 +135,19 @@ class TextTokenizer:
         ids = self.encode([text])[0]
         return self.truncate(ids, max_tokens), len(ids) > max_tokens
 
-    def tokenize_batch(self, texts: list[str], max_tokens: int | None = None) -> list:
-        """The tokenizer's batch call alone (Rust, every core, the GIL released), for
-        :meth:`encode_arrays` to finish: ``tokenizers.Encoding`` objects, with a text too long
-        to matter whole (see :meth:`encode_cut`) left empty. A pipeline runs this on a worker
-        thread, so that the per-text work of the previous chunk overlaps it."""
+    @property
+    def is_native(self) -> bool:
+        """Whether the batch path runs sutra's native WordPiece tokenizer."""
+        return self._native is not None
+
+    def tokenize_batch(self, texts: list[str], max_tokens: int | None = None) -> Any:
+        """The tokenizer's batch call alone (every core, the GIL released), for
+        :meth:`encode_arrays` to finish. With the native tokenizer: its finished arrays
+        ``(ids, cu_seqlens, cut)``; otherwise ``tokenizers.Encoding`` objects, with a text too
+        long to matter whole (see :meth:`encode_cut`) left empty. A pipeline runs this on a
+        worker thread, so that the per-text work of the previous chunk overlaps it."""
+        if self._native is not None:
+            return self._native_batch(texts, max_tokens)
         if max_tokens is not None:
             short = max_tokens * PREFIX_CHARS_PER_TOKEN
             texts = [t if len(t) <= short else "" for t in texts]
@@ -164,13 +184,24 @@ class TextTokenizer:
             raise_if_not_unicode(texts)
             raise
 
+    def _native_batch(self, texts: list[str], max_tokens: int | None) -> tuple:
+        try:
+            return self._native.encode_batch(texts, max_tokens)
+        except (UnicodeEncodeError, ValueError):
+            raise_if_not_unicode(texts)  # names the text with a lone surrogate
+            raise
+
     def encode_arrays(self, texts: list[str], max_tokens: int | None = None, *,
-                      encodings: list | None = None) -> tuple[TokenBatch, int]:
+                      encodings: Any = None) -> tuple[TokenBatch, int]:
         """The token ids of ``texts`` (special tokens included) as flat arrays: ``ids int32
         [T]``, ``cu_seqlens int32 [len(texts) + 1]``, and how many texts were cut to
         ``max_tokens`` (:meth:`encode_cut`; ``None``: no cut, 0). One loop per text, none per
         token; the tokenizer's batch call runs in parallel with the GIL released. ``encodings``:
         what :meth:`tokenize_batch` gave for the same texts and max_tokens, if it ran already."""
+        if self._native is not None:
+            ids, cu, flags = (self._native_batch(texts, max_tokens) if encodings is None
+                              else encodings)
+            return TokenBatch(ids, cu), int(np.count_nonzero(flags))
         cut = 0
         if max_tokens is None:
             sequences = (self.encode(texts) if encodings is None
