@@ -186,9 +186,20 @@ def test_fixture_texts(path):
 
 @pytest.mark.parametrize("path", PRESETS)
 def test_wordnet_passages_and_long_texts(path):
-    bench = Path(__file__).parent.parent / "bench" / "data" / "wordnet"
-    texts = json.loads((bench / "passages.json").read_text(encoding="utf-8"))[:500]
-    texts.append(" ".join(texts) * 2)  # ~1 MB in one text: truncation stops early and agrees
+    # Passages as bench/gpu_e2e.py builds them (shuffled lines joined with "; " past 900
+    # characters), from the committed WordNet sample, then one text of about 1 MB.
+    lines = (FIXTURES / "wordnet_sample.txt").read_text(encoding="utf-8").splitlines()
+    random.Random(0).shuffle(lines)
+    texts, current = [], []
+    for line in lines * 3:
+        current.append(line)
+        if sum(map(len, current)) > 900:
+            texts.append("; ".join(current))
+            current = []
+    assert len(texts) > 100
+    texts.append(" ".join(texts) * 8)  # truncation stops early and agrees
+    assert len(texts[-1]) > 1_000_000
+    _compare(path, texts)
     _compare(path, texts)
 
 
