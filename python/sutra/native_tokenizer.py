@@ -67,7 +67,10 @@ def params_from_json(spec: dict[str, Any]) -> dict[str, Any] | None:
             return None
         added.append((content, int(token["id"]), bool(token.get("normalized", False))))
     vocab = model["vocab"]
-    items = list(vocab.items()) if isinstance(vocab, dict) else [(t, i) for i, t in enumerate(vocab)]
+    if isinstance(vocab, dict):
+        items = list(vocab.items())
+    else:
+        items = [(t, i) for i, t in enumerate(vocab)]
     return {
         "vocab": items,
         "unk_token": model.get("unk_token", "[UNK]"),
