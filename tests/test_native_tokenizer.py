@@ -184,10 +184,9 @@ def test_fixture_texts(path):
     _compare(path, _fixture_texts())
 
 
-@pytest.mark.parametrize("path", PRESETS)
-def test_wordnet_passages_and_long_texts(path):
-    # Passages as bench/gpu_e2e.py builds them (shuffled lines joined with "; " past 900
-    # characters), from the committed WordNet sample, then one text of about 1 MB.
+def _wordnet_passages() -> list[str]:
+    """Passages as bench/gpu_e2e.py builds them (shuffled lines joined with "; " past 900
+    characters), from the committed WordNet sample, then one text of about 1 MB."""
     lines = (FIXTURES / "wordnet_sample.txt").read_text(encoding="utf-8").splitlines()
     random.Random(0).shuffle(lines)
     texts, current = [], []
@@ -197,8 +196,14 @@ def test_wordnet_passages_and_long_texts(path):
             texts.append("; ".join(current))
             current = []
     assert len(texts) > 100
-    texts.append(" ".join(texts) * 8)  # truncation stops early and agrees
+    texts.append(" ".join(texts) * 8)
     assert len(texts[-1]) > 1_000_000
+    return texts
+
+
+@pytest.mark.parametrize("path", PRESETS)
+def test_wordnet_passages_and_long_texts(path):
+    texts = _wordnet_passages()  # the last one: truncation stops early and agrees
     _compare(path, texts)
     _compare(path, texts)
 
@@ -341,3 +346,117 @@ def test_vocab_as_list_and_added_token_normalized():
     ids, cu, _ = native.encode_batch(texts, None)
     for i, text in enumerate(texts):
         assert ids[cu[i]:cu[i + 1]].tolist() == hf.encode(text).ids, text
+
+
+# --- offsets: encode_with_offsets against tokenizers' encode(text, add_special_tokens=False) ---
+
+# Where normalization changes the alignment: expansions (U+0130 lowercases to i + U+0307, which
+# strip_accents drops or a piece boundary can split), NFD with marks dropped or reordered
+# (U+1E69 is s + U+0323 + U+0307; U+0316 sorts before U+0301), Hangul jamo, removed characters
+# at the start, in and at the end of a word, CJK spacing, unknown and over-long words, and
+# added tokens written in the text (raw ones and mpnet's normalized <unk>).
+_OFFSET_PROBES = [
+    "İstanbul", "İİİ", "İ\u0301", "\u0130\u0307x", "i\u0307x", "ﬁ", "ﬁx", "ﬃx", "e\u0301",
+    "e\u0301x", "e\u0301\u0301\u0316\u0301x", "a\u0301\u0316b", "\u1e69\u0316\u0301",
+    "ṩ\u0316x", "\u0344a", "a\u0f73b", "\u1f88\u0345x", "\u0345a", "a\u0345", "\u0390x", "ǰ",
+    "x\U0001d16d\U0001d165", "é\U0001d165", "Straße", "ẞ", "ǅǅ", "Ǆa", "ΣΊΣΥΦΟΣ", "Ⅻ",
+    "東京ab", "a\u3000b", "한국어를 대한민국", "zzqxjkv", "x" * 101, "é" * 101, "e\u0301" * 101,
+    "\u200bab", "a\u200bb", "ab\u200b", "a\x00b", "👩\u200d👩\u200d👧", "[CLS] a[SEP]b",
+    "[cls]", "<s>a</s>", "x<unk>y <UNK> [UNK]", "hello-world U.S.A. 3.14", "",
+]
+
+
+def _compare_offsets(path: Path, texts: list[str], normalizer_overrides: dict | None = None,
+                     skip: set[int] = frozenset()) -> None:
+    """Asserts equal ids and offsets for every text, except texts holding a character of
+    ``skip`` (the listed Unicode version differences, whose tokens differ)."""
+    hf = _hf(path, normalizer_overrides)
+    native = _native(path, normalizer_overrides)
+    want = hf.encode_batch(texts, add_special_tokens=False)
+    for i, text in enumerate(texts):
+        ids, offsets = native.encode_with_offsets(text)
+        assert ids.dtype == np.int32 and offsets.dtype == np.int32
+        assert ids.shape == (len(want[i].ids),) or skip, (i, text)
+        assert offsets.shape == (ids.shape[0], 2)
+        got = list(map(tuple, offsets.tolist()))
+        if ids.tolist() == want[i].ids and got == want[i].offsets:
+            continue
+        if skip and any(ord(c) in skip for c in text):
+            continue
+        first = next((k for k, (a, b) in enumerate(zip(got, want[i].offsets)) if a != b),
+                     min(len(got), len(want[i].offsets)))
+        pytest.fail(f"text {i} {text[:200]!r}: ids equal {ids.tolist() == want[i].ids}, native "
+                    f"offsets {got[max(0, first - 2):first + 3]} != tokenizers "
+                    f"{want[i].offsets[max(0, first - 2):first + 3]} at token {first} "
+                    f"({want[i].tokens[max(0, first - 2):first + 3]})")
+
+
+@pytest.mark.parametrize("path", PRESETS)
+def test_offsets_fixtures_wordnet_and_fuzz(path):
+    seed = 20
+    print(f"fuzz seed {seed}")
+    _compare_offsets(path, _OFFSET_PROBES + _fixture_texts() + _wordnet_passages()
+                     + _fuzz_texts(seed, 5000))
+
+
+@pytest.mark.parametrize("overrides", [
+    {"lowercase": True, "strip_accents": False},
+    {"lowercase": True, "strip_accents": True},
+    {"lowercase": False, "strip_accents": None},
+    {"lowercase": False, "strip_accents": True},
+    {"clean_text": False},
+    {"handle_chinese_chars": False},
+], ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_offsets_normalizer_switches(overrides):
+    path = PRESETS[0].values[0]
+    if path is None:
+        pytest.skip("the efficient preset's tokenizer.json is not available")
+    texts = _OFFSET_PROBES + _fixture_texts()[:300] + _fuzz_texts(7, 800)
+    _compare_offsets(path, texts, overrides)
+
+
+@pytest.mark.parametrize("path", PRESETS)
+def test_offsets_single_code_points(path):
+    """Every code point, between letters and alone: only the listed characters differ."""
+    cps = [c for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF]
+    _compare_offsets(path, [f"a{chr(c)}b {chr(c)}" for c in cps],
+                     skip=UNICODE_VERSION_DIFFERENCES)
+
+
+def test_offsets_edges():
+    path = PRESETS[0].values[0]
+    if path is None:
+        pytest.skip("the efficient preset's tokenizer.json is not available")
+    native = _native(path)
+    ids, offsets = native.encode_with_offsets("")
+    assert ids.shape == (0,) and offsets.shape == (0, 2) and offsets.dtype == np.int32
+    # Chunk boundaries of long texts (every 2 kB, after whitespace) keep counting code points.
+    text = ("naïve İstanbul 東京 " * 400).strip()
+    ids, offsets = native.encode_with_offsets(text)
+    assert [text[a:b] for a, b in offsets.tolist()[:6]] == ["naïve", "İstanbul", "東", "京",
+                                                            "naïve", "İstanbul"]
+    assert offsets[-1].tolist() == [len(text) - 1, len(text)]
+    for bad in (b"abc", 3, None):
+        with pytest.raises(TypeError, match="text must be a str"):
+            native.encode_with_offsets(bad)
+    with pytest.raises(UnicodeEncodeError):
+        native.encode_with_offsets("a\ud800b")
+
+
+def test_text_tokenizer_offsets_native_and_tokenizers():
+    """TextTokenizer.encode_with_offsets gives the same lists from either path."""
+    from sutra.tokenization import TextTokenizer
+
+    path = PRESETS[0].values[0]
+    if path is None:
+        pytest.skip("the efficient preset's tokenizer.json is not available")
+    native = TextTokenizer(path)
+    plain = TextTokenizer(path, native=False)
+    assert native.is_native and not plain.is_native
+    for text in _OFFSET_PROBES + _fuzz_texts(5, 50):
+        got = native.encode_with_offsets(text)
+        assert got == plain.encode_with_offsets(text), text
+        assert all(type(i) is int for i in got[0])
+        assert all(type(o) is tuple and type(o[0]) is int for o in got[1])
+    with pytest.raises(ValueError, match="lone surrogate U\\+D800 at position 1"):
+        native.encode_with_offsets("a\ud800b")

@@ -127,6 +127,34 @@ void bind_tokenizer(py::module_& m) {
           "and its first max_tokens - specials pieces, and cut[i] is True. num_threads 0: one\n"
           "per logical core (the calling thread is one of them). An empty list gives T = 0 and\n"
           "cu_seqlens [0]. The GIL is released while tokenizing.")
+      .def(
+          "encode_with_offsets",
+          [](const WordPieceTokenizer& self, const py::handle& text) {
+            if (!PyUnicode_Check(text.ptr())) {
+              throw py::type_error(
+                  "text must be a str, got " +
+                  std::string(py::str(py::type::handle_of(text).attr("__name__"))));
+            }
+            Py_ssize_t size = 0;
+            const char* data = PyUnicode_AsUTF8AndSize(text.ptr(), &size);
+            if (data == nullptr) throw py::error_already_set();  // e.g. a lone surrogate
+            std::vector<int32_t> ids;
+            std::vector<int32_t> offsets;
+            {
+              // The UTF-8 buffer belongs to `text`, which the caller's reference keeps alive.
+              py::gil_scoped_release release;
+              self.encode_with_offsets(std::string_view(data, static_cast<size_t>(size)), ids,
+                                       offsets);
+            }
+            const auto tokens = static_cast<py::ssize_t>(ids.size());
+            return py::make_tuple(to_numpy(std::move(ids), {tokens}),
+                                  to_numpy(std::move(offsets), {tokens, py::ssize_t{2}}));
+          },
+          py::arg("text"),
+          "text: str -> (ids int32 [n], offsets int32 [n, 2]) without special tokens or\n"
+          "truncation, as tokenizers' encode(text, add_special_tokens=False): offsets[k] is\n"
+          "token k's [start, end) in str indices of text, equal to Encoding.offsets. An empty\n"
+          "text gives n = 0. The GIL is released while tokenizing.")
       .def_property_readonly("num_special_tokens", &WordPieceTokenizer::num_special_tokens)
       .def_property_readonly("unk_id", &WordPieceTokenizer::unk_id)
       .def_property_readonly_static(

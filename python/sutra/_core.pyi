@@ -248,6 +248,13 @@ class WordPieceTokenizer:
         per logical core (the calling thread is one of them). An empty list gives T = 0 and
         cu_seqlens [0]. The GIL is released while tokenizing.
         """
+    def encode_with_offsets(self, text: typing.Any) -> tuple[numpy.typing.NDArray[numpy.int32], numpy.typing.NDArray[numpy.int32]]:
+        """
+        text: str -> (ids int32 [n], offsets int32 [n, 2]) without special tokens or
+        truncation, as tokenizers' encode(text, add_special_tokens=False): offsets[k] is
+        token k's [start, end) in str indices of text, equal to Encoding.offsets. An empty
+        text gives n = 0. The GIL is released while tokenizing.
+        """
     @property
     def num_special_tokens(self) -> int:
         ...

@@ -55,8 +55,9 @@ class TextTokenizer:
     sutra's native WordPiece tokenizer when the model's tokenizer.json is one it reproduces
     exactly (:mod:`sutra.native_tokenizer`: BERT normalizer and pre-tokenizer, WordPiece;
     all-MiniLM-L6-v2, all-mpnet-base-v2, BERT, BGE, E5, GTE): the same ids as Hugging Face
-    ``tokenizers``, written straight into the flat arrays. Other tokenizers, and the per-text
-    paths (offsets for chunking), use ``tokenizers``.
+    ``tokenizers``, written straight into the flat arrays, and the same character offsets
+    (:meth:`encode_with_offsets`, for chunking). Other tokenizers, and single texts encoded
+    holding the GIL (:meth:`encode`), use ``tokenizers``.
     """
 
     def __init__(self, path: str | Path, pad_token_id: int | None = None,
@@ -224,7 +225,15 @@ class TextTokenizer:
 
     def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         """Ids of ``text`` without special tokens and each token's ``[start, end)`` character
-        offsets in it (for chunking by tokens)."""
+        offsets in it (for chunking by tokens). The native tokenizer, where the model has one,
+        gives the same ids and offsets as ``tokenizers`` and releases the GIL while it runs."""
+        if self._native is not None:
+            try:
+                ids, offsets = self._native.encode_with_offsets(text)
+            except UnicodeEncodeError:
+                check_unicode(text, "text")  # names the lone surrogate
+                raise
+            return ids.tolist(), list(map(tuple, offsets.tolist()))
         encoding = self._tokenizer.encode(text, add_special_tokens=False)
         return encoding.ids, encoding.offsets
 

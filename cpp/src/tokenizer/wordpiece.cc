@@ -186,22 +186,47 @@ struct Scratch {
   std::u32string pending;  // combining marks waiting for canonical reordering
   std::string word;        // UTF-8 of the current word
   std::vector<int32_t> pieces;
+  // Offsets only: the source code point index of each normalized code point, of each pending
+  // mark's own character (and whether the mark is the first of that character's
+  // decomposition), of each byte of the word, and where each piece ends in the word.
+  std::vector<int32_t> norm_src;
+  std::vector<int32_t> pending_src;
+  std::vector<uint8_t> pending_first;
+  std::vector<int32_t> pending_inputs;
+  std::vector<size_t> pending_order;
+  std::vector<int32_t> word_src;
+  std::vector<size_t> piece_ends;
 };
 
 }  // namespace
 
-// The state of one encode() call.
+// The state of one encode() call; kOffsets: also the offsets of each token (encode_with_offsets),
+// a template argument so that encode()'s loops carry none of that bookkeeping.
+template <bool kOffsets>
 struct WordPieceTokenizer::Impl {
-  Impl(const WordPieceTokenizer& t, std::vector<int32_t>& out, size_t max_content, Scratch& s)
+  Impl(const WordPieceTokenizer& t, std::vector<int32_t>& out, size_t max_content, Scratch& s,
+       std::vector<int32_t>* out_offsets = nullptr, const unsigned char* text = nullptr)
       : tok(t),
         ids(out),
         limit(max_content),
         norm(s.norm),
         pending(s.pending),
         word(s.word),
-        pieces(s.pieces) {
+        pieces(s.pieces),
+        offsets(out_offsets),
+        norm_src(s.norm_src),
+        pending_src(s.pending_src),
+        pending_first(s.pending_first),
+        pending_inputs(s.pending_inputs),
+        order(s.pending_order),
+        word_src(s.word_src),
+        piece_ends(s.piece_ends),
+        cursor(text) {
     pending.clear();
     word.clear();
+    pending_src.clear();
+    pending_first.clear();
+    word_src.clear();
   }
 
   const WordPieceTokenizer& tok;
@@ -214,18 +239,47 @@ struct WordPieceTokenizer::Impl {
   size_t word_chars = 0;
   std::vector<int32_t>& pieces;
 
+  // Offsets, when asked for. tokenizers aligns every normalized character with one source
+  // character: a replacing one with the character it replaces, an inserted one (the rest of a
+  // decomposition or of a lowercase expansion, the spaces around a CJK character) with the
+  // last source character consumed; a token spans from its first character's source to its
+  // last one's, plus one. Indices count code points of the whole text (Python str indices).
+  std::vector<int32_t>* offsets;
+  std::vector<int32_t>& norm_src;
+  std::vector<int32_t>& pending_src;
+  std::vector<uint8_t>& pending_first;
+  std::vector<int32_t>& pending_inputs;
+  std::vector<size_t>& order;
+  std::vector<int32_t>& word_src;
+  std::vector<size_t>& piece_ends;
+  const unsigned char* cursor;  // a position of the text and its code point index
+  int32_t cursor_index = 0;
+  int32_t input_src = 0;  // the source character being normalized
+  int32_t last_src = 0;   // the last source character NFD consumed
+
   bool full() const { return content > limit; }
 
-  void emit(int32_t id) {
+  void emit(int32_t id, int32_t start = 0, int32_t end = 0) {
     ids.push_back(id);
     ++content;
+    if constexpr (kOffsets) {
+      offsets->push_back(start);
+      offsets->push_back(end);
+    }
+  }
+
+  // The code point index of `p`; positions are asked for in increasing order.
+  int32_t index_of(const unsigned char* p) {
+    for (; cursor < p; ++cursor) cursor_index += (*cursor & 0xC0) != 0x80;
+    return cursor_index;
   }
 
   // --- normalization: clean_text -> handle_chinese_chars -> NFD, drop Mn -> lowercase ---
 
-  void lower(char32_t cp) {
+  void lower(char32_t cp, int32_t src) {
     if (!tok.params_.lowercase || !(flags_of(cp) & kLowerMaps)) {
       norm.push_back(cp);
+      if (kOffsets) norm_src.push_back(src);
       return;
     }
     const auto* end = kLowerMappings + std::size(kLowerMappings);
@@ -233,67 +287,105 @@ struct WordPieceTokenizer::Impl {
                                       [](const LowerMapping& e, uint32_t c) { return e.cp < c; });
     norm.push_back(it->first);
     if (it->second != 0) norm.push_back(it->second);
+    if (kOffsets) norm_src.insert(norm_src.end(), it->second != 0 ? 2 : 1, src);
   }
 
   void flush_pending() {
     if (pending.empty()) return;
     // Canonical ordering: a stable sort of the run of non-starters by combining class.
-    std::stable_sort(pending.begin(), pending.end(), [](char32_t a, char32_t b) {
-      return combining_class(a) < combining_class(b);
+    if constexpr (!kOffsets) {
+      std::stable_sort(pending.begin(), pending.end(), [](char32_t a, char32_t b) {
+        return combining_class(a) < combining_class(b);
+      });
+      for (char32_t cp : pending) {
+        if (!(flags_of(cp) & kNonspacingMark)) lower(cp, 0);
+      }
+      pending.clear();
+      return;
+    }
+    // tokenizers aligns NFD's output by position, not by the character: the k-th first
+    // character of a decomposition takes the k-th source character, whatever the sort moved
+    // (x U+1D16D U+1D165, reordered to x U+1D165 U+1D16D, is one token at [0, 3), not [0, 2)).
+    pending_inputs.clear();
+    for (size_t i = 0; i < pending.size(); ++i) {
+      if (pending_first[i]) pending_inputs.push_back(pending_src[i]);
+    }
+    order.resize(pending.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      return combining_class(pending[a]) < combining_class(pending[b]);
     });
-    for (char32_t cp : pending) {
-      if (!(flags_of(cp) & kNonspacingMark)) lower(cp);
+    size_t consumed = 0;
+    for (size_t i : order) {
+      if (pending_first[i]) last_src = pending_inputs[consumed++];
+      if (!(flags_of(pending[i]) & kNonspacingMark)) lower(pending[i], last_src);
     }
     pending.clear();
+    pending_src.clear();
+    pending_first.clear();
   }
 
-  void decomposed(char32_t cp) {
+  // One character of NFD's output; `first`: the first of its source character's decomposition.
+  void decomposed(char32_t cp, bool first) {
     const uint8_t f = flags_of(cp);
     if (f & kCombining) {
       pending.push_back(cp);
+      if constexpr (kOffsets) {
+        pending_src.push_back(input_src);
+        pending_first.push_back(first ? 1 : 0);
+      }
       return;
     }
     flush_pending();
-    if (!(f & kNonspacingMark)) lower(cp);
+    if (kOffsets && first) last_src = input_src;
+    if (!(f & kNonspacingMark)) lower(cp, last_src);
   }
 
   void strip(char32_t cp) {
     if (!tok.strip_accents_) {
-      lower(cp);
+      lower(cp, input_src);
       return;
     }
     const uint8_t f = flags_of(cp);
     if (!(f & kDecomposes)) {
-      decomposed(cp);
+      decomposed(cp, true);
     } else if (cp >= 0xAC00 && cp <= 0xD7A3) {  // Hangul syllables: L V [T], all starters
       const char32_t s = cp - 0xAC00;
-      decomposed(0x1100 + s / 588);
-      decomposed(0x1161 + (s % 588) / 28);
-      if (s % 28 != 0) decomposed(0x11A7 + s % 28);
+      decomposed(0x1100 + s / 588, true);
+      decomposed(0x1161 + (s % 588) / 28, false);
+      if (s % 28 != 0) decomposed(0x11A7 + s % 28, false);
     } else {
       const auto* end = kDecompositions + std::size(kDecompositions);
       const auto* it =
           std::lower_bound(kDecompositions, end, static_cast<uint32_t>(cp),
                            [](const Decomposition& e, uint32_t c) { return e.cp < c; });
-      for (int i = 0; i < it->length; ++i) decomposed(kDecompositionPool[it->offset + i]);
+      for (int i = 0; i < it->length; ++i) {
+        decomposed(kDecompositionPool[it->offset + i], i == 0);
+      }
     }
   }
 
   void normalize(const unsigned char* p, const unsigned char* end) {
     const WordPieceParams& prm = tok.params_;
     norm.clear();
+    if constexpr (kOffsets) norm_src.clear();
+    // input_src is the code point index of p once the loop body has read its character.
+    input_src = kOffsets ? index_of(p) - 1 : 0;
     while (p < end) {
       const unsigned char b = *p;
+      if (kOffsets) ++input_src;
       // The common case: an ASCII letter or digit is a starter that only lowercasing changes.
       if ((b >= 'a' && b <= 'z') || (b >= '0' && b <= '9')) {
         flush_pending();
         norm.push_back(b);
+        if (kOffsets) norm_src.push_back(last_src = input_src);
         ++p;
         continue;
       }
       if (b >= 'A' && b <= 'Z') {
         flush_pending();
         norm.push_back(prm.lowercase ? b + 32 : b);
+        if (kOffsets) norm_src.push_back(last_src = input_src);
         ++p;
         continue;
       }
@@ -321,16 +413,19 @@ struct WordPieceTokenizer::Impl {
     if (word_chars == 0) return;
     wordpiece();
     word.clear();
+    if constexpr (kOffsets) word_src.clear();
     word_chars = 0;
   }
 
   void wordpiece() {
     const WordPieceParams& prm = tok.params_;
+    constexpr bool track = kOffsets;
     if (word_chars > static_cast<size_t>(prm.max_input_chars_per_word)) {
-      emit(tok.unk_id_);
+      emit(tok.unk_id_, track ? word_src.front() : 0, track ? word_src.back() + 1 : 0);
       return;
     }
     pieces.clear();
+    if constexpr (kOffsets) piece_ends.clear();
     const char* w = word.data();
     const size_t n = word.size();
     size_t start = 0;
@@ -344,23 +439,42 @@ struct WordPieceTokenizer::Impl {
         if (id >= 0) break;
       }
       if (id < 0) {  // an unmatchable part makes the whole word unknown
-        emit(tok.unk_id_);
+        emit(tok.unk_id_, track ? word_src.front() : 0, track ? word_src.back() + 1 : 0);
         return;
       }
       pieces.push_back(id);
+      if (track) piece_ends.push_back(end);
       start = end;
     }
-    for (int32_t id : pieces) {
+    if constexpr (!kOffsets) {
+      for (int32_t id : pieces) {
+        if (full()) return;
+        emit(id);
+      }
+      return;
+    }
+    for (size_t i = 0; i < pieces.size(); ++i) {
       if (full()) return;
-      emit(id);
+      const size_t from = i == 0 ? 0 : piece_ends[i - 1];
+      emit(pieces[i], word_src[from], word_src[piece_ends[i] - 1] + 1);
+    }
+  }
+
+  void append_to_word(const char32_t* p) {
+    const size_t before = word.size();
+    append_utf8(word, *p);
+    if constexpr (kOffsets) {
+      word_src.insert(word_src.end(), word.size() - before, norm_src[p - norm.data()]);
     }
   }
 
   void pre_tokenize(const char32_t* p, const char32_t* end) {
+    constexpr bool track = kOffsets;
     for (; p < end && !full(); ++p) {
       const char32_t cp = *p;
       if (cp < 0x80 && ((cp >= 'a' && cp <= 'z') || (cp >= '0' && cp <= '9'))) {
         word.push_back(static_cast<char>(cp));
+        if (track) word_src.push_back(norm_src[p - norm.data()]);
         ++word_chars;
         continue;
       }
@@ -370,11 +484,11 @@ struct WordPieceTokenizer::Impl {
       } else if (f & kPunct) {
         finish_word();
         if (full()) return;
-        append_utf8(word, cp);
+        append_to_word(p);
         word_chars = 1;
         finish_word();
       } else {
-        append_utf8(word, cp);
+        append_to_word(p);
         ++word_chars;
       }
     }
@@ -410,7 +524,11 @@ struct WordPieceTokenizer::Impl {
       }
       pre_tokenize(from, q);
       if (full()) return;
-      emit(best_id);
+      if constexpr (kOffsets) {
+        emit(best_id, norm_src[q - n], norm_src[q - n + best - 1] + 1);
+      } else {
+        emit(best_id);
+      }
       q += best;
       from = q;
     }
@@ -441,7 +559,12 @@ struct WordPieceTokenizer::Impl {
       }
       piece(from, q);
       if (full()) return;
-      emit(best_id);
+      if constexpr (kOffsets) {
+        const int32_t start = index_of(q);
+        emit(best_id, start, index_of(q + best));
+      } else {
+        emit(best_id);
+      }
       q += best;
       from = q;
     }
@@ -485,7 +608,7 @@ WordPieceTokenizer::WordPieceTokenizer(WordPieceParams params)
       // tokenizers looks for the normalized form of such a token in the normalized text.
       Scratch scratch;
       std::vector<int32_t> unused;
-      Impl impl(*this, unused, 0, scratch);
+      Impl<false> impl(*this, unused, 0, scratch);
       const auto* p = reinterpret_cast<const unsigned char*>(t.content.data());
       impl.normalize(p, p + t.content.size());
       SUTRA_CHECK(!scratch.norm.empty(), "added_tokens", "contents that normalize to text",
@@ -512,8 +635,9 @@ bool WordPieceTokenizer::encode(std::string_view text, int64_t max_tokens,
   const size_t base = ids.size();
   ids.insert(ids.end(), params_.prefix_ids.begin(), params_.prefix_ids.end());
   thread_local Scratch scratch;
-  Impl impl(*this, ids, max_tokens < 0 ? SIZE_MAX - 1 : static_cast<size_t>(max_tokens - specials),
-            scratch);
+  Impl<false> impl(*this, ids,
+                   max_tokens < 0 ? SIZE_MAX - 1 : static_cast<size_t>(max_tokens - specials),
+                   scratch);
   const auto* p = reinterpret_cast<const unsigned char*>(text.data());
   const auto* end = p + text.size();
   while (p < end && !impl.full()) {
@@ -527,6 +651,23 @@ bool WordPieceTokenizer::encode(std::string_view text, int64_t max_tokens,
   if (was_cut) ids.resize(base + params_.prefix_ids.size() + impl.limit);
   ids.insert(ids.end(), params_.suffix_ids.begin(), params_.suffix_ids.end());
   return was_cut;
+}
+
+void WordPieceTokenizer::encode_with_offsets(std::string_view text, std::vector<int32_t>& ids,
+                                             std::vector<int32_t>& offsets) const {
+  SUTRA_CHECK(text.size() <= static_cast<size_t>(INT32_MAX), "text",
+              "at most 2^31 - 1 bytes (int32 offsets)", text.size());
+  thread_local Scratch scratch;
+  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+  const auto* end = p + text.size();
+  Impl<true> impl(*this, ids, SIZE_MAX - 1, scratch, &offsets, p);
+  while (p < end) {
+    const unsigned char* cut =
+        end - p > static_cast<ptrdiff_t>(kChunkBytes) ? p + kChunkBytes : end;
+    while (cut < end && !is_ascii_space(cut[-1])) ++cut;
+    impl.chunk(p, cut);
+    p = cut;
+  }
 }
 
 EncodeResult WordPieceTokenizer::encode_batch(const std::vector<std::string_view>& texts,

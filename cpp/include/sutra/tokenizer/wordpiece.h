@@ -66,6 +66,13 @@ class WordPieceTokenizer {
   /// One text, appended to `ids`; returns whether it was cut. Thread-safe.
   bool encode(std::string_view text, int64_t max_tokens, std::vector<int32_t>& ids) const;
 
+  /// One text without special tokens or truncation, as tokenizers' encode(text,
+  /// add_special_tokens=False): its ids appended to `ids` [n] and each token's [start, end)
+  /// code point offsets in `text` appended to `offsets` [n * 2] (start, end, start, end...).
+  /// Equal to tokenizers' Encoding.offsets. Thread-safe.
+  void encode_with_offsets(std::string_view text, std::vector<int32_t>& ids,
+                           std::vector<int32_t>& offsets) const;
+
   int64_t num_special_tokens() const {
     return static_cast<int64_t>(params_.prefix_ids.size() + params_.suffix_ids.size());
   }
@@ -75,6 +82,7 @@ class WordPieceTokenizer {
 
  private:
   class PieceTable;
+  template <bool kOffsets>
   struct Impl;
   WordPieceParams params_;
   bool strip_accents_ = false;
@@ -85,6 +93,7 @@ class WordPieceTokenizer {
   std::vector<std::u32string> normalized_added_;
   std::vector<int32_t> normalized_added_ids_;
   bool raw_first_byte_[256] = {};
+  template <bool kOffsets>
   friend struct Impl;
 };
 
