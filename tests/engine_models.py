@@ -83,6 +83,16 @@ CASES = {
             "hidden_size": 128, "num_attention_heads": 4, "num_hidden_layers": 2,
             "intermediate_size": 512, "max_position_embeddings": 512, "type_vocab_size": 2,
             "pad_token_id": 0, "layer_norm_eps": 1e-12}, "mean", 12),
+        # The feed-forward's other activations: the engine fuses these into cuBLASLt's epilogue
+        # (the erf GELU above runs as its own kernel).
+        EncoderCase("bert-gelu-tanh", "bert", {
+            "hidden_size": 128, "num_attention_heads": 4, "num_hidden_layers": 2,
+            "intermediate_size": 512, "max_position_embeddings": 512, "type_vocab_size": 2,
+            "pad_token_id": 0, "layer_norm_eps": 1e-12, "hidden_act": "gelu_new"}, "mean", 17),
+        EncoderCase("bert-relu", "bert", {
+            "hidden_size": 128, "num_attention_heads": 4, "num_hidden_layers": 2,
+            "intermediate_size": 512, "max_position_embeddings": 512, "type_vocab_size": 2,
+            "pad_token_id": 0, "layer_norm_eps": 1e-12, "hidden_act": "relu"}, "mean", 18),
         EncoderCase("roberta", "roberta", {
             "hidden_size": 128, "num_attention_heads": 2, "num_hidden_layers": 2,
             "intermediate_size": 256, "max_position_embeddings": 514, "type_vocab_size": 1,
@@ -123,7 +133,8 @@ def build_model(case: EncoderCase):
     import torch
 
     config_class, model_class = _config_and_model_classes(case.model_type)
-    activation = {} if case.model_type == "distilbert" else {"hidden_act": "gelu"}
+    activation = ({} if case.model_type == "distilbert" or "hidden_act" in case.config
+                  else {"hidden_act": "gelu"})
     config = config_class(vocab_size=VOCAB_SIZE, **activation, **case.config)
     torch.manual_seed(case.seed)
     with warnings.catch_warnings():  # third-party deprecation notes are not under test here
