@@ -83,7 +83,8 @@ def _preset_files() -> list:
             present = False
         params.append(pytest.param(path if present else None, id=name,
                                    marks=[] if present else pytest.mark.skip(
-                                       reason=f"the {name} preset's tokenizer.json is not available")))
+                                       reason=f"the {name} preset's tokenizer.json is not "
+                                              "available")))
     return params
 
 
@@ -124,7 +125,8 @@ def _compare(path: Path, texts: list[str], normalizer_overrides: dict | None = N
         if got == want and got_t == want_t:
             assert bool(t_cut[i]) == (len(want) > MAX_TOKENS), (i, text)
             continue
-        first = next((k for k, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+        first = next((k for k, (a, b) in enumerate(zip(got, want)) if a != b),
+                     min(len(got), len(want)))
         pytest.fail(f"text {i} {text!r}: native {got[max(0, first - 3):first + 5]} != "
                     f"tokenizers {want[max(0, first - 3):first + 5]} at token {first} "
                     f"(truncated equal: {got_t == want_t})")
@@ -147,13 +149,15 @@ _BLOCKS = [(0x20, 0x7E), (0x00, 0x1F), (0x7F, 0x9F), (0xA0, 0xFF), (0x100, 0x24F
            (0xFF00, 0xFFEF), (0xFFF0, 0xFFFF), (0x10000, 0x1FFFF), (0x1F300, 0x1FAFF),
            (0x20000, 0x2FA1F), (0x30000, 0x3134F), (0xE0000, 0xE01EF), (0xF0000, 0x10FFFF)]
 _SPECIAL = ["[CLS]", "[SEP]", "[UNK]", "[MASK]", "[PAD]", "<s>", "</s>", "<unk>", "<UNK>", "<mask>",
-            "<pad>", "[cls]", "[CLS", "##", "\u200d", "\ufeff", "\ufffd", "\x00", " \t\n\r\x0b\x0c\x85"]
+            "<pad>", "[cls]", "[CLS", "##", "\u200d", "\ufeff", "\ufffd", "\x00",
+            " \t\n\r\x0b\x0c\x85"]
 
 
 def _fuzz_texts(seed: int, count: int) -> list[str]:
     """Random texts; the listed characters are left out (test_single_code_points has them)."""
     rng = random.Random(seed)
-    words = ["the", "unbelievable", "naïve", "Straße", "İstanbul", "ΣΊΣΥΦΟΣ", "東京", "👩‍👩‍👧", "e\u0301",
+    words = ["the", "unbelievable", "naïve", "Straße", "İstanbul", "ΣΊΣΥΦΟΣ", "東京", "👩‍👩‍👧",
+             "e\u0301",
              "ﬁ", "Ⅻ", "x" * 150, "a" * 100, "é" * 101, "hello-world", "U.S.A.", "3.14"]
     texts = ["", " ", "\t\n", "[CLS]", "[SEP][SEP]", "<s></s>", "a" * 101, "a" * 100]
     for _ in range(count):
@@ -171,7 +175,8 @@ def _fuzz_texts(seed: int, count: int) -> list[str]:
             elif r < 0.7:
                 parts.append(rng.choice(_SPECIAL))
             elif r < 0.8:
-                parts.append(rng.choice([" ", "  ", "\u3000", "\n\n", " \u00a0 ", "\u2028"]) * rng.randint(1, 6))
+                space = rng.choice([" ", "  ", "\u3000", "\n\n", " \u00a0 ", "\u2028"])
+                parts.append(space * rng.randint(1, 6))
             else:
                 parts.append(rng.choice(words).upper())
             parts.append(rng.choice(["", " ", " ", "\u200b", "\u0301", "-"]))
@@ -217,7 +222,7 @@ def test_fuzz(path):
 
 # The normalizer switches each way (MiniLM's vocabulary; the tokenizers side reads the same
 # switches from an edited copy of the file).
-@pytest.mark.parametrize("overrides", [
+NORMALIZER_SWITCHES = pytest.mark.parametrize("overrides", [
     {"lowercase": True, "strip_accents": False},
     {"lowercase": True, "strip_accents": True},
     {"lowercase": False, "strip_accents": None},
@@ -225,6 +230,9 @@ def test_fuzz(path):
     {"clean_text": False},
     {"handle_chinese_chars": False},
 ], ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+
+
+@NORMALIZER_SWITCHES
 def test_normalizer_switches(overrides):
     path = PRESETS[0].values[0]
     if path is None:
@@ -399,14 +407,7 @@ def test_offsets_fixtures_wordnet_and_fuzz(path):
                      + _fuzz_texts(seed, 5000))
 
 
-@pytest.mark.parametrize("overrides", [
-    {"lowercase": True, "strip_accents": False},
-    {"lowercase": True, "strip_accents": True},
-    {"lowercase": False, "strip_accents": None},
-    {"lowercase": False, "strip_accents": True},
-    {"clean_text": False},
-    {"handle_chinese_chars": False},
-], ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+@NORMALIZER_SWITCHES
 def test_offsets_normalizer_switches(overrides):
     path = PRESETS[0].values[0]
     if path is None:

@@ -11,7 +11,6 @@ plans the packed passes itself, within the caller's limits and its own token bud
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +62,7 @@ def convert(array: np.ndarray, source_bf16: bool, dtype: str) -> np.ndarray:
     if source_bf16:
         if dtype == "bfloat16":
             return np.ascontiguousarray(array)
-        array = (array.astype(np.uint32) << 16).view(np.float32)
+        array = to_float32(array, source_bf16=True)
     if dtype == "float16":
         return np.ascontiguousarray(array, dtype=np.float16)
     bits = np.ascontiguousarray(array, dtype=np.float32).view(np.uint32)
@@ -197,12 +196,3 @@ class CudaBackend(Backend):
                 "workspace_bytes": self.engine.workspace_bytes,
                 "max_tokens": self.engine.max_tokens,
                 "cublaslt": _core.build_info().get("cublaslt")}
-
-
-def cuda_visible() -> bool:
-    """Whether this build has CUDA and a GPU is visible (``CUDA_VISIBLE_DEVICES`` honoured)."""
-    if not _core.build_info().get("cuda"):
-        return False
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
-        return False
-    return _core.cuda_device_count() > 0
