@@ -84,6 +84,8 @@ def test_argument_validation_names_the_argument():
         flash_attention(q, q, q, rel_bias=_FakeDeviceArray((2, 32), "<f2"))
     with pytest.raises(ValueError, match="^out must be"):
         flash_attention(q, q, q, out=_FakeDeviceArray((2, 8, 2, 32)))
+    with pytest.raises(ValueError, match="^pack_sequences=True needs cu_seqlens"):
+        flash_attention(q, q, q, out=_FakeDeviceArray((2, 8, 2, 64)), pack_sequences=True)
     misaligned = _FakeDeviceArray((2, 8, 2, 64), ptr=(1 << 20) + 2)
     with pytest.raises(ValueError, match="^k must be 16-byte aligned"):
         flash_attention(q, misaligned, q)
@@ -171,12 +173,12 @@ def _check(out, ref32, ref_lp, what):
 
 
 def _run_case(dtype, d, lengths, varlen, causal=False, window=(-1, -1), bias=None, heads=3,
-              lse=True, seed=None):
+              lse=True, seed=None, pack=False):
     import torch
 
     seed = random.randrange(1 << 30) if seed is None else seed
     what = (f"dtype={dtype} d={d} lengths={lengths} varlen={varlen} causal={causal} "
-            f"window={window} bias={bias} seed={seed}")
+            f"window={window} bias={bias} pack={pack} seed={seed}")
     torch.manual_seed(seed)
     tdt = getattr(torch, dtype)
     dev = "cuda"
@@ -193,7 +195,7 @@ def _run_case(dtype, d, lengths, varlen, causal=False, window=(-1, -1), bias=Non
         out = torch.full_like(q, float("nan"))
         res = flash_attention(q, k, v, cu_seqlens=cu, max_seqlen=max(lengths), causal=causal,
                               window=window, alibi_slopes=slopes, rel_bias=table,
-                              return_lse=lse, out=out)
+                              return_lse=lse, out=out, pack_sequences=pack)
         seqs = [(int(cu[b]), lengths[b]) for b in range(len(lengths))]
     else:
         (length,) = set(lengths)
@@ -241,6 +243,59 @@ def test_varlen(dtype, d, causal):
     lengths = list(LENGTHS)
     random.shuffle(lengths)
     _run_case(dtype, d, lengths, varlen=True, causal=causal, heads=2)
+
+
+# Sentence-like batches: runs of short sequences with the odd long one, so packed row tiles hold
+# many sequences, straddle sequence ends, and begin or end inside a sequence longer than a tile.
+PACKED_LENGTHS = (1, 2, 3, 5, 7, 9, 10, 11, 13, 16, 17, 31, 33, 64, 65, 127, 128, 129, 300)
+
+
+def _packed_lengths(count=120):
+    return [random.choice(PACKED_LENGTHS[:12]) if i % 9 else random.choice(PACKED_LENGTHS)
+            for i in range(count)]
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", HEAD_DIMS)
+@pytest.mark.parametrize("causal", (False, True))
+def test_varlen_packed_tiles(dtype, d, causal):
+    _run_case(dtype, d, _packed_lengths(), varlen=True, causal=causal, heads=2, pack=True)
+
+
+@gpu
+@pytest.mark.parametrize("d", HEAD_DIMS)
+def test_varlen_packed_tiles_long_and_single(d):
+    """Lengths of the per-sequence test (up to 4097) and a batch of one, packed."""
+    _run_case("float16", d, list(LENGTHS), varlen=True, heads=2, pack=True)
+    _run_case("float16", d, [77], varlen=True, heads=2, pack=True)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bias", ("alibi", "rel"))
+@pytest.mark.parametrize("window", ((-1, -1), (4, 4), (0, 0), (16, 0), (64, 64)))
+def test_varlen_packed_tiles_bias_window(dtype, bias, window):
+    """MPNet's relative bias and ModernBERT-style windows inside packed tiles: the distances are
+    token offsets of the packed stream, equal to the in-sequence ones for visible keys."""
+    for d in (32, 64):
+        _run_case(dtype, d, _packed_lengths(60), varlen=True, window=window, bias=bias, heads=2,
+                  pack=True)
+
+
+@gpu
+def test_packed_tiles_leave_rows_past_the_batch_alone():
+    """q has more rows than cu_seqlens covers: packed tiles must not write the rows after
+    cu_seqlens[batch] (the per-sequence layout never touches them either)."""
+    import torch
+
+    q, k, v = (torch.randn(300, 2, 64, dtype=torch.float16, device="cuda") for _ in range(3))
+    cu = torch.tensor([0, 5, 17, 100], dtype=torch.int32, device="cuda")
+    out = torch.full_like(q, float("nan"))
+    flash_attention(q, k, v, cu_seqlens=cu, max_seqlen=83, out=out, pack_sequences=True)
+    torch.cuda.synchronize()
+    assert not out[:100].isnan().any()
+    assert out[100:].isnan().all()
 
 
 @gpu

@@ -90,7 +90,8 @@ void flash_attention_forward_py(py::object q_obj, py::object k_obj, py::object v
                                 std::optional<int64_t> max_seqlen,
                                 std::optional<double> softmax_scale, bool causal, int window_left,
                                 int window_right, py::object alibi_obj, py::object rel_bias_obj,
-                                int rel_max_distance, py::object lse_obj, uintptr_t stream,
+                                int rel_max_distance, py::object lse_obj,
+                                py::object packed_bounds_obj, uintptr_t stream,
                                 bool stream_is_producers) {
   // Before any argument check, so that a CPU-only build says what is missing.
   if (!cuda_compiled()) throw Error("this build of sutra has no CUDA support");
@@ -263,6 +264,22 @@ void flash_attention_forward_py(py::object q_obj, py::object k_obj, py::object v
   p.v = reinterpret_cast<const void*>(v.data());
   p.o = reinterpret_cast<void*>(out.data());
   if (varlen) p.cu_seqlens = reinterpret_cast<const int32_t*>(cu_seqlens->data());
+  std::optional<DeviceTensor> packed_bounds;
+  if (!packed_bounds_obj.is_none()) {
+    if (!varlen) throw py::value_error("pack_sequences=True needs cu_seqlens (a varlen batch)");
+    packed_bounds.emplace(packed_bounds_obj, "packed_bounds", exported);
+    const std::vector<int64_t> shape{2, q.shape(0)};
+    if (packed_bounds->dtype() != DType::kInt32 || packed_bounds->shape() != shape ||
+        !packed_bounds->is_c_contiguous() || packed_bounds->device() != q.device() ||
+        packed_bounds->readonly()) {
+      throw py::value_error("packed_bounds must be a writable contiguous int32 " +
+                            tuple_text(shape) + " on " + q.device_text() + ", got " +
+                            packed_bounds->dtype_text() + " " + packed_bounds->shape_text() +
+                            " on " + packed_bounds->device_text());
+    }
+    p.packed_tokens = q.shape(0);
+    p.packed_bounds = reinterpret_cast<const int32_t*>(packed_bounds->data());
+  }
   // [batch, row, head] element strides; varlen arrays have no batch axis (cu_seqlens offsets).
   const auto strides = [varlen](const DeviceTensor& t, int64_t& b, int64_t& row, int64_t& head) {
     b = varlen ? 0 : t.stride(0);
@@ -284,6 +301,11 @@ void flash_attention_forward_py(py::object q_obj, py::object k_obj, py::object v
   p.device = q.device();
 
   py::gil_scoped_release release;
+  if (p.packed_tokens > 0) {
+    flash_attention_packed_bounds(p.cu_seqlens, p.batch, p.packed_tokens,
+                                  reinterpret_cast<int32_t*>(packed_bounds->data()), p.device,
+                                  reinterpret_cast<cudaStream_t>(stream));
+  }
   flash_attention_forward(p, reinterpret_cast<cudaStream_t>(stream));
 }
 
@@ -297,7 +319,8 @@ void bind_attention(py::module_& m) {
       py::arg("softmax_scale") = py::none(), py::arg("causal") = false, py::arg("window_left") = -1,
       py::arg("window_right") = -1, py::arg("alibi_slopes").none(true) = py::none(),
       py::arg("rel_bias").none(true) = py::none(), py::arg("rel_max_distance") = kMpnetMaxDistance,
-      py::arg("lse").none(true) = py::none(), py::arg("stream") = 0,
+      py::arg("lse").none(true) = py::none(), py::arg("packed_bounds").none(true) = py::none(),
+      py::arg("stream") = 0,
       py::arg("stream_is_producers") = false,
       R"doc(Flash attention forward on device arrays, zero copy: the launcher behind
 sutra.ops.flash_attention, which finds the caller's stream and allocates out and lse.
@@ -312,7 +335,9 @@ lse: float32 [batch, heads, seqlen] or [heads, total_tokens], rows contiguous, o
 softmax_scale: None for 1 / sqrt(head_dim). window_left / window_right: inclusive key bounds
 around the query, -1 unbounded; causal folds in window_right <= 0. alibi_slopes: float32
 [heads]. rel_bias: float32 [heads, width >= 32], MPNet's 32 buckets with max_distance =
-rel_max_distance (9..512). stream: the cudaStream_t as an integer, 0 for the legacy default.
+rel_max_distance (9..512). packed_bounds: int32 [2, total_tokens] scratch (varlen only): row
+tiles span sequences (sutra.ops.flash_attention's pack_sequences); the binding fills it with
+each token's sequence range first. stream: the cudaStream_t as an integer, 0 for the legacy default.
 stream_is_producers: the arrays' library runs its own work on `stream` (flash_attention passes
 True for torch and CuPy on their current stream), so DLPack exports need no synchronization.
 Enqueues the kernel and returns; the GIL is released meanwhile.

@@ -25,6 +25,14 @@ FlashAttnKernelInfo flash_attention_kernel_info(int, bool, int, int) {
   throw Error("this build of sutra has no CUDA support");
 }
 
+void flash_attention_packed_bounds(const int32_t*, int, int64_t, int32_t*, int, cudaStream_t) {
+  throw Error("this build of sutra has no CUDA support");
+}
+
+bool flash_attention_packing_pays(int, bool, int, int, const int32_t*, int64_t) {
+  throw Error("this build of sutra has no CUDA support");
+}
+
 void flash_attention_forward(const FlashAttnParams&, cudaStream_t) {
   throw Error("this build of sutra has no CUDA support");
 }

@@ -4,7 +4,7 @@
 namespace sutra::cuda::attn {
 
 void run_flash_fwd_hdim64(const FlashAttnParams& p, cudaStream_t stream) {
-  run_flash_fwd<DefaultTraits<64>::type>(p, stream);
+  run_flash_fwd<DefaultTraits<64>::type, false>(p, stream);
 }
 
 }  // namespace sutra::cuda::attn

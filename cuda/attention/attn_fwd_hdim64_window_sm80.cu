@@ -5,7 +5,7 @@
 namespace sutra::cuda::attn {
 
 void run_flash_fwd_hdim64_window(const FlashAttnParams& p, cudaStream_t stream) {
-  run_flash_fwd<WindowTraits64>(p, stream);
+  run_flash_fwd<WindowTraits64, false>(p, stream);
 }
 
 }  // namespace sutra::cuda::attn

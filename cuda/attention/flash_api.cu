@@ -1,6 +1,8 @@
 // Host entry points of sutra/kernels/attention.h: argument checks, device guard, dispatch on head dim.
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <string>
 
 #include "common/check.cuh"
@@ -23,6 +25,13 @@ void check_params(const FlashAttnParams& p) {
   SUTRA_CHECK(p.batch >= 0, "batch", ">= 0", p.batch);
   SUTRA_CHECK(p.heads > 0, "heads", "> 0", p.heads);
   SUTRA_CHECK(p.max_seqlen >= 0, "max_seqlen", ">= 0", p.max_seqlen);
+  SUTRA_CHECK(p.packed_tokens >= 0, "packed_tokens", ">= 0 (0: one block per sequence)",
+              p.packed_tokens);
+  SUTRA_CHECK(p.packed_tokens == 0 || p.cu_seqlens != nullptr, "packed_tokens",
+              "0 without cu_seqlens (packing is for varlen batches)", p.packed_tokens);
+  SUTRA_CHECK(p.packed_tokens <= INT32_MAX, "packed_tokens", "<= 2^31 - 1", p.packed_tokens);
+  SUTRA_CHECK(p.packed_tokens == 0 || p.packed_bounds != nullptr, "packed_bounds",
+              "a device pointer with packed_tokens > 0", "a null pointer");
   check_head_dim(p.head_dim);
   SUTRA_CHECK(p.window_left >= -1, "window_left", ">= 0 or -1 (unbounded)", p.window_left);
   SUTRA_CHECK(p.window_right >= -1, "window_right", ">= 0 or -1 (unbounded)", p.window_right);
@@ -58,6 +67,38 @@ FlashAttnKernelInfo flash_attention_kernel_info(int head_dim, bool with_bias, in
              : flash_fwd_info<DefaultTraits<64>::type>(with_bias);
 }
 
+bool flash_attention_packing_pays(int head_dim, bool with_bias, int window_left, int window_right,
+                                  const int32_t* cu_seqlens, int64_t batch) {
+  if (batch <= 1) return false;
+  // Per-sequence blocks run the window's tile; packed rows always the head dim's default tile.
+  // Key ranges are counted without the window (an upper bound for both layouts).
+  const FlashAttnKernelInfo own =
+      flash_attention_kernel_info(head_dim, with_bias, window_left, window_right);
+  const FlashAttnKernelInfo shared = flash_attention_kernel_info(head_dim, with_bias);
+  int64_t per_sequence = 0;
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t length = cu_seqlens[b + 1] - cu_seqlens[b];
+    per_sequence += ((length + own.block_m - 1) / own.block_m) *
+                    ((length + own.block_n - 1) / own.block_n);
+  }
+  // A packed tile of rows [r0, r1] sees the keys from its first row's sequence start to its last
+  // row's sequence end. `first` / `last` walk the sequences forward with the tiles.
+  const int64_t total = cu_seqlens[batch];
+  const int64_t bm = shared.block_m, bn = shared.block_n;
+  int64_t packed = 0;
+  int64_t first = 0, last = 0;
+  for (int64_t r0 = 0; r0 < total; r0 += bm) {
+    const int64_t r1 = std::min(r0 + bm, total) - 1;
+    while (cu_seqlens[first + 1] <= r0) ++first;
+    last = std::max(last, first);
+    while (cu_seqlens[last + 1] <= r1) ++last;
+    packed += (cu_seqlens[last + 1] + bn - 1) / bn - cu_seqlens[first] / bn;
+    // 1.25: stop counting once the packed layout cannot win.
+    if (packed * 5 >= per_sequence * 4) return false;
+  }
+  return true;
+}
+
 void flash_attention_forward(const FlashAttnParams& p, cudaStream_t stream) {
   check_params(p);
   if (p.batch == 0 || p.max_seqlen == 0) return;  // empty arrays may have null data pointers
@@ -70,6 +111,14 @@ void flash_attention_forward(const FlashAttnParams& p, cudaStream_t stream) {
   if (major < 8) {
     throw Error("flash_attention needs an sm_80 or newer GPU (device " + std::to_string(p.device) +
                 " is sm_" + std::to_string(major) + "x)");
+  }
+  if (p.packed_tokens > 0) {
+    switch (p.head_dim) {
+      case 32: cuda::attn::run_flash_fwd_hdim32_packed(p, stream); break;
+      case 64: cuda::attn::run_flash_fwd_hdim64_packed(p, stream); break;
+      case 128: cuda::attn::run_flash_fwd_hdim128_packed(p, stream); break;
+    }
+    return;
   }
   switch (p.head_dim) {  // one of the three: check_params
     case 32: cuda::attn::run_flash_fwd_hdim32(p, stream); break;

@@ -3,7 +3,12 @@
 // online softmax in base 2 with a lazily rescaled output (see FwdTraits::kLazyRescale).
 //
 // One block computes kBlockM query rows of one (sequence, head); each warp owns kBlockM / kNWarps
-// rows and walks the key tiles [n_block_lo, n_block_hi) that its window can see. Tiles wholly
+// rows and walks the key tiles [n_block_lo, n_block_hi) that its window can see. With
+// packed_tokens (varlen), a block's rows are instead kBlockM consecutive tokens of the packed
+// stream, of as many sequences as they hold: the keys are those of the sequences the rows belong
+// to, and each row is masked to its own sequence (bounds per token, packed_bounds). Sentences of
+// ~10 tokens otherwise leave 92% of a 128-row tile empty. kPacked is a template flag: the
+// per-sequence kernel compiles as it did without it. Tiles wholly
 // outside the window are never loaded; only tiles that straddle a window edge or the sequence end
 // pay for the per-element mask. Bias variants (ALiBi, relative buckets) are the kHasBias flag plus
 // a uniform runtime switch inside the score hook.
@@ -181,14 +186,23 @@ __device__ __forceinline__ float quad_sum(float v) {
   return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
+/// The token range [lo, hi) of the sequence of each of a thread's query rows (packed tiles):
+/// row (mt, h) is row_base + mt * 16 + h * 8. Registers, loaded once per block.
+template <typename Tr>
+struct RowBounds {
+  int lo[Tr::kMT][2];
+  int hi[Tr::kMT][2];
+};
+
 /// Adds the bias (kHasBias: scores become log2 units) and masks keys outside the window or past
 /// the sequence end with -inf (kMask). Element r of n8 tile nt of m16 tile mt sits at query row
-/// row_base + mt * 16 + (r / 2) * 8 and key col_base + nt * 8 + (r % 2).
-template <typename Tr, bool kHasBias, bool kMask>
+/// row_base + mt * 16 + (r / 2) * 8 and key col_base + nt * 8 + (r % 2). Packed rows (kPacked)
+/// see only the keys of their own sequence, `rows`.
+template <typename Tr, bool kHasBias, bool kMask, bool kPacked>
 __device__ __forceinline__ void score_hook(float (&s)[Tr::kMT][Tr::kNT][4],
                                            const FlashAttnParams& p, int row_base, int col_base,
                                            int seqlen, float scale_log2, float slope_log2,
-                                           const float* sLut) {
+                                           const float* sLut, const RowBounds<Tr>& rows) {
 #pragma unroll
   for (int mt = 0; mt < Tr::kMT; ++mt) {
 #pragma unroll
@@ -209,7 +223,10 @@ __device__ __forceinline__ void score_hook(float (&s)[Tr::kMT][Tr::kNT][4],
           }
         }
         if constexpr (kMask) {
-          if (col >= seqlen || (p.window_left >= 0 && rel < -p.window_left) ||
+          const bool outside = kPacked
+                                   ? col < rows.lo[mt][r / 2] || col >= rows.hi[mt][r / 2]
+                                   : col >= seqlen;
+          if (outside || (p.window_left >= 0 && rel < -p.window_left) ||
               (p.window_right >= 0 && rel > p.window_right)) {
             x = -INFINITY;
           }
@@ -384,7 +401,7 @@ __device__ __forceinline__ void pv_tile(float (&acc_o)[Tr::kMT][Tr::kDT][4],
   }
 }
 
-template <typename Tr, typename T, bool kHasBias>
+template <typename Tr, typename T, bool kHasBias, bool kPacked>
 __global__ void __launch_bounds__(Tr::kThreads)
     flash_fwd_kernel(const __grid_constant__ FlashAttnParams p) {
   constexpr float kLog2e = 1.4426950408889634f;
@@ -395,9 +412,12 @@ __global__ void __launch_bounds__(Tr::kThreads)
   const int lane = tid % 32;
   const int warp = tid / 32;
 
-  int64_t tok0 = 0;  // first token of the sequence (varlen)
+  constexpr bool packed = kPacked;  // rows are tokens of the packed stream
+  int64_t tok0 = 0;                  // first token of the sequence (varlen)
   int seqlen = p.max_seqlen;
-  if (p.cu_seqlens != nullptr) {
+  if constexpr (packed) {
+    seqlen = p.cu_seqlens[p.batch];  // the stream is one row space; b is 0
+  } else if (p.cu_seqlens != nullptr) {
     tok0 = p.cu_seqlens[b];
     seqlen = p.cu_seqlens[b + 1] - p.cu_seqlens[b];
   }
@@ -416,7 +436,11 @@ __global__ void __launch_bounds__(Tr::kThreads)
   // Key range this row block can see; tiles outside it are skipped entirely.
   const int m_last = min(m_start + Tr::kBlockM, seqlen) - 1;
   int n_lo = 0, n_hi = seqlen;
-  if (p.window_left >= 0) n_lo = max(0, m_start - p.window_left);
+  if constexpr (packed) {  // from the first row's sequence start to the last row's end
+    n_lo = p.packed_bounds[m_start];
+    n_hi = p.packed_bounds[p.packed_tokens + m_last];
+  }
+  if (p.window_left >= 0) n_lo = max(n_lo, m_start - p.window_left);
   if (p.window_right >= 0) n_hi = min(seqlen, m_last + p.window_right + 1);
   const int nb_lo = n_lo / Tr::kBlockN;
   const int nb_hi = n_hi > n_lo ? (n_hi + Tr::kBlockN - 1) / Tr::kBlockN : nb_lo;
@@ -441,6 +465,7 @@ __global__ void __launch_bounds__(Tr::kThreads)
     cp_async_commit();
   }
 
+
   float slope_log2 = 0.0f;
   if constexpr (kHasBias) {
     if (p.bias == AttnBias::kAlibi) {
@@ -461,6 +486,20 @@ __global__ void __launch_bounds__(Tr::kThreads)
   const int tq = lane % 4;  // column pair inside an n8 tile
   const int warp_row0 = warp * Tr::kWarpRows;
 
+  RowBounds<Tr> rows{};  // kPacked only; its loads overlap the prologue's copies
+  if constexpr (packed) {
+#pragma unroll
+    for (int mt = 0; mt < Tr::kMT; ++mt) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int row = m_start + warp_row0 + mt * 16 + g + h * 8;
+        const bool valid = row < seqlen;  // rows past the stream see nothing (and are not stored)
+        rows.lo[mt][h] = valid ? p.packed_bounds[row] : 0;
+        rows.hi[mt][h] = valid ? p.packed_bounds[p.packed_tokens + row] : 0;
+      }
+    }
+  }
+
   uint32_t q_frag[Tr::kQInRegs ? Tr::kMT : 1][Tr::kQInRegs ? Tr::kKD : 1][4];
   float acc_o[Tr::kMT][Tr::kDT][4];
   float row_max[Tr::kMT][2];
@@ -480,17 +519,17 @@ __global__ void __launch_bounds__(Tr::kThreads)
   const auto hook = [&](float (&s)[Tr::kMT][Tr::kNT][4], int nb) {
     const int n_start = nb * Tr::kBlockN;
     const bool need_mask =
-        n_start + Tr::kBlockN > seqlen ||
+        packed || n_start + Tr::kBlockN > seqlen ||
         (p.window_left >= 0 && n_start - (m_start + Tr::kBlockM - 1) < -p.window_left) ||
         (p.window_right >= 0 && n_start + Tr::kBlockN - 1 - m_start > p.window_right);
     const int row_base = m_start + warp_row0 + g;
     const int col_base = n_start + tq * 2;
     if (need_mask) {
-      score_hook<Tr, kHasBias, true>(s, p, row_base, col_base, seqlen, scale_log2, slope_log2,
-                                     sLut);
+      score_hook<Tr, kHasBias, true, kPacked>(s, p, row_base, col_base, seqlen, scale_log2,
+                                              slope_log2, sLut, rows);
     } else if constexpr (kHasBias) {
-      score_hook<Tr, kHasBias, false>(s, p, row_base, col_base, seqlen, scale_log2, slope_log2,
-                                      sLut);
+      score_hook<Tr, kHasBias, false, kPacked>(s, p, row_base, col_base, seqlen, scale_log2,
+                                               slope_log2, sLut, rows);
     }
   };
   const auto load_q_frags = [&]() {

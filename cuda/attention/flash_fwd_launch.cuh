@@ -89,28 +89,32 @@ inline bool uses_window_tiles(int head_dim, int window_left, int window_right) {
          window_left + window_right <= kWindowTileMaxSpan;
 }
 
-template <typename Tr, typename T, bool kHasBias>
+template <typename Tr, typename T, bool kHasBias, bool kPacked>
 void launch_flash_fwd(const FlashAttnParams& p, cudaStream_t stream) {
   const int smem = Tr::kSmemBytes + (kHasBias ? Tr::kSmemLutBytes : 0);
-  auto kernel = flash_fwd_kernel<Tr, T, kHasBias>;
+  auto kernel = flash_fwd_kernel<Tr, T, kHasBias, kPacked>;
   if (smem > 48 * 1024) {
     check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
           "cudaFuncSetAttribute(flash_fwd_kernel)");
   }
-  const dim3 grid((p.max_seqlen + Tr::kBlockM - 1) / Tr::kBlockM, p.heads, p.batch);
+  // Packed: row tiles over the whole token stream; otherwise per (tile, head, sequence).
+  const dim3 grid =
+      kPacked ? dim3(static_cast<unsigned>((p.packed_tokens + Tr::kBlockM - 1) / Tr::kBlockM),
+                     p.heads, 1)
+              : dim3((p.max_seqlen + Tr::kBlockM - 1) / Tr::kBlockM, p.heads, p.batch);
   kernel<<<grid, Tr::kThreads, smem, stream>>>(p);
   check_launch("flash_fwd_kernel", stream);
 }
 
-template <typename Tr>
+template <typename Tr, bool kPacked>
 void run_flash_fwd(const FlashAttnParams& p, cudaStream_t stream) {
   const bool bias = p.bias != AttnBias::kNone;
   if (p.dtype == AttnDtype::kFloat16) {
-    bias ? launch_flash_fwd<Tr, __half, true>(p, stream)
-         : launch_flash_fwd<Tr, __half, false>(p, stream);
+    bias ? launch_flash_fwd<Tr, __half, true, kPacked>(p, stream)
+         : launch_flash_fwd<Tr, __half, false, kPacked>(p, stream);
   } else {
-    bias ? launch_flash_fwd<Tr, __nv_bfloat16, true>(p, stream)
-         : launch_flash_fwd<Tr, __nv_bfloat16, false>(p, stream);
+    bias ? launch_flash_fwd<Tr, __nv_bfloat16, true, kPacked>(p, stream)
+         : launch_flash_fwd<Tr, __nv_bfloat16, false, kPacked>(p, stream);
   }
 }
 
@@ -130,8 +134,13 @@ FlashAttnKernelInfo flash_fwd_info(bool with_bias) {
   return info;
 }
 
-// Defined in attn_fwd_hdim*_sm80.cu, one translation unit per instantiation family.
+// Defined in attn_fwd_hdim*_sm80.cu, one translation unit per instantiation family; the
+// *_packed ones are the packed-row-tile kernels (FlashAttnParams::packed_tokens) of the default
+// tiles, windows included.
 void run_flash_fwd_hdim32(const FlashAttnParams& p, cudaStream_t stream);
+void run_flash_fwd_hdim32_packed(const FlashAttnParams& p, cudaStream_t stream);
+void run_flash_fwd_hdim64_packed(const FlashAttnParams& p, cudaStream_t stream);
+void run_flash_fwd_hdim128_packed(const FlashAttnParams& p, cudaStream_t stream);
 void run_flash_fwd_hdim64(const FlashAttnParams& p, cudaStream_t stream);
 void run_flash_fwd_hdim64_window(const FlashAttnParams& p, cudaStream_t stream);
 void run_flash_fwd_hdim128(const FlashAttnParams& p, cudaStream_t stream);

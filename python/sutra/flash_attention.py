@@ -92,7 +92,8 @@ def flash_attention(q: Any, k: Any, v: Any, cu_seqlens: Any = None, max_seqlen: 
                     softmax_scale: float | None = None, causal: bool = False,
                     window: tuple[int, int] = (-1, -1), rel_bias: Any = None,
                     alibi_slopes: Any = None, return_lse: bool = False, *,
-                    rel_max_distance: int = 128, out: Any = None) -> Any:
+                    rel_max_distance: int = 128, out: Any = None,
+                    pack_sequences: bool = False) -> Any:
     """Exact softmax attention ``softmax(q k^T * scale + bias) v`` without an N x N buffer.
 
     Shapes (fp16 or bf16, one dtype for q, k, v; head_dim 32, 64 or 128, last dim contiguous,
@@ -111,6 +112,10 @@ def flash_attention(q: Any, k: Any, v: Any, cu_seqlens: Any = None, max_seqlen: 
     MPNet's bucketing: 32 buckets and ``max_distance=rel_max_distance`` (9..512), as
     transformers' MPNet does whatever the table width (``mpnet_relative_position_bucket``).
     A query row that sees no key returns zeros (lse ``-inf``). An empty batch writes nothing.
+    ``pack_sequences=True`` (varlen only) computes the same result with row tiles that span
+    sequences: a block takes 128 (64) consecutive tokens of the packed batch, whatever sequences
+    they belong to, each row masked to its own sequence's keys. Much faster when most sequences
+    are far shorter than a tile (sentences); slower for long ones (the GPU engine picks per pass).
 
     Arrays are read through DLPack when they offer it (torch, CuPy; the producer is asked to order
     its pending work before the kernel's stream), else through ``__cuda_array_interface__``.
@@ -142,10 +147,21 @@ def flash_attention(q: Any, k: Any, v: Any, cu_seqlens: Any = None, max_seqlen: 
         elif cu_seqlens is None and ndim == 4:
             lse = _empty(lib, q, (q.shape[0], q.shape[2], q.shape[1]), "float32")
         # else: the binding rejects q's shape before it looks at lse
+    packed_bounds = None
+    if pack_sequences:
+        if cu_seqlens is None:
+            raise ValueError("pack_sequences=True needs cu_seqlens (a varlen batch)")
+        if lib is None:
+            raise ValueError("pack_sequences=True needs q to be a CUDA torch tensor or a CuPy "
+                             "array (its per-token scratch is allocated with q's library), got "
+                             f"{type(q).__name__}")
+        if len(q.shape) == 3:  # else the binding rejects q's shape first
+            packed_bounds = _empty(lib, q, (2, q.shape[0]), "int32")
     _core.flash_attention_forward(
         q, k, v, out, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, softmax_scale=softmax_scale,
         causal=causal, window_left=left, window_right=right, alibi_slopes=alibi_slopes,
-        rel_bias=rel_bias, rel_max_distance=rel_max_distance, lse=lse, stream=_stream_of(lib, q),
+        rel_bias=rel_bias, rel_max_distance=rel_max_distance, lse=lse,
+        packed_bounds=packed_bounds, stream=_stream_of(lib, q),
         # torch and CuPy queue their own work on the stream found above: nothing to order, when
         # every array comes from q's library.
         stream_is_producers=lib is not None and all(

@@ -31,6 +31,15 @@ struct FlashAttnParams {
   // Varlen when non-null: sequence b holds tokens [cu_seqlens[b], cu_seqlens[b+1]); the batch
   // strides are then unused.
   const int32_t* cu_seqlens = nullptr;
+  // Varlen only. > 0: row tiles span sequences. A block computes block_m consecutive tokens of
+  // the packed stream (whatever sequences they belong to) against the keys of those sequences,
+  // each row masked to its own. The value is an upper bound of cu_seqlens[batch] (q's rows): it
+  // sizes the grid and is the row stride of packed_bounds, int32 [2, packed_tokens] on the
+  // device, for each token the first token of its sequence and one past its last (made by
+  // flash_attention_packed_bounds). Same result; faster when most sequences are much shorter
+  // than a tile (the engine decides per pass). 0: one block per (row tile, head, sequence).
+  int64_t packed_tokens = 0;
+  const int32_t* packed_bounds = nullptr;
 
   int64_t q_batch_stride = 0, q_row_stride = 0, q_head_stride = 0;
   int64_t k_batch_stride = 0, k_row_stride = 0, k_head_stride = 0;
@@ -75,6 +84,20 @@ struct FlashAttnKernelInfo {
 /// sutra::Error in a CPU-only build.
 FlashAttnKernelInfo flash_attention_kernel_info(int head_dim, bool with_bias, int window_left = -1,
                                                 int window_right = -1);
+
+/// Whether packed row tiles (FlashAttnParams::packed_tokens) are modelled to run a varlen batch
+/// faster than one block per sequence: counts the (query tile, key tile) pairs either layout
+/// computes with the tile shape of this head dim and window, a packed pair weighted 1.25 (every
+/// packed tile pays the per-element mask). `cu_seqlens` is the host copy, [batch + 1].
+bool flash_attention_packing_pays(int head_dim, bool with_bias, int window_left, int window_right,
+                                  const int32_t* cu_seqlens, int64_t batch);
+
+/// Writes packed_bounds (int32 [2, packed_tokens], device) for the varlen batch `cu_seqlens`
+/// (device, [batch + 1]) on `stream`: bounds[t] and bounds[packed_tokens + t] are the first token
+/// of token t's sequence and one past its last, for t < cu_seqlens[batch] (later entries are
+/// left alone). One pass of the engine computes it once for all its layers.
+void flash_attention_packed_bounds(const int32_t* cu_seqlens, int batch, int64_t packed_tokens,
+                                   int32_t* bounds, int device, cudaStream_t stream);
 
 /// Runs the forward pass on `stream` (of `p.device`). Throws std::invalid_argument for
 /// inconsistent parameters, sutra::Error for CUDA failures or a device older than sm_80.
