@@ -419,3 +419,20 @@ def test_use_fp16_runs_on_cuda(pipeline_copies, cpu_mean_pipeline):
     assert embedder.backend.name == "cuda"
     _assert_matches(_encode(embedder, PIPELINE_TEXTS, batch_size=32), cpu_mean_pipeline, FP16,
                     "use_fp16=True", PIPELINE_TEXTS)
+
+
+@pytest.mark.gpu
+def test_cuda_graph_replays_equal_the_eager_passes(minilm_folder):
+    """Small passes replay a CUDA graph captured on the first pass of their shape; the same
+    kernels on the same inputs: equal bits to running them one by one, for the capturing pass,
+    the replays, and shapes that alternate (a graph per shape)."""
+    from sutra.backends.cuda import CudaBackend
+
+    graphed = sutra.Embedder(str(minilm_folder), backend="cuda")
+    eager = sutra.Embedder(str(minilm_folder), backend="cuda")
+    eager.backend = CudaBackend(eager.model, graph_max_tokens=0)
+    batches = [PIPELINE_TEXTS[:1], PIPELINE_TEXTS[:7], PIPELINE_TEXTS[:1], PIPELINE_TEXTS[2:9],
+               PIPELINE_TEXTS[:7], PIPELINE_TEXTS]
+    for texts in batches * 2:
+        got, want = _encode(graphed, texts), _encode(eager, texts)
+        assert np.array_equal(got, want), [len(t) for t in texts]

@@ -86,7 +86,7 @@ std::unique_ptr<GpuEncoder> make_encoder(const engine::EncoderSpec& spec, ArrayA
                                          double layer_norm_eps, const std::string& pooling,
                                          const py::list& dense, bool normalize, int device,
                                          const std::string& dtype, int64_t max_tokens,
-                                         bool profile) {
+                                         bool profile, int64_t graph_max_tokens) {
   auto bytes = require_array<uint8_t>(arena.object, "arena", {-1}, "(total_bytes,)");
   EncoderModel model;
   model.spec = spec;
@@ -102,6 +102,9 @@ std::unique_ptr<GpuEncoder> make_encoder(const engine::EncoderSpec& spec, ArrayA
   options.dtype = parse_dtype(dtype);
   options.max_tokens = max_tokens;
   options.profile = profile;
+  SUTRA_CHECK(graph_max_tokens >= 0, "graph_max_tokens", ">= 0 (0: no CUDA graphs)",
+              graph_max_tokens);
+  options.graph_max_tokens = graph_max_tokens;
   py::gil_scoped_release release;
   return std::make_unique<GpuEncoder>(model, bytes.data(), static_cast<int64_t>(bytes.size()),
                                       options);
@@ -202,12 +205,14 @@ cuBLASLt (naming the nvidia-cublas package).)doc")
            py::arg("layer_norm_eps"), py::arg("pooling"), py::arg("dense"), py::arg("normalize"),
            py::arg("device") = 0, py::arg("dtype") = "float16", py::arg("max_tokens") = 0,
            py::arg("profile") = false,
+           py::arg("graph_max_tokens") = engine::EncoderOptions{}.graph_max_tokens,
            "activation: 'gelu' (erf), 'gelu_tanh' or 'relu' (the feed-forward's). positions:\n"
            "'absolute' or 'padding_offset' (RoBERTa/MPNet, counted from padding_idx + 1).\n"
            "pooling: a sentence-transformers mode name. dense: list of (weight float32\n"
            "[out, in], bias float32 [out] or None, activation) run after pooling. normalize:\n"
            "L2-normalize the output rows. dtype: 'float16' or 'bfloat16'. profile: time the\n"
-           "device stages with CUDA events (stage_seconds).")
+           "device stages with CUDA events (stage_seconds). graph_max_tokens: passes of at\n"
+           "most this many tokens replay a CUDA graph of their shape (0: never).")
       .def(
           "encode", &encode, py::arg("ids"), py::arg("cu_seqlens"),
           py::arg("prompt_lengths") = py::none(), py::arg("max_sequences") = 0,

@@ -120,6 +120,37 @@ class Event {
   cudaEvent_t event_ = nullptr;
 };
 
+/// An instantiated CUDA graph (cudaGraphExec_t); move-only.
+class GraphExec {
+ public:
+  GraphExec() = default;
+  /// Instantiates `graph`; the graph itself stays the caller's.
+  explicit GraphExec(cudaGraph_t graph) {
+    check(cudaGraphInstantiate(&exec_, graph, 0), "cudaGraphInstantiate");
+  }
+  ~GraphExec() { reset(); }
+  GraphExec(GraphExec&& other) noexcept : exec_(std::exchange(other.exec_, nullptr)) {}
+  GraphExec& operator=(GraphExec&& other) noexcept {
+    if (this != &other) {
+      reset();
+      exec_ = std::exchange(other.exec_, nullptr);
+    }
+    return *this;
+  }
+  GraphExec(const GraphExec&) = delete;
+  GraphExec& operator=(const GraphExec&) = delete;
+
+  void launch(cudaStream_t stream) const { check(cudaGraphLaunch(exec_, stream), "cudaGraphLaunch"); }
+
+ private:
+  void reset() noexcept {
+    if (exec_ != nullptr) cudaGraphExecDestroy(exec_);
+    exec_ = nullptr;
+  }
+
+  cudaGraphExec_t exec_ = nullptr;
+};
+
 namespace detail {
 
 struct DeviceMemory {

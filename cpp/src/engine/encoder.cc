@@ -9,8 +9,10 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "cuda/resources.h"
@@ -125,6 +127,7 @@ struct PassCapacity {
 struct DeviceLayout {
   int64_t hidden_states = 0, wide = 0, context = 0, sublayer = 0;  // activations
   int64_t ids = 0, positions = 0, cu_seqlens = 0, prompt_lengths = 0;
+  int64_t packed_bounds = 0;  // [2, tokens]: each token's sequence range, for packed attention
   int64_t pooled = 0, head_a = 0, head_b = 0;
   int64_t bytes = 0;
 };
@@ -152,6 +155,7 @@ DeviceLayout plan_device_layout(const EncoderModel& model, PassCapacity capacity
   layout.positions = r.add<int32_t>(t);
   layout.cu_seqlens = r.add<int32_t>(s + 1);
   layout.prompt_lengths = r.add<int32_t>(s);
+  layout.packed_bounds = r.add<int32_t>(2 * t);
   const int64_t width = head_width(model);
   layout.pooled = r.add<float>(s * hidden);
   layout.head_a = r.add<float>(s * width);
@@ -254,8 +258,26 @@ struct GpuEncoder::Impl {
 
   void upload(const void* arena, int64_t arena_bytes);
   void allocate_workspace();
-  void forward(int64_t tokens, int64_t sequences, int max_seqlen);
+  // pack_attention: attention row tiles span sequences (FlashAttnParams::packed_tokens).
+  void forward(int64_t tokens, int64_t sequences, int max_seqlen, bool pack_attention);
   void head(int64_t sequences, bool prompts);
+  // forward + head, eagerly or through the graph of the pass's shape.
+  void run_pass(int64_t tokens, int64_t sequences, int max_seqlen, bool pack_attention,
+                bool prompts);
+
+  // The kernels of a pass read its ids, positions and cu_seqlens from fixed workspace regions, so
+  // one graph serves every pass of its shape.
+  struct GraphShape {
+    int64_t tokens, sequences;
+    int max_seqlen;
+    bool pack_attention, prompts;
+    bool operator<(const GraphShape& o) const {
+      return std::tie(tokens, sequences, max_seqlen, pack_attention, prompts) <
+             std::tie(o.tokens, o.sequences, o.max_seqlen, o.pack_attention, o.prompts);
+    }
+  };
+  std::map<GraphShape, cuda::GraphExec> graphs;
+  static constexpr size_t kMaxGraphs = 256;  // then the cache starts over
 };
 
 void GpuEncoder::Impl::upload(const void* arena, int64_t arena_bytes) {
@@ -369,7 +391,8 @@ void GpuEncoder::Impl::allocate_workspace() {
   }
 }
 
-void GpuEncoder::Impl::forward(int64_t tokens, int64_t sequences, int max_seqlen) {
+void GpuEncoder::Impl::forward(int64_t tokens, int64_t sequences, int max_seqlen,
+                               bool pack_attention) {
   const cudaStream_t s = stream->get();
   const int hidden = model.spec.hidden;
   const int inter = model.spec.intermediate;
@@ -403,6 +426,12 @@ void GpuEncoder::Impl::forward(int64_t tokens, int64_t sequences, int max_seqlen
   attn.cu_seqlens = region<int32_t>(device_layout.cu_seqlens);
   attn.batch = static_cast<int>(sequences);
   attn.max_seqlen = max_seqlen;
+  if (pack_attention) {  // once per pass, for every layer
+    attn.packed_tokens = tokens;
+    attn.packed_bounds = region<int32_t>(device_layout.packed_bounds);
+    flash_attention_packed_bounds(attn.cu_seqlens, static_cast<int>(sequences), tokens,
+                                  region<int32_t>(device_layout.packed_bounds), device, s);
+  }
   const int64_t qkv_row = 3 * static_cast<int64_t>(hidden);
   attn.q = wide;
   attn.k = static_cast<const char*>(wide) + hidden * e;
@@ -461,6 +490,43 @@ void GpuEncoder::Impl::forward(int64_t tokens, int64_t sequences, int max_seqlen
     norm.beta = w.ffn_norm_bias;
     add_layernorm(norm, s);
   }
+}
+
+void GpuEncoder::Impl::run_pass(int64_t tokens, int64_t sequences, int max_seqlen,
+                                bool pack_attention, bool prompts) {
+  if (options.profile || tokens > options.graph_max_tokens) {
+    forward(tokens, sequences, max_seqlen, pack_attention);
+    head(sequences, prompts);
+    return;
+  }
+  const cudaStream_t s = stream->get();
+  const GraphShape shape{tokens, sequences, max_seqlen, pack_attention, prompts};
+  auto found = graphs.find(shape);
+  if (found == graphs.end()) {
+    if (graphs.size() >= kMaxGraphs) graphs.clear();
+    // Relaxed: the first pass of a shape may create cuBLASLt plans and set kernel attributes,
+    // host calls that the stricter capture modes refuse.
+    cuda::check(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed), "cudaStreamBeginCapture");
+    cudaGraph_t graph = nullptr;
+    try {
+      forward(tokens, sequences, max_seqlen, pack_attention);
+      head(sequences, prompts);
+    } catch (...) {
+      cudaStreamEndCapture(s, &graph);  // leaves the stream usable
+      if (graph != nullptr) cudaGraphDestroy(graph);
+      cudaGetLastError();
+      throw;
+    }
+    cuda::check(cudaStreamEndCapture(s, &graph), "cudaStreamEndCapture");
+    try {
+      found = graphs.emplace(shape, cuda::GraphExec(graph)).first;
+    } catch (...) {
+      cudaGraphDestroy(graph);
+      throw;
+    }
+    cudaGraphDestroy(graph);
+  }
+  found->second.launch(s);
 }
 
 void GpuEncoder::Impl::head(int64_t sequences, bool prompts) {
@@ -700,9 +766,19 @@ void GpuEncoder::encode(const int32_t* ids, const int32_t* cu_seqlens, int64_t b
       }
       slot.staged.record(s);
       if (m.options.profile) slot.after_h2d.record(s);
-      m.forward(tokens, n, pass.max_seqlen);
-      if (m.options.profile) slot.after_layers.record(s);
-      m.head(n, prompts);
+      // Short sequences share attention row tiles when that is modelled to do less work (a
+      // pass of sentences of ~10 tokens: about a quarter of the tile pairs).
+      const FlashAttnParams& attn = m.attention_template;
+      const bool pack_attention = flash_attention_packing_pays(
+          attn.head_dim, attn.bias != AttnBias::kNone, attn.window_left, attn.window_right,
+          pass.cu_seqlens.data(), n);
+      if (m.options.profile) {
+        m.forward(tokens, n, pass.max_seqlen, pack_attention);
+        slot.after_layers.record(s);
+        m.head(n, prompts);
+      } else {
+        m.run_pass(tokens, n, pass.max_seqlen, pack_attention, prompts);
+      }
       if (m.options.profile) slot.after_head.record(s);
       cuda::check(cudaMemcpyAsync(slot.out.data(), head_out, sizeof(float) * n * out_width,
                                   cudaMemcpyDeviceToHost, s),

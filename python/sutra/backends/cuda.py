@@ -91,6 +91,8 @@ class CudaBackend(Backend):
         max_tokens: tokens per pass the engine's workspace holds; ``None`` sizes it from the
             device's free memory after the weights are uploaded.
         profile: time the device stages with CUDA events (:meth:`stage_seconds`).
+        graph_max_tokens: passes of at most this many tokens replay a CUDA graph of their shape
+            (captured the first time it is seen); ``0`` never; ``None``: the engine's default.
 
     Raises:
         BackendUnavailableError: no CUDA in this build, no GPU, no cuBLASLt, or a model the
@@ -100,7 +102,8 @@ class CudaBackend(Backend):
     name = "cuda"
 
     def __init__(self, model: ModelFolder, dtype: str = "float16", device: int = 0,
-                 max_tokens: int | None = None, profile: bool = False) -> None:
+                 max_tokens: int | None = None, profile: bool = False,
+                 graph_max_tokens: int | None = None) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(map(repr, DTYPES))} on the cuda "
                              f"backend, got {dtype!r}")
@@ -121,7 +124,8 @@ class CudaBackend(Backend):
                 spec, arena, activation=arch.activation, positions=arch.position_kind,
                 padding_idx=arch.padding_idx, layer_norm_eps=arch.layer_norm_eps,
                 pooling=pipeline.pooling.mode, dense=dense, normalize=pipeline.normalize,
-                device=device, dtype=dtype, max_tokens=max_tokens or 0, profile=profile)
+                device=device, dtype=dtype, max_tokens=max_tokens or 0, profile=profile,
+                **({} if graph_max_tokens is None else {"graph_max_tokens": graph_max_tokens}))
         except (_core.SutraError, ValueError) as exc:
             raise BackendUnavailableError(f"backend='cuda' cannot run {model.name or model.path}:"
                                           f" {exc}") from exc

@@ -59,6 +59,11 @@ struct EncoderOptions {
   int64_t max_tokens = 0;
   // Time each stage with CUDA events (stage_seconds); costs a little per pass.
   bool profile = false;
+  // Passes of at most this many tokens replay a CUDA graph of their shape (tokens, sequences,
+  // longest sequence, attention layout, prompts), captured the first time the shape is seen:
+  // one launch instead of ~8 per layer, which is most of a small pass's time. 0: never. Not
+  // used with profile (its events sit between the stages).
+  int64_t graph_max_tokens = 4096;
 };
 
 /// Seconds spent per stage, summed over encode() calls since the last reset. Host stages are
