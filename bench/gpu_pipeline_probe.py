@@ -33,8 +33,8 @@ for name, texts in corpora.items():
     t0 = time.perf_counter(); raw.encode_batch_fast(texts); whole = time.perf_counter() - t0
     print(f"{name}: one encode_batch_fast over all {len(texts)}: {whole*1e3:.1f} ms", flush=True)
     for texts_cap, chars_cap in ((2048, 1 << 17), (4096, 1 << 18), (8192, 1 << 19), (1 << 15, 1 << 20), (1 << 16, 1 << 22)):
-        m._PIPELINE_TEXTS, m._PIPELINE_CHARS = texts_cap, chars_cap
-        chunks = m._text_chunks(texts)
+        e._pipeline_chunk_limits = lambda t=texts_cap, c=chars_cap: (t, c)
+        chunks = m._text_chunks(texts, texts_cap, chars_cap)
         t0 = time.perf_counter()
         for c in chunks: raw.encode_batch_fast(c)
         serial = time.perf_counter() - t0

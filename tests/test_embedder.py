@@ -515,9 +515,8 @@ def test_pipelined_tokenization_equals_one_call(efficient_folder, monkeypatch, p
 
     piped = sutra.Embedder(efficient_folder, backend="cpu")
     monkeypatch.setattr(type(piped.backend), "pipelines_tokenization", property(lambda _: True))
-    monkeypatch.setattr(embedder_module, "_PIPELINE_TEXTS", 40)
-    monkeypatch.setattr(embedder_module, "_PIPELINE_CHARS", 1500)
-    assert len(embedder_module._text_chunks(texts)) > 5
+    monkeypatch.setattr(type(piped), "_pipeline_chunk_limits", lambda self: (40, 1500))
+    assert len(embedder_module._text_chunks(texts, 40, 1500)) > 5
     with pytest.warns(sutra.LongTextTruncatedWarning):
         got = piped.encode(texts, precision=precision)
     assert got.dtype == expected.dtype and got.shape == expected.shape
@@ -529,14 +528,33 @@ def test_pipelined_tokenization_equals_one_call(efficient_folder, monkeypatch, p
         assert mismatch < 0.01, mismatch
 
 
-def test_text_chunks_bound_texts_and_characters(monkeypatch):
+def test_text_chunks_bound_texts_and_characters():
     from sutra import embedder as embedder_module
 
-    monkeypatch.setattr(embedder_module, "_PIPELINE_TEXTS", 3)
-    monkeypatch.setattr(embedder_module, "_PIPELINE_CHARS", 10)
     texts = ["aa", "bb", "cc", "dd", "e" * 25, "ff", "gggggg", "hhhhh"]
-    chunks = embedder_module._text_chunks(texts)
+    chunks = embedder_module._text_chunks(texts, 3, 10)
     assert sum(chunks, []) == texts
     assert all(1 <= len(c) <= 3 for c in chunks)
     assert all(len(c) == 1 or sum(map(len, c)) <= 10 for c in chunks)
     assert chunks == [["aa", "bb", "cc"], ["dd"], ["e" * 25], ["ff", "gggggg"], ["hhhhh"]]
+
+
+def test_pipeline_chunks_fill_an_engine_pass_with_the_native_tokenizer(efficient_folder,
+                                                                       monkeypatch):
+    """The `tokenizers` chunks (4,096 texts) would cut a call of short texts into many small
+    engine passes; with the native tokenizer a chunk holds about one pass's tokens."""
+    from sutra import embedder as embedder_module
+
+    e = sutra.Embedder(efficient_folder, backend="cpu")
+    assert e.tokenizer.is_native
+    monkeypatch.setattr(type(e.backend), "max_tokens", property(lambda _: 262_144), raising=False)
+    texts, chars = e._pipeline_chunk_limits()
+    assert texts == 262_144 // embedder_module._TOKENS_PER_TEXT
+    assert chars == 262_144 * embedder_module._CHARS_PER_TOKEN
+    monkeypatch.setattr(type(e.backend), "max_tokens", property(lambda _: 1024), raising=False)
+    assert e._pipeline_chunk_limits() == (embedder_module._PIPELINE_TEXTS,
+                                          embedder_module._PIPELINE_CHARS)
+    monkeypatch.setattr(type(e.tokenizer), "is_native", property(lambda _: False))
+    monkeypatch.setattr(type(e.backend), "max_tokens", property(lambda _: 262_144), raising=False)
+    assert e._pipeline_chunk_limits() == (embedder_module._PIPELINE_TEXTS,
+                                          embedder_module._PIPELINE_CHARS)

@@ -28,9 +28,16 @@ PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
 # about 13,000 windows of 256 tokens: minutes on 2 cores).
 _LONG_WINDOW_RUN = 1000
 # On a backend faster than the tokenizer, a call is tokenized in chunks of at most this many texts
-# and characters, one chunk ahead of the backend (Embedder._embed_pipelined).
+# and characters, one chunk ahead of the backend (Embedder._embed_pipelined). These suit the
+# `tokenizers` batch call (bench/gpu_pipeline_probe.py on the H200). The native tokenizer is
+# 16-29x faster, so its chunks are sized to fill one engine pass instead (about 4 characters and
+# at least 8 tokens per English text): more, smaller passes cost the engine more than the
+# tokenizer's exposed first chunk (20,000 sentences: 5 passes of 4,096 texts ran at 295k texts/s,
+# the same tokens in one pass at 413k).
 _PIPELINE_TEXTS = 4096
 _PIPELINE_CHARS = 1 << 18
+_CHARS_PER_TOKEN = 4
+_TOKENS_PER_TEXT = 8
 OUTPUT_VALUES = ("sentence_embedding", "token_embeddings")
 
 
@@ -129,15 +136,13 @@ class Embedder:
         Sequences longer than the maximum length are truncated or windowed like texts.
         ``batch_size`` defaults to the config's.
         """
-        sequences, single = _token_sequences(token_ids)
+        flat, lengths, single = _token_arrays(token_ids)
         vocab = int(self.model.config.get("vocab_size") or self.tokenizer.vocab_size)
         # Checked on the concatenation (one numpy pass, not one per sequence); the first bad
         # sequence is then named.
-        lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
-        if len(sequences) and lengths.min() == 0:
+        if len(lengths) and lengths.min() == 0:
             index = int(np.argmin(lengths))
             raise ValueError(f"token_ids[{index}] is empty; include the special tokens")
-        flat = np.concatenate(sequences) if sequences else np.zeros(0, np.int64)
         outside = (flat < 0) | (flat >= vocab)
         if outside.any():
             position = int(outside.argmax())
@@ -149,8 +154,10 @@ class Embedder:
             isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0
         ):
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        out = self._embed(TokenBatch.from_sequences(sequences), self.config.dimensions, False,
-                          "float32", False, batch_size=batch_size)
+        cu_seqlens = np.zeros(len(lengths) + 1, dtype=np.int32)
+        np.cumsum(lengths, out=cu_seqlens[1:])
+        out = self._embed(TokenBatch(flat.astype(np.int32), cu_seqlens), self.config.dimensions,
+                          False, "float32", False, batch_size=batch_size)
         return out[0] if single else out
 
     # -- sentence-transformers' encode() -------------------------------------------------------
@@ -269,7 +276,8 @@ class Embedder:
         # Cut while tokenizing when texts are truncated: a long text is not tokenized whole.
         max_tokens = self.max_seq_length if long_text == "truncate" else None
         prompt_length = self._prompt_length(prefix)
-        chunks = (_text_chunks(texts) if self.backend.pipelines_tokenization
+        chunks = (_text_chunks(texts, *self._pipeline_chunk_limits())
+                  if self.backend.pipelines_tokenization
                   and output_value == "sentence_embedding" else [texts])
         if len(chunks) > 1:
             result = self._embed_pipelined(
@@ -374,6 +382,14 @@ class Embedder:
             embeddings = _core.l2_normalize_rows(embeddings)
         return _apply_precision(embeddings, precision)
 
+    def _pipeline_chunk_limits(self) -> tuple[int, int]:
+        """(texts, characters) of one tokenizer chunk of :meth:`_embed_pipelined`."""
+        if not self.tokenizer.is_native:
+            return _PIPELINE_TEXTS, _PIPELINE_CHARS
+        tokens = self.backend.max_tokens
+        return (max(_PIPELINE_TEXTS, tokens // _TOKENS_PER_TEXT),
+                max(_PIPELINE_CHARS, tokens * _CHARS_PER_TOKEN))
+
     def _embed_pipelined(self, chunks: list[list[str]], max_tokens: int | None,
                          truncate_dim: int | None, precision: str, normalize: bool, *,
                          batch_size: int | None, long_text: str, progress: bool | None,
@@ -424,6 +440,20 @@ class Embedder:
             f"Embedder(model={self.model.name!r}, backend={self.backend.name!r}, "
             f"dimensions={self.dimensions}, max_seq_length={self.max_seq_length})"
         )
+
+
+def _token_arrays(token_ids: Any) -> tuple[np.ndarray, np.ndarray, bool]:
+    """``token_ids`` (as :func:`_token_sequences` takes them) as one flat int64 array, the
+    sequence lengths and whether one sequence was given. A 2-D integer array is used as it
+    is, without a Python step per row (what a caller with fixed-length batches passes)."""
+    if isinstance(token_ids, np.ndarray) and token_ids.ndim == 2 and token_ids.dtype.kind in "iu":
+        rows, width = token_ids.shape
+        return (token_ids.astype(np.int64).reshape(-1), np.full(rows, width, dtype=np.int64),
+                False)
+    sequences, single = _token_sequences(token_ids)
+    lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
+    flat = np.concatenate(sequences) if sequences else np.zeros(0, np.int64)
+    return flat, lengths, single
 
 
 def _token_sequences(token_ids: Any) -> tuple[list[np.ndarray], bool]:
@@ -544,14 +574,14 @@ def _apply_precision(embeddings: np.ndarray, precision: str) -> np.ndarray:
     return np.empty((0, width), dtype=dtype)
 
 
-def _text_chunks(texts: list[str]) -> list[list[str]]:
-    """``texts`` cut into runs of at most _PIPELINE_TEXTS texts and _PIPELINE_CHARS characters
-    (at least one text each): small enough that the last chunk's backend work, which nothing
+def _text_chunks(texts: list[str], max_texts: int, max_chars: int) -> list[list[str]]:
+    """``texts`` cut into runs of at most ``max_texts`` texts and ``max_chars`` characters (at
+    least one text each): small enough that the last chunk's backend work, which nothing
     overlaps, is short; large enough that the tokenizer's batch call keeps every core busy."""
     chunks: list[list[str]] = []
     start, chars = 0, 0
     for index, text in enumerate(texts):
-        full = index - start >= _PIPELINE_TEXTS or chars + len(text) > _PIPELINE_CHARS
+        full = index - start >= max_texts or chars + len(text) > max_chars
         if index > start and full:
             chunks.append(texts[start:index])
             start, chars = index, 0
