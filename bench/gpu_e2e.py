@@ -406,10 +406,17 @@ def sutra_without_tokenization(model: Path, backend: str, texts: list[str], best
     return result
 
 
-def sutra_latency(model: Path, backend: str, text: str, clock: Clock, calls: int
-                  ) -> dict[str, Any]:
+def sutra_latency(model: Path, backend: str, texts: list[str], clock: Clock, calls: int,
+                  graphs: bool = True) -> dict[str, Any]:
+    """encode(texts) latency; ``graphs=False`` turns the engine's CUDA graphs off (the same
+    engine otherwise), to show what they save on small passes."""
     embedder, _ = make_embedder(model, backend)
-    return _latency(partial(embedder.encode, [text], show_progress_bar=False), clock, calls)
+    if not graphs:
+        from sutra.backends.cuda import CudaBackend
+
+        embedder.backend = CudaBackend(embedder.model, dtype=embedder.backend.dtype,
+                                       graph_max_tokens=0)
+    return _latency(partial(embedder.encode, texts, show_progress_bar=False), clock, calls)
 
 
 def _latency(fn: Callable[[], Any], clock: Clock, calls: int) -> dict[str, Any]:
@@ -472,14 +479,15 @@ def st_encode(model: Path, device: str, texts: list[str], batch_sizes: list[int]
     return {"runs": runs, "best": best, "max_seq_length": MAX_TOKENS, "output": best_out}
 
 
-def st_latency(model: Path, device: str, text: str, clock: Clock, calls: int) -> dict[str, Any]:
+def st_latency(model: Path, device: str, texts: list[str], clock: Clock, calls: int
+               ) -> dict[str, Any]:
     from sentence_transformers import SentenceTransformer
 
     _free_torch()
     st = SentenceTransformer(str(model), device=device)
     if device == "cuda":
         st = st.half()
-    result = _latency(partial(st.encode, [text], show_progress_bar=False), clock, calls)
+    result = _latency(partial(st.encode, texts, show_progress_bar=False), clock, calls)
     st = None
     _free_torch()
     return result
@@ -1010,11 +1018,21 @@ def report(args, info: dict[str, Any], results: dict[str, Any], device: str) -> 
 
     lat = results.get("latency")
     if lat:
-        lines += [(f"## Latency: one text, encode([text]) x {lat['sutra']['calls']} after a "
-                  "warm-up"), "", f"Text: \"{lat['text']}\"", "",
+        lines += [(f"## Latency: one text, encode([text]), and 32 short texts, x "
+                   f"{lat['sutra']['calls']} after a warm-up"), "",
+                  (f"Text: \"{lat['text']}\" (the 32: the first short sentences of the "
+                   "corpus)"), "",
                   "| path | p50 ms | p99 ms | mean ms | min ms | max ms |",
                   "|---|---|---|---|---|---|"]
-        for key, label in (("sutra", f"sutra {args.backend}"), ("st", "sentence-transformers")):
+        labels = [("sutra", f"sutra {args.backend}"),
+                  ("sutra_no_graphs", f"sutra {args.backend}, CUDA graphs off"),
+                  ("st", "sentence-transformers"),
+                  ("sutra_32", f"32 texts: sutra {args.backend}"),
+                  ("sutra_32_no_graphs", f"32 texts: sutra {args.backend}, CUDA graphs off"),
+                  ("st_32", "32 texts: sentence-transformers")]
+        for key, label in labels:
+            if key not in lat:
+                continue
             x = lat[key]
             lines.append(f"| {label} | {x['p50_ms']:.3f} | {x['p99_ms']:.3f} | "
                          f"{x['mean_ms']:.3f} | {x['min_ms']:.3f} | {x['max_ms']:.3f} |")
@@ -1196,11 +1214,19 @@ def main(argv: list[str] | None = None) -> None:
     if "latency" in args.sections:
         text = texts["short"][0]
         print("latency", flush=True)
-        results["latency"] = {
-            "text": text,
-            "sutra": sutra_latency(args.model, args.backend, text, clock, args.latency_calls),
-            "st": st_latency(args.model, device, text, clock, args.latency_calls)}
-        for key in ("sutra", "st"):
+        batch = texts["short"][:32]
+        lat = results["latency"] = {"text": text}
+        lat["sutra"] = sutra_latency(args.model, args.backend, [text], clock, args.latency_calls)
+        lat["sutra_32"] = sutra_latency(args.model, args.backend, batch, clock,
+                                        args.latency_calls)
+        if args.backend == "cuda":
+            lat["sutra_no_graphs"] = sutra_latency(args.model, args.backend, [text], clock,
+                                                   args.latency_calls, graphs=False)
+            lat["sutra_32_no_graphs"] = sutra_latency(args.model, args.backend, batch, clock,
+                                                      args.latency_calls, graphs=False)
+        lat["st"] = st_latency(args.model, device, [text], clock, args.latency_calls)
+        lat["st_32"] = st_latency(args.model, device, batch, clock, args.latency_calls)
+        for key in [k for k in lat if k != "text"]:
             x = results["latency"][key]
             print(f"  {key}: p50 {x['p50_ms']:.3f} ms, p99 {x['p99_ms']:.3f} ms", flush=True)
     results["targets"] = targets(results.get("e2e"), results.get("bert"))

@@ -90,6 +90,21 @@ def profile_minilm(model: Path, corpus_dir: Path) -> list[str]:
     return sections
 
 
+def hf_bert_rows(folder: Path, ids: np.ndarray) -> list[tuple[str, int, float]]:
+    """Kernel table of the reference: the same weights through transformers' BertModel."""
+    from transformers import BertModel
+
+    model = BertModel.from_pretrained(folder, attn_implementation="sdpa", dtype=torch.float16)
+    model = model.cuda().eval()
+    input_ids = torch.from_numpy(ids).long().cuda()
+
+    def run() -> None:
+        with torch.inference_mode():
+            model(input_ids=input_ids)
+
+    return kernel_table(run)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, required=True)
@@ -100,7 +115,8 @@ def main() -> None:
     sections = [f"# GPU engine kernels ({torch.cuda.get_device_name()})", ""]
     sections += profile_minilm(args.model, args.corpus)
 
-    bert = sutra.Embedder(bert_folder(args.model), backend="cuda", max_batch_tokens=65536)
+    folder = bert_folder(args.model)
+    bert = sutra.Embedder(folder, backend="cuda", max_batch_tokens=65536)
     rng = np.random.default_rng(0)
     ids = rng.integers(1000, 30000, size=(512, 128)).astype(np.int32)
     ids[:, 0], ids[:, -1] = 101, 102
@@ -109,6 +125,9 @@ def main() -> None:
     limits = bert.backend.pass_limits(None, "auto")
     rows = kernel_table(lambda: bert.backend.encode_rows(batch, limits))
     sections.append(markdown("BERT-base shape, L=128, B=512 (65,536 tokens)", rows))
+    print(sections[-1], flush=True)
+    sections.append(markdown("the same BERT-base in Hugging Face transformers (fp16, sdpa)",
+                             hf_bert_rows(folder, ids)))
     print(sections[-1], flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu_kernel_profile.md").write_text("\n".join(sections))
