@@ -665,3 +665,21 @@ def test_slow_huge_or_malformed_http_is_refused_in_openai_shape(efficient_folder
             assert json.loads(ws.recv(timeout=30))["type"] == "embedding"
     finally:
         server.stop()
+
+
+def test_batching_defaults_follow_the_backend_and_the_command_line_wins():
+    """`sutra serve` batches 16 inputs on cpu and 256 on cuda unless told otherwise."""
+    from sutra.cli import _parser as build_parser
+    from sutra.server import batching_settings
+
+    parser = build_parser()
+    plain = parser.parse_args(["serve"])
+    assert batching_settings(plain, "cpu") == {"batch_size": 16, "max_latency_ms": 5.0,
+                                               "buffer_size": 1024}
+    assert batching_settings(plain, "cuda") == {"batch_size": 256, "max_latency_ms": 2.0,
+                                                "buffer_size": 8192}
+    given = parser.parse_args(["serve", "--batch-size", "8", "--max-latency-ms", "0",
+                               "--buffer-size", "64"])
+    for backend in ("cpu", "cuda"):
+        assert batching_settings(given, backend) == {"batch_size": 8, "max_latency_ms": 0.0,
+                                                     "buffer_size": 64}

@@ -104,6 +104,22 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+# `sutra serve`'s batching defaults per backend (the command line overrides each).
+_CPU_STREAMING = {"batch_size": 16, "max_latency_ms": 5.0, "buffer_size": 1024}
+_GPU_STREAMING = {"batch_size": 256, "max_latency_ms": 2.0, "buffer_size": 8192}
+
+
+def batching_settings(args: argparse.Namespace, backend: str) -> dict[str, Any]:
+    """``batch_size``, ``max_latency_ms`` and ``buffer_size`` for a server on ``backend``: the
+    command line's where given, else the backend's defaults. The GPU engine runs a pass of 256
+    short texts in well under a millisecond, so it gets larger batches and a larger queue than
+    the CPU (bench/results/streaming_gpu_*.md, H200: with these, the server's event loop rather
+    than the engine set the limit)."""
+    defaults = _GPU_STREAMING if backend == "cuda" else _CPU_STREAMING
+    return {name: default if getattr(args, name, None) is None else getattr(args, name)
+            for name, default in defaults.items()}
+
+
 def serve_from_args(args: argparse.Namespace) -> int:
     """``sutra serve`` with the parsed command line (see ``sutra serve --help``)."""
     from ..embedder import Embedder
@@ -129,6 +145,7 @@ def serve_from_args(args: argparse.Namespace) -> int:
     embedder = Embedder(args.model, **overrides)
     # As many batches side by side as the backend can run (one per core on CPU).
     workers = args.threads or embedder.backend.parallel_passes
+    chosen = batching_settings(args, embedder.backend.name)
     api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
     settings = ServerSettings(
         model_names=accepted_model_names(embedder, args.model, args.served_model_name or ()),
@@ -137,8 +154,8 @@ def serve_from_args(args: argparse.Namespace) -> int:
         max_items=args.max_items,
         max_tokens_per_item=args.max_tokens_per_item,
         streaming=StreamingConfig(
-            buffer_size=args.buffer_size, batch_size=args.batch_size,
-            max_latency_ms=args.max_latency_ms, timeout_secs=args.timeout,
+            buffer_size=chosen["buffer_size"], batch_size=chosen["batch_size"],
+            max_latency_ms=chosen["max_latency_ms"], timeout_secs=args.timeout,
             overflow="reject", workers=workers,
         ),
     )
