@@ -175,14 +175,15 @@ class GpuEncoder:
     from the free memory). Raises SutraError in a build without CUDA, without a GPU or without
     cuBLASLt (naming the nvidia-cublas package).
     """
-    def __init__(self, spec: EncoderSpec, arena: numpy.typing.NDArray[numpy.uint8], *, activation: str, positions: str, padding_idx: typing.SupportsInt | typing.SupportsIndex, layer_norm_eps: typing.SupportsFloat | typing.SupportsIndex, pooling: str, dense: list, normalize: bool, device: typing.SupportsInt | typing.SupportsIndex = 0, dtype: str = 'float16', max_tokens: typing.SupportsInt | typing.SupportsIndex = 0, profile: bool = False) -> None:
+    def __init__(self, spec: EncoderSpec, arena: numpy.typing.NDArray[numpy.uint8], *, activation: str, positions: str, padding_idx: typing.SupportsInt | typing.SupportsIndex, layer_norm_eps: typing.SupportsFloat | typing.SupportsIndex, pooling: str, dense: list, normalize: bool, device: typing.SupportsInt | typing.SupportsIndex = 0, dtype: str = 'float16', max_tokens: typing.SupportsInt | typing.SupportsIndex = 0, profile: bool = False, graph_max_tokens: typing.SupportsInt | typing.SupportsIndex = 4096) -> None:
         """
         activation: 'gelu' (erf), 'gelu_tanh' or 'relu' (the feed-forward's). positions:
         'absolute' or 'padding_offset' (RoBERTa/MPNet, counted from padding_idx + 1).
         pooling: a sentence-transformers mode name. dense: list of (weight float32
         [out, in], bias float32 [out] or None, activation) run after pooling. normalize:
         L2-normalize the output rows. dtype: 'float16' or 'bfloat16'. profile: time the
-        device stages with CUDA events (stage_seconds).
+        device stages with CUDA events (stage_seconds). graph_max_tokens: passes of at
+        most this many tokens replay a CUDA graph of their shape (0: never).
         """
     def encode(self, ids: numpy.typing.NDArray[numpy.int32], cu_seqlens: numpy.typing.NDArray[numpy.int32], prompt_lengths: typing.Any = None, max_sequences: typing.SupportsInt | typing.SupportsIndex = 0, want_tokens: bool = False, on_pass: typing.Any = None) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.float32] | None]:
         """
@@ -358,7 +359,7 @@ def fit_sequences(ids: numpy.typing.NDArray[numpy.int32], cu_seqlens: numpy.typi
     cu_rows[s] .. cu_rows[s + 1]), spans int64 [rows, 2] (content spans), content_lengths int64
     [sequences], truncated (how many sequences were cut), longest_truncated (the longest of them)).
     """
-def flash_attention_forward(q: typing.Any, k: typing.Any, v: typing.Any, out: typing.Any, *, cu_seqlens: typing.Any = None, max_seqlen: typing.SupportsInt | typing.SupportsIndex | None = None, softmax_scale: typing.SupportsFloat | typing.SupportsIndex | None = None, causal: bool = False, window_left: typing.SupportsInt | typing.SupportsIndex = -1, window_right: typing.SupportsInt | typing.SupportsIndex = -1, alibi_slopes: typing.Any = None, rel_bias: typing.Any = None, rel_max_distance: typing.SupportsInt | typing.SupportsIndex = 128, lse: typing.Any = None, stream: typing.SupportsInt | typing.SupportsIndex = 0, stream_is_producers: bool = False) -> None:
+def flash_attention_forward(q: typing.Any, k: typing.Any, v: typing.Any, out: typing.Any, *, cu_seqlens: typing.Any = None, max_seqlen: typing.SupportsInt | typing.SupportsIndex | None = None, softmax_scale: typing.SupportsFloat | typing.SupportsIndex | None = None, causal: bool = False, window_left: typing.SupportsInt | typing.SupportsIndex = -1, window_right: typing.SupportsInt | typing.SupportsIndex = -1, alibi_slopes: typing.Any = None, rel_bias: typing.Any = None, rel_max_distance: typing.SupportsInt | typing.SupportsIndex = 128, lse: typing.Any = None, packed_bounds: typing.Any = None, stream: typing.SupportsInt | typing.SupportsIndex = 0, stream_is_producers: bool = False) -> None:
     """
     Flash attention forward on device arrays, zero copy: the launcher behind
     sutra.ops.flash_attention, which finds the caller's stream and allocates out and lse.
@@ -373,7 +374,9 @@ def flash_attention_forward(q: typing.Any, k: typing.Any, v: typing.Any, out: ty
     softmax_scale: None for 1 / sqrt(head_dim). window_left / window_right: inclusive key bounds
     around the query, -1 unbounded; causal folds in window_right <= 0. alibi_slopes: float32
     [heads]. rel_bias: float32 [heads, width >= 32], MPNet's 32 buckets with max_distance =
-    rel_max_distance (9..512). stream: the cudaStream_t as an integer, 0 for the legacy default.
+    rel_max_distance (9..512). packed_bounds: int32 [2, total_tokens] scratch (varlen only): row
+    tiles span sequences (sutra.ops.flash_attention's pack_sequences); the binding fills it with
+    each token's sequence range first. stream: the cudaStream_t as an integer, 0 for the legacy default.
     stream_is_producers: the arrays' library runs its own work on `stream` (flash_attention passes
     True for torch and CuPy on their current stream), so DLPack exports need no synchronization.
     Enqueues the kernel and returns; the GIL is released meanwhile.
