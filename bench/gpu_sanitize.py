@@ -1,6 +1,8 @@
 """A small grid of engine runs for compute-sanitizer: random-weight BERT (head size 64) and MPNet
 (relative bias), fp16 and bf16, lengths around the attention tiles' edges, passes capped at 512
-tokens so that several passes (and both staging slots) run, token states copied back too.
+tokens so that several passes (and both staging slots) run, token states copied back too; then
+80 sentence-like sequences of 1 to 12 tokens, whose passes run the packed attention row tiles,
+twice (the second call replays the CUDA graphs the first captured).
 
     compute-sanitizer --tool memcheck --error-exitcode 9 python bench/gpu_sanitize.py MODEL_FOLDER
     compute-sanitizer --tool racecheck --error-exitcode 9 python bench/gpu_sanitize.py MODEL_FOLDER
@@ -42,3 +44,7 @@ for model, hidden in cases:
         print(type(model).__name__, dt, out.shape, float(np.abs(np.linalg.norm(out, axis=1) - 1).max()), flush=True)
         states = e.encode(["a short text", "another one, a little longer than that"], output_value="token_embeddings")
         print("token states", [s.shape for s in states], flush=True)
+        short = [[101] + list(rng.integers(1000, 30000, int(n))) + [102]
+                 for n in rng.integers(0, 11, 80)]
+        first, again = e.embed_tokens(short), e.embed_tokens(short)
+        print("packed + graphs", first.shape, bool(np.array_equal(first, again)), flush=True)
