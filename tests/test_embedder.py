@@ -558,3 +558,28 @@ def test_pipeline_chunks_fill_an_engine_pass_with_the_native_tokenizer(efficient
     monkeypatch.setattr(type(e.backend), "max_tokens", property(lambda _: 262_144), raising=False)
     assert e._pipeline_chunk_limits() == (embedder_module._PIPELINE_TEXTS,
                                           embedder_module._PIPELINE_CHARS)
+
+
+def test_a_changed_config_builds_a_new_graph(tmp_path, monkeypatch):
+    """The cached ONNX graph is keyed by config.json too: the same weights with another
+    layer_norm_eps (or activation, or head count) must not reuse the graph built before."""
+    import json
+    import shutil
+
+    from sutra.backends.onnxruntime import built_graph_path
+    from sutra.models import resolve
+
+    monkeypatch.setenv("SUTRA_HOME", str(tmp_path / "home"))
+    folder = tmp_path / "mean"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "pipelines" / "mean", folder)
+    texts = ["a config change", "must rebuild the graph"]
+    before = built_graph_path(resolve(str(folder)))
+    old = sutra.Embedder(str(folder), backend="cpu").encode(texts)
+
+    config = json.loads((folder / "config.json").read_text())
+    config["layer_norm_eps"] = 0.5
+    (folder / "config.json").write_text(json.dumps(config))
+    after = built_graph_path(resolve(str(folder)))
+    assert after != before and before.is_file() and after.is_file()
+    new = sutra.Embedder(str(folder), backend="cpu").encode(texts)
+    assert not np.allclose(new, old, atol=1e-4)  # eps 0.5 changes every LayerNorm's output

@@ -286,6 +286,10 @@ def built_graph_path(model: ModelFolder, layout: str = "padded") -> Path:
     pipeline = model.pipeline
     fields = {
         "weights": _weights_hash(model.weights_path),
+        # The graph is built from config.json too (activation, epsilon, heads, positions): the
+        # same weights under a changed config must not reuse the old graph.
+        "config": hashlib.sha256(json.dumps(pipeline.transformer.config, sort_keys=True,
+                                            default=str).encode()).hexdigest(),
         "pooling": pipeline.pooling.mode,
         "normalize": pipeline.normalize,
         "builder": _builder_fingerprint(),
