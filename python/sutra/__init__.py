@@ -27,6 +27,7 @@ from ._errors import (
 )
 from .config import EmbedderConfig
 from .embedder import Embedder
+from .late_chunking import Chunk
 from .quantization import quantize_embeddings
 from .windows import AggregationMethod, SlidingWindowAttention, Windows, aggregate_embeddings
 
@@ -38,6 +39,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 __all__ = [
     "AggregationMethod",
     "BackendUnavailableError",
+    "Chunk",
     "Embedder",
     "EmbedderConfig",
     "LongTextTruncatedWarning",

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
+from . import _core, late_chunking
 from ._errors import LongTextTruncatedWarning
 from .backends import create_backend
 from .backends.base import TokenBatch
@@ -294,6 +294,34 @@ class Embedder:
             progress=show_progress_bar, prompt_length=prompt_length,
         )
         return result[0] if single else result
+
+    def encode_chunks(self, document: str, chunk_tokens: int | None = None, overlap: int = 0,
+                      *, spans: Sequence[tuple[int, int]] | None = None,
+                      macro_overlap: int | None = None) -> list[late_chunking.Chunk]:
+        """Late chunking: embeddings of a document's chunks that see the whole document.
+
+        The document is encoded once (in overlapping macro windows when it is longer than the
+        model's maximum length) and each chunk's vector is the mean of its tokens' final
+        states, through the model's Dense modules, Matryoshka cut and normalization
+        (:mod:`sutra.late_chunking`).
+
+        Args:
+            document: the text.
+            chunk_tokens: chunks of this many tokens (special tokens excluded), each starting
+                ``chunk_tokens - overlap`` after the previous one. Give this or ``spans``.
+            overlap: tokens shared by consecutive chunks, ``0 <= overlap < chunk_tokens``.
+            spans: chunks as character ranges ``(start, end)`` of the document (sentences or
+                paragraphs found by the caller); a chunk holds the tokens that intersect it.
+            macro_overlap: tokens of left context a macro window carries over from the one
+                before it (default: a quarter of what a window holds).
+
+        Returns:
+            One :class:`~sutra.late_chunking.Chunk` per chunk, in order: its text, character
+            span, token range and float32 embedding.
+        """
+        return late_chunking.encode_chunks(self, document, chunk_tokens=chunk_tokens,
+                                           overlap=overlap, spans=spans,
+                                           macro_overlap=macro_overlap)
 
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Cosine similarity matrix between float embeddings ``a [n, d]`` and ``b [m, d]``."""

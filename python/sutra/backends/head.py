@@ -52,6 +52,11 @@ class PipelineHead:
                               np.ascontiguousarray(cu_seqlens, dtype=np.int32), pooling.mode,
                               None if prompt_lengths is None
                               else np.ascontiguousarray(prompt_lengths, dtype=np.int32))
+        return self.finish(x)
+
+    def finish(self, pooled: np.ndarray) -> np.ndarray:
+        """The modules after the pooling: float32 ``[B, D]`` from pooled ``[B, H]``."""
+        x = pooled
         for weight, bias, activation in self._dense:
             x = x @ weight.T
             if bias is not None:
