@@ -413,6 +413,24 @@ def test_websocket_stream_protocol(server, minilm):
         texts = [document[m["start"]:m["end"]] for m in chunks]
         assert_rows_match([m["embedding"] for m in chunks], minilm.encode(texts))
 
+        # Late chunking: the same chunks, each pooled from one pass over the whole document.
+        report = ("Berlin is the capital of Germany. It has 3.8 million inhabitants. " * 3).strip()
+        ws.send(json.dumps({"type": "embed_chunks", "id": "late", "input": report,
+                            "chunk_size": 70, "chunk_overlap": 0, "late_chunking": True}))
+        late = []
+        while not late or late[-1]["type"] != "done":
+            late.append(json.loads(ws.recv(timeout=30)))
+        late_chunks = late[:-1]
+        assert late[-1]["chunks"] == len(late_chunks) > 1
+        expected = minilm.encode_chunks(report, spans=[(m["start"], m["end"]) for m in late_chunks])
+        assert_rows_match([m["embedding"] for m in late_chunks],
+                          np.stack([c.embedding for c in expected]))
+        ws.send(json.dumps({"type": "embed_chunks", "id": "bad", "input": report,
+                            "late_chunking": "yes"}))
+        bad = json.loads(ws.recv(timeout=30))
+        assert bad["error"]["code"] == "invalid_message"
+        assert "late_chunking" in bad["error"]["message"]
+
         ws.send(json.dumps({"type": "stats", "id": "s"}))
         stats = json.loads(ws.recv(timeout=30))
         assert stats["id"] == "s" and stats["stats"]["completed"] >= 3 + len(chunks)

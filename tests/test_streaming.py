@@ -13,6 +13,7 @@ import random
 import threading
 import time
 import unicodedata
+from pathlib import Path
 
 import anyio
 import numpy as np
@@ -924,3 +925,35 @@ async def test_websocket_protocol_round_trip(embedder):
 
             await socket.to_server_send.aclose()  # the peer closes: serve() returns
     await socket.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("unit, size, overlap", [("chars", 120, 20), ("tokens", 24, 4)])
+async def test_late_chunking_pools_one_pass_over_the_whole_text(minilm, unit, size, overlap):
+    """late_chunking=True: the same chunks as without it, each vector the one
+    Embedder.encode_chunks gives for the chunk's span (the document read at once), not the
+    chunk's text embedded alone; the buffer is free again afterwards."""
+    text = " ".join(json.loads((Path(__file__).parent / "fixtures" / "texts.json").read_text(
+        encoding="utf-8"))[:12])
+    config = StreamingConfig(chunk_size=size, chunk_overlap=overlap, batch_size=4,
+                             max_latency_ms=5)
+    async with StreamingEmbedder(config, minilm) as stream:
+        late = [c async for c in stream.embed_chunks_stream(text, unit=unit, late_chunking=True)]
+        alone = [c async for c in stream.embed_chunks_stream(text, unit=unit)]
+        assert stream.queue_depth == 0
+        stats = await stream.get_stats()
+    assert [(c.start, c.end) for c in late] == [(c.start, c.end) for c in alone]
+    assert len(late) > 3 and stats.completed == stats.total_requests
+    expected = minilm.encode_chunks(text, spans=[(c.start, c.end) for c in late])
+    for got, want, single in zip(late, expected, alone):
+        np.testing.assert_allclose(got.embedding, want.embedding, atol=1e-6)
+        assert float(got.embedding @ single.embedding) < 0.9999  # context changed it
+
+
+@pytest.mark.anyio
+async def test_late_chunking_needs_an_embedder_with_token_states():
+    async with StreamingEmbedder(StreamingConfig(), InstrumentedEmbedder()) as stream:
+        with pytest.raises(TypeError, match="late_chunking needs a sutra.Embedder"):
+            [c async for c in stream.embed_chunks_stream("some text", late_chunking=True)]
+        with pytest.raises(TypeError, match="late_chunking must be a bool, got str"):
+            [c async for c in stream.embed_chunks_stream("some text", late_chunking="yes")]

@@ -153,7 +153,8 @@ def _document_token_states(embedder: Embedder, ids: list[int],
     pass when it fits the model, else from overlapping macro windows in one backend call."""
     tokenizer = embedder.tokenizer
     specials = tokenizer.encode([""])[0]
-    prefix, suffix = specials[:tokenizer.num_prefix_special], specials[tokenizer.num_prefix_special:]
+    prefix = specials[:tokenizer.num_prefix_special]
+    suffix = specials[tokenizer.num_prefix_special:]
     capacity = embedder.max_seq_length - len(specials)
     if macro_overlap is None:
         macro_overlap = capacity // 4

@@ -343,7 +343,8 @@ class StreamingEmbedder:
 
     async def embed_chunks_stream(self, text: str, *, unit: str = "chars",
                                   chunk_size: int | None = None,
-                                  chunk_overlap: int | None = None
+                                  chunk_overlap: int | None = None,
+                                  late_chunking: bool = False
                                   ) -> AsyncIterator[ChunkEmbedding]:
         """Embed a long text as overlapping chunks, yielding each chunk's embedding in order.
 
@@ -356,10 +357,16 @@ class StreamingEmbedder:
                 its special tokens), each embedded from its token ids with the model's special
                 tokens around it.
             chunk_size, chunk_overlap: default to the config's.
+            late_chunking: embed the whole text at once and pool each chunk's token states
+                (:meth:`sutra.Embedder.encode_chunks` with the chunks' character spans), so
+                each chunk's vector sees the rest of the text; a chunk may then be longer than
+                the model's maximum length. The document holds one buffer slot per chunk
+                while it computes on the stream's workers.
 
         Yields:
             :class:`ChunkEmbedding` in text order. Chunks are submitted ``batch_size`` at a time
-            through the same buffer as every other request.
+            through the same buffer as every other request (with ``late_chunking``: all at
+            once, once the whole text is done).
         """
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
@@ -372,17 +379,66 @@ class StreamingEmbedder:
             raise ValueError(f"chunk_size must be a positive int, got {size!r}")
         if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap < size:
             raise ValueError(f"chunk_overlap must be an int in 0..{size - 1}, got {overlap!r}")
+        if not isinstance(late_chunking, bool):
+            raise TypeError(f"late_chunking must be a bool, got {type(late_chunking).__name__}")
         if unit == "chars":
             spans = [(s.start, s.end) for s in chunk_text(text, size, overlap)]
             items: list[str | tuple[int, ...]] = [text[a:b] for a, b in spans]
         else:
             spans, items = await anyio.to_thread.run_sync(self._token_chunks, text, size, overlap)
+        if late_chunking:
+            if spans:
+                vectors = await self._late_chunks(text, spans)
+                for index, (start, end) in enumerate(spans):
+                    yield ChunkEmbedding(index, start, end, text[start:end], vectors[index])
+            return
         step = self.config.batch_size
         for first in range(0, len(items), step):
             vectors = await self.embed_many(items[first:first + step])
             for offset, vector in enumerate(vectors):
                 start, end = spans[first + offset]
                 yield ChunkEmbedding(first + offset, start, end, text[start:end], vector)
+
+    async def _late_chunks(self, text: str, spans: list[tuple[int, int]]) -> np.ndarray:
+        """Late chunking of ``text`` on the stream's workers, admitted like ``len(spans)``
+        requests and bound by the same timeout: float32 ``[len(spans), dim]``."""
+        if not self._running:
+            raise StreamingClosedError(
+                "the StreamingEmbedder is not running; use it inside `async with`"
+            )
+        if not hasattr(self._embedder, "encode_chunks"):
+            raise TypeError("late_chunking needs a sutra.Embedder (token states of the whole "
+                            f"text), got {type(self._embedder).__name__}")
+        slots = len(spans)
+        stats = self._stats
+        submitted = self._now()
+        stats.total_requests += slots
+        if stats.first_submission is None:
+            stats.first_submission = submitted
+        timeout = self.config.timeout_secs
+        deadline = float("inf") if timeout is None else submitted + timeout
+        if not self._gate.try_acquire(slots):
+            await self._wait_for_admission(slots, deadline)
+        try:
+            future = self._executor.submit(self._embedder.encode_chunks, text, spans=spans)
+            with anyio.move_on_after(deadline - self._now()) as scope:
+                chunks = await anyio.to_thread.run_sync(future.result, abandon_on_cancel=True)
+            if scope.cancelled_caught:
+                future.cancel()  # if it has not started; a running pass finishes unanswered
+                stats.timed_out += slots
+                raise TimeoutError(f"no answer within timeout_secs={self.config.timeout_secs}")
+        except (TimeoutError, anyio.get_cancelled_exc_class()):
+            raise
+        except BaseException:
+            stats.failed += slots
+            raise
+        finally:
+            self._gate.release(slots)
+            self._notify()
+        finished = self._now()
+        for _ in range(slots):
+            stats.record_latency(finished - submitted)
+        return np.stack([chunk.embedding for chunk in chunks])
 
     async def get_stats(self) -> StreamingStats:
         """A snapshot of the counters and latency percentiles (see :class:`StreamingStats`)."""

@@ -9,7 +9,9 @@ Client to server:
   answered by ``{"type": "embedding", "id": ID, "embedding": [float, ...]}`` for a string, or
   ``{"type": "embedding", "id": ID, "embeddings": [[float, ...], ...]}`` for a list.
 - ``{"type": "embed_chunks", "id": ID, "input": "long text", "unit": "chars"|"tokens"?,
-  "chunk_size": N?, "chunk_overlap": M?, "aggregate": bool?}``
+  "chunk_size": N?, "chunk_overlap": M?, "aggregate": bool?, "late_chunking": bool?}``
+  (``late_chunking``: every chunk's vector pools its tokens from one pass over the whole
+  text, see :meth:`sutra.Embedder.encode_chunks`)
   answered by one ``{"type": "chunk", "id": ID, "index": i, "start": s, "end": e,
   "embedding": [...]}`` per chunk in order (``start``/``end``: character offsets), then
   ``{"type": "done", "id": ID, "chunks": n}``, which carries ``"embedding"`` (the re-normalized
@@ -207,11 +209,14 @@ class WebSocketHandler:
         aggregate = message.get("aggregate", False)
         if not isinstance(aggregate, bool):
             raise ProtocolError("aggregate must be true or false")
+        late = message.get("late_chunking", False)
+        if not isinstance(late, bool):
+            raise ProtocolError("late_chunking must be true or false")
         aggregator = StreamingAggregator() if aggregate else None
         count = 0
         async for chunk in self.streaming.embed_chunks_stream(
             text, unit=unit, chunk_size=_optional_int(message, "chunk_size"),
-            chunk_overlap=_optional_int(message, "chunk_overlap", minimum=0),
+            chunk_overlap=_optional_int(message, "chunk_overlap", minimum=0), late_chunking=late,
         ):
             if aggregator is not None:
                 aggregator.add(chunk.embedding, weight=max(chunk.end - chunk.start, 1))
