@@ -10,6 +10,7 @@ from .. import _core
 from .._errors import BackendUnavailableError
 from ..models.spec import ModelFolder
 from .base import Backend, EncodedRows, PassLimits, TokenBatch
+from .cuda import engine_lacks
 from .onnxruntime import OnnxRuntimeBackend
 
 ENGINE_HEAD_SIZES = (32, 64, 128)
@@ -55,6 +56,9 @@ def engine_refuses(model: ModelFolder) -> str | None:
     arch = model.pipeline.transformer.architecture
     if model.student is not None or arch is None:
         return f"{model.path} is an ONNX graph only (no safetensors encoder for the engine)"
+    lacking = engine_lacks(arch)
+    if lacking is not None:
+        return lacking
     if arch.head_size not in ENGINE_HEAD_SIZES:
         return (f"its head size is {arch.head_size}; the engine's attention runs head sizes "
                 f"{', '.join(map(str, ENGINE_HEAD_SIZES))}")

@@ -24,6 +24,22 @@ from .base import Backend, EncodedRows, PassCallback, PassLimits, TokenBatch
 DTYPES = ("float16", "bfloat16")
 
 
+def engine_lacks(arch: EncoderArchitecture) -> str | None:
+    """What of ``arch`` the engine does not implement yet (one sentence), or ``None``. The
+    engine runs post-norm encoders with learned (or MPNet relative) positions, a plain
+    feed-forward and global attention; ModernBERT needs the rest."""
+    lacking = [what for what, needed in (
+        ("pre-norm layers", arch.norm_position != "post"),
+        ("rotary positions", arch.position_kind == "rotary"),
+        ("a gated (GeGLU) feed-forward", arch.gated_ffn),
+        ("sliding-window layers", any(w is not None for w in arch.attention_windows)),
+    ) if needed]
+    if not lacking:
+        return None
+    return (f"{arch.model_type} needs {', '.join(lacking)}, which the GPU engine does not run "
+            "yet; the cpu backend runs it")
+
+
 def encoder_spec(arch: EncoderArchitecture) -> _core.EncoderSpec:
     """The engine's sizes of an encoder."""
     token_types = arch.shapes.get("embeddings.token_type", (0,))[0]
@@ -84,7 +100,8 @@ class CudaBackend(Backend):
     """Runs a model's pipeline on one NVIDIA GPU with sutra's engine.
 
     Args:
-        model: the model folder (an encoder sutra's engine supports: BERT family, MPNet).
+        model: the model folder (an encoder sutra's engine supports: BERT family, MPNet; not
+            ModernBERT yet, see :func:`engine_lacks`).
         dtype: ``"float16"`` or ``"bfloat16"`` (weights and activations; fp32 accumulation,
             statistics and pooling).
         device: the CUDA device index.
@@ -112,6 +129,10 @@ class CudaBackend(Backend):
             raise BackendUnavailableError(
                 f"{model.path}: the GPU engine runs safetensors encoders; this model is "
                 "an ONNX graph only (a distilled student or a folder without model.safetensors)")
+        lacking = engine_lacks(arch)
+        if lacking is not None:
+            raise BackendUnavailableError(f"backend='cuda' cannot run {model.name or model.path}:"
+                                          f" {lacking}")
         self.model = model
         self.dtype = dtype
         pipeline = model.pipeline

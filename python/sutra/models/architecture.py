@@ -1,9 +1,11 @@
 """Encoder architectures: ``config.json`` + the checkpoint's tensor names -> one description.
 
-Every supported model is a post-LayerNorm transformer encoder (the BERT family and MPNet). What
-differs between them for inference is the weight names, how position ids are formed, the
-activation and MPNet's relative position bias; :func:`describe_encoder` resolves all of that once,
-into canonical weight names that every consumer (the ONNX graph builder, the engine) reads.
+The BERT family and MPNet are post-LayerNorm encoders; what differs between them for inference is
+the weight names, how position ids are formed, the activation and MPNet's relative position bias.
+ModernBERT is a pre-LayerNorm encoder with rotary positions (a theta per layer), a gated (GeGLU)
+feed-forward, no biases by default, and global attention on every n-th layer with a sliding
+window on the others. :func:`describe_encoder` resolves all of that once, into canonical weight
+names (and per-layer settings) that every consumer (the ONNX graph builder, the engine) reads.
 
 Canonical names (torch ``Linear`` layout, ``[out, in]``)::
 
@@ -13,6 +15,14 @@ Canonical names (torch ``Linear`` layout, ``[out, in]``)::
     layers.{i}.attention_norm.weight / .bias [H]          (LayerNorm after attention + residual)
     layers.{i}.ffn.in.weight [I, H] / .bias [I]           layers.{i}.ffn.out.weight [H, I] / .bias
     layers.{i}.ffn_norm.weight / .bias [H]                (LayerNorm after the feed-forward)
+
+ModernBERT (``norm_position == "pre"``) differs where its checkpoint does: no position or token
+type table; the norms are applied *before* their sublayer (layer 0 has no attention norm, so
+``layers.0.attention_norm.*`` is absent), then ``final_norm.weight`` / ``.bias`` [H] after the last
+layer; Q|K|V are one tensor ``layers.{i}.attention.qkv.weight`` [3H, H] (``.bias`` [3H]) instead
+of q, k, v; ``layers.{i}.ffn.in.weight`` is [2I, H] (``gated_ffn``: the first I rows go through the
+activation and gate the second I). A bias the config turns off (``norm_bias``, ``attention_bias``,
+``mlp_bias``) is absent from ``weight_names``: consumers test ``name in weight_names``.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ FAMILIES = {
     "xlm-roberta": "roberta",
     "mpnet": "mpnet",
     "distilbert": "distilbert",
+    "modernbert": "modernbert",
 }
 
 # HF activation name -> activation. "gelu" in HF is the exact erf form (GELUActivation); the
@@ -46,6 +57,11 @@ MPNET_MAX_DISTANCE = 128
 
 _LAYER_PARTS = ("q", "k", "v", "o", "attention_norm", "ffn.in", "ffn.out", "ffn_norm")
 
+# ModernBertConfig's defaults for what a config.json in the original form may leave out.
+MODERNBERT_GLOBAL_EVERY = 3
+MODERNBERT_ROPE_THETA = {"full_attention": 160_000.0, "sliding_attention": 10_000.0}
+MODERNBERT_LAYER_TYPES = tuple(MODERNBERT_ROPE_THETA)
+
 
 @dataclass(frozen=True)
 class EncoderArchitecture:
@@ -53,18 +69,28 @@ class EncoderArchitecture:
 
     Attributes:
         model_type: ``config.json``'s ``model_type``.
-        family: ``"bert"``, ``"roberta"``, ``"mpnet"`` or ``"distilbert"``.
+        family: ``"bert"``, ``"roberta"``, ``"mpnet"``, ``"distilbert"`` or ``"modernbert"``.
         hidden_size, num_heads, num_layers, intermediate_size: the sizes.
         layer_norm_eps: every LayerNorm's epsilon.
         activation: ``"gelu"`` (erf), ``"gelu_tanh"`` or ``"relu"``.
-        position_kind: ``"absolute"`` (token i has position i) or ``"padding_offset"``
+        position_kind: ``"absolute"`` (token i has position i), ``"padding_offset"``
             (Hugging Face's ``create_position_ids_from_input_ids``: non-pad tokens count from
-            ``padding_idx + 1``; pad tokens get ``padding_idx``).
+            ``padding_idx + 1``; pad tokens get ``padding_idx``) or ``"rotary"`` (no table:
+            token i is rotated by angle ``i * theta ** (-2k / head_size)``, NeoX rotate-half
+            layout, on queries and keys).
         padding_idx: the pad id positions are counted from (``padding_offset`` only).
-        vocab_size, max_positions: rows of the word and position tables.
+        vocab_size, max_positions: rows of the word and position tables (``rotary``: the
+            config's ``max_position_embeddings``).
         relative_attention_num_buckets: columns of MPNet's bias table (0 for others).
         weight_names: canonical name -> tensor name in the checkpoint (prefix included).
         shapes: canonical name -> shape.
+        norm_position: ``"post"``: ``x = LayerNorm(x + sublayer(x))`` (BERT); ``"pre"``:
+            ``x = x + sublayer(LayerNorm(x))``, then ``final_norm`` (ModernBERT).
+        gated_ffn: the feed-forward is ``out(act(a) * b)`` with ``a | b = in(x)`` (GeGLU).
+        rotary_thetas: per layer, the rotary base (``rotary`` positions only; else empty).
+        attention_windows: per layer, ``None`` for global attention or ``w`` for a sliding
+            window: query i sees key j iff ``|i - j| <= w`` (inclusive; ModernBERT's
+            ``local_attention // 2``). Empty: every layer is global.
     """
 
     model_type: str
@@ -82,6 +108,14 @@ class EncoderArchitecture:
     relative_attention_num_buckets: int = 0
     weight_names: Mapping[str, str] = field(default_factory=dict)
     shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    norm_position: str = "post"
+    gated_ffn: bool = False
+    rotary_thetas: tuple[float, ...] = ()
+    attention_windows: tuple[int | None, ...] = ()
+
+    def attention_window(self, layer: int) -> int | None:
+        """Layer ``layer``'s sliding window (``|i - j| <= w``), ``None`` when it is global."""
+        return self.attention_windows[layer] if self.attention_windows else None
 
     @property
     def head_size(self) -> int:
@@ -90,7 +124,8 @@ class EncoderArchitecture:
     @property
     def max_sequence_length(self) -> int:
         """Longest input the position table allows (RoBERTa-style positions start after the
-        padding index, so those slots are unusable)."""
+        padding index, so those slots are unusable; rotary positions have no table and take
+        ``max_position_embeddings``)."""
         if self.position_kind == "padding_offset":
             return self.max_positions - self.padding_idx - 1
         return self.max_positions
@@ -127,6 +162,8 @@ def describe_encoder(config: Mapping, tensor_shapes: Mapping[str, tuple[int, ...
             f"{', '.join(supported_architectures())}"
         )
     family = FAMILIES[model_type]
+    if family == "modernbert":
+        return _describe_modernbert(config, tensor_shapes)
     if family == "distilbert":
         hidden = int(_cfg(config, "dim", "hidden_size"))
         heads = int(_cfg(config, "n_heads", "num_attention_heads"))
@@ -205,6 +242,115 @@ def describe_encoder(config: Mapping, tensor_shapes: Mapping[str, tuple[int, ...
     )
 
 
+def _describe_modernbert(config: Mapping, tensor_shapes: Mapping[str, tuple[int, ...]]
+                         ) -> EncoderArchitecture:
+    """:func:`describe_encoder` for transformers' ``ModernBertModel``, from ``config.json`` in
+    either form: the original one (``global_attn_every_n_layers``, ``global_rope_theta``,
+    ``local_rope_theta``) or the one transformers 5 writes (``layer_types`` and
+    ``rope_parameters`` per layer type)."""
+    hidden = int(_cfg(config, "hidden_size"))
+    heads = int(_cfg(config, "num_attention_heads"))
+    n_layers = int(_cfg(config, "num_hidden_layers"))
+    inter = int(_cfg(config, "intermediate_size"))
+    eps = float(_cfg(config, "norm_eps", default=1e-5))
+    act_name = _cfg(config, "hidden_activation", default="gelu")
+    if hidden % heads:
+        raise ValueError(f"hidden size {hidden} is not a multiple of the number of heads {heads}")
+    if act_name not in ACTIVATIONS:
+        raise ValueError(
+            f"unsupported activation {act_name!r}; supported: {', '.join(ACTIVATIONS)}")
+    layer_types = _modernbert_layer_types(config, n_layers)
+    thetas = _modernbert_rope_thetas(config)
+    # ModernBertConfig.sliding_window: local_attention is the whole window, so half of it on
+    # each side; the masks compare |i - j| <= that (masking_utils' bidirectional overlay).
+    window = int(_cfg(config, "local_attention", default=128)) // 2
+    # The config's flags decide which biases exist (ModernBERT defaults to none at all).
+    norm_bias = bool(config.get("norm_bias", False))
+    attention_bias = bool(config.get("attention_bias", False))
+    mlp_bias = bool(config.get("mlp_bias", False))
+
+    names = _Names(tensor_shapes, "embeddings.tok_embeddings.weight")
+    vocab = names.rows("embeddings.tok_embeddings.weight")
+    expect: dict[str, tuple[str, tuple[int, ...]]] = {
+        "embeddings.word": ("embeddings.tok_embeddings.weight", (vocab, hidden))}
+
+    def linear(canonical: str, name: str, shape: tuple[int, int], bias: bool) -> None:
+        expect[canonical + ".weight"] = (name + ".weight", shape)
+        if bias:
+            expect[canonical + ".bias"] = (name + ".bias", shape[:1])
+
+    def norm(canonical: str, name: str) -> None:
+        linear(canonical, name, (hidden,), norm_bias)  # type: ignore[arg-type]
+
+    norm("embeddings.norm", "embeddings.norm")
+    for i in range(n_layers):
+        layer, p = f"layers.{i}.", f"layers.{i}."
+        if i > 0:  # layer 0's attention norm is an Identity in ModernBertEncoderLayer
+            norm(layer + "attention_norm", p + "attn_norm")
+        linear(layer + "attention.qkv", p + "attn.Wqkv", (3 * hidden, hidden), attention_bias)
+        linear(layer + "attention.o", p + "attn.Wo", (hidden, hidden), attention_bias)
+        norm(layer + "ffn_norm", p + "mlp_norm")
+        linear(layer + "ffn.in", p + "mlp.Wi", (2 * inter, hidden), mlp_bias)
+        linear(layer + "ffn.out", p + "mlp.Wo", (hidden, inter), mlp_bias)
+    norm("final_norm", "final_norm")
+
+    weight_names = {canonical: names.check(name, shape)
+                    for canonical, (name, shape) in expect.items()}
+    return EncoderArchitecture(
+        model_type="modernbert", family="modernbert", hidden_size=hidden, num_heads=heads,
+        num_layers=n_layers, intermediate_size=inter, layer_norm_eps=eps,
+        activation=ACTIVATIONS[act_name], position_kind="rotary",
+        padding_idx=int(_cfg(config, "pad_token_id", default=0)), vocab_size=vocab,
+        max_positions=int(_cfg(config, "max_position_embeddings", default=8192)),
+        weight_names=weight_names, shapes={k: shape for k, (_, shape) in expect.items()},
+        norm_position="pre", gated_ffn=True,
+        rotary_thetas=tuple(thetas[t] for t in layer_types),
+        attention_windows=tuple(None if t == "full_attention" else window for t in layer_types),
+    )
+
+
+def _modernbert_layer_types(config: Mapping, n_layers: int) -> list[str]:
+    """``"full_attention"`` or ``"sliding_attention"`` per layer: ``layer_types`` when the
+    config has it, else layer i is global iff ``i % global_attn_every_n_layers == 0``."""
+    types = config.get("layer_types")
+    if types is None:
+        every = int(_cfg(config, "global_attn_every_n_layers", default=MODERNBERT_GLOBAL_EVERY))
+        return ["full_attention" if i % every == 0 else "sliding_attention"
+                for i in range(n_layers)]
+    types = list(types)
+    if len(types) != n_layers or any(t not in MODERNBERT_LAYER_TYPES for t in types):
+        raise ValueError(f"layer_types must list {n_layers} values out of "
+                         f"{', '.join(MODERNBERT_LAYER_TYPES)}; got {types}")
+    return types
+
+
+def _modernbert_rope_thetas(config: Mapping) -> dict[str, float]:
+    """The rotary base per layer type: ``rope_parameters[type]["rope_theta"]``, else the original
+    ``global_rope_theta`` / ``local_rope_theta``. Only plain rotary (``rope_type`` "default") is
+    supported: a scaled variant would change the angles."""
+    legacy = {"full_attention": config.get("global_rope_theta"),
+              "sliding_attention": config.get("local_rope_theta")}
+    if "local_rope_theta" in config and config["local_rope_theta"] is None:
+        # The original ModernBertAttention: local layers take global_rope_theta when
+        # local_rope_theta is null.
+        legacy["sliding_attention"] = legacy["full_attention"] or MODERNBERT_ROPE_THETA[
+            "full_attention"]
+    parameters = config.get("rope_parameters") or {}
+    if config.get("rope_scaling"):
+        parameters = {t: {**(parameters.get(t) or {}), **config["rope_scaling"]}
+                      for t in MODERNBERT_LAYER_TYPES}
+    thetas = {}
+    for layer_type in MODERNBERT_LAYER_TYPES:
+        params = parameters.get(layer_type) or {}
+        rope_type = params.get("rope_type", params.get("type", "default"))
+        if rope_type != "default":
+            raise ValueError(f"unsupported rope_type {rope_type!r} for {layer_type} layers; "
+                             "only 'default' (plain rotary)")
+        theta = params.get("rope_theta", legacy[layer_type])
+        thetas[layer_type] = float(MODERNBERT_ROPE_THETA[layer_type] if theta is None else theta)
+    return thetas
+
+
 def _cfg(config: Mapping, *keys: str, default=None):
     for k in keys:
         if k in config and config[k] is not None:
@@ -231,7 +377,8 @@ class _Names:
         full = self.prefix + name
         if full not in self._shapes:
             raise ValueError(f"missing weight tensor {full!r}")
-        return int(tuple(self._shapes[full])[0])
+        rows, *_ = self._shapes[full]
+        return int(rows)
 
     def check(self, name: str, shape: tuple[int, ...]) -> str:
         full = self.prefix + name

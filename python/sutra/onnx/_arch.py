@@ -2,7 +2,8 @@
 
 The architecture itself (sizes, activation, positions, canonical weight names) is described once,
 in :mod:`sutra.models.architecture`; this module only fetches the arrays it names and lays them out
-the way the graph multiplies them ([in, out], Q|K|V stacked).
+the way the graph multiplies them ([in, out], Q|K|V stacked, whether the checkpoint stores them
+apart or fused).
 """
 
 from __future__ import annotations
@@ -27,20 +28,25 @@ __all__ = ["EncoderSpec", "LayerWeights", "mpnet_relative_buckets", "parse_encod
 
 @dataclass
 class LayerWeights:
-    """One encoder layer; matrices are already [in, out] (transposed from torch's Linear)."""
+    """One encoder layer; matrices are already [in, out] (transposed from torch's Linear).
+
+    A bias or norm the architecture lacks is ``None`` (ModernBERT: no biases by default, no
+    attention norm in layer 0); ``ln1`` is the attention sublayer's norm and ``ln2`` the
+    feed-forward's, after their sublayer or before it as ``arch.norm_position`` says.
+    """
 
     qkv_w: np.ndarray  # [H, 3H], Q|K|V stacked on axis 1
-    qkv_b: np.ndarray  # [3H]
+    qkv_b: np.ndarray | None  # [3H]
     out_w: np.ndarray  # [H, H]
-    out_b: np.ndarray  # [H]
-    ln1_g: np.ndarray
-    ln1_b: np.ndarray
-    ffn_in_w: np.ndarray  # [H, I]
-    ffn_in_b: np.ndarray  # [I]
+    out_b: np.ndarray | None  # [H]
+    ln1_g: np.ndarray | None
+    ln1_b: np.ndarray | None
+    ffn_in_w: np.ndarray  # [H, I], or [H, 2I] for a gated feed-forward (activated half first)
+    ffn_in_b: np.ndarray | None  # [I] or [2I]
     ffn_out_w: np.ndarray  # [I, H]
-    ffn_out_b: np.ndarray  # [H]
+    ffn_out_b: np.ndarray | None  # [H]
     ln2_g: np.ndarray
-    ln2_b: np.ndarray
+    ln2_b: np.ndarray | None
 
 
 @dataclass
@@ -48,9 +54,10 @@ class EncoderSpec:
     arch: EncoderArchitecture
     word_embeddings: np.ndarray  # [V, H]
     # [P, H]; token-type row 0 is folded in (single-sentence inputs have token_type_ids == 0).
-    position_embeddings: np.ndarray
+    # None for rotary positions (no table).
+    position_embeddings: np.ndarray | None
     emb_ln_g: np.ndarray
-    emb_ln_b: np.ndarray
+    emb_ln_b: np.ndarray | None
     relative_bias: np.ndarray | None  # [num_buckets, heads], MPNet only
     _weights: Mapping[str, np.ndarray]
 
@@ -58,29 +65,44 @@ class EncoderSpec:
         name = self.arch.weight_names[canonical]
         return _f32(name, self._weights[name])
 
+    def optional(self, canonical: str) -> np.ndarray | None:
+        """The tensor, or ``None`` when the architecture has none of that name (a bias it
+        turns off, layer 0's missing norm)."""
+        return self.tensor(canonical) if canonical in self.arch.weight_names else None
+
     def layers(self) -> Iterator[LayerWeights]:
         """Layers one at a time, so only one layer's transposed copies are alive while building."""
         for i in range(self.arch.num_layers):
-            t = lambda part: self.tensor(f"layers.{i}.{part}")  # noqa: E731
+            yield self._layer(f"layers.{i}.")
+
+    def _layer(self, prefix: str) -> LayerWeights:
+        t = lambda part: self.tensor(prefix + part)
+        o = lambda part: self.optional(prefix + part)
+        if prefix + "attention.qkv.weight" in self.arch.weight_names:
+            qkv_w, qkv_b = t("attention.qkv.weight").T, o("attention.qkv.bias")
+        else:
             q, k, v = (t(f"attention.{n}.weight") for n in "qkv")
-            yield LayerWeights(
-                qkv_w=np.ascontiguousarray(np.concatenate([q.T, k.T, v.T], axis=1)),
-                qkv_b=np.concatenate([t(f"attention.{n}.bias") for n in "qkv"]),
-                out_w=np.ascontiguousarray(t("attention.o.weight").T),
-                out_b=t("attention.o.bias"),
-                ln1_g=t("attention_norm.weight"),
-                ln1_b=t("attention_norm.bias"),
-                ffn_in_w=np.ascontiguousarray(t("ffn.in.weight").T),
-                ffn_in_b=t("ffn.in.bias"),
-                ffn_out_w=np.ascontiguousarray(t("ffn.out.weight").T),
-                ffn_out_b=t("ffn.out.bias"),
-                ln2_g=t("ffn_norm.weight"),
-                ln2_b=t("ffn_norm.bias"),
-            )
+            qkv_w = np.concatenate([q.T, k.T, v.T], axis=1)
+            qkv_b = np.concatenate([t(f"attention.{n}.bias") for n in "qkv"])
+        return LayerWeights(
+            qkv_w=np.ascontiguousarray(qkv_w),
+            qkv_b=qkv_b,
+            out_w=np.ascontiguousarray(t("attention.o.weight").T),
+            out_b=o("attention.o.bias"),
+            ln1_g=o("attention_norm.weight"),
+            ln1_b=o("attention_norm.bias"),
+            ffn_in_w=np.ascontiguousarray(t("ffn.in.weight").T),
+            ffn_in_b=o("ffn.in.bias"),
+            ffn_out_w=np.ascontiguousarray(t("ffn.out.weight").T),
+            ffn_out_b=o("ffn.out.bias"),
+            ln2_g=t("ffn_norm.weight"),
+            ln2_b=o("ffn_norm.bias"),
+        )
 
     def layer_bytes(self) -> int:
-        h, i = self.arch.hidden_size, self.arch.intermediate_size
-        return self.arch.num_layers * 4 * (4 * h * h + 2 * h * i + 9 * h + i)
+        """float32 bytes of every layer's tensors."""
+        return 4 * sum(int(np.prod(shape)) for name, shape in self.arch.shapes.items()
+                       if name.startswith("layers."))
 
 
 def _f32(name: str, arr: np.ndarray) -> np.ndarray:
@@ -99,12 +121,13 @@ def parse_encoder(config: Mapping, weights: Mapping[str, np.ndarray]) -> Encoder
     spec = EncoderSpec(arch=arch, word_embeddings=None, position_embeddings=None,  # type: ignore[arg-type]
                        emb_ln_g=None, emb_ln_b=None, relative_bias=None, _weights=weights)  # type: ignore[arg-type]
     spec.word_embeddings = spec.tensor("embeddings.word")
-    position = spec.tensor("embeddings.position")
-    if "embeddings.token_type" in names:
-        position = position + spec.tensor("embeddings.token_type")[0]
-    spec.position_embeddings = np.ascontiguousarray(position, dtype=np.float32)
+    if "embeddings.position" in names:
+        position = spec.tensor("embeddings.position")
+        if "embeddings.token_type" in names:
+            position = position + spec.tensor("embeddings.token_type")[0]
+        spec.position_embeddings = np.ascontiguousarray(position, dtype=np.float32)
     spec.emb_ln_g = spec.tensor("embeddings.norm.weight")
-    spec.emb_ln_b = spec.tensor("embeddings.norm.bias")
+    spec.emb_ln_b = spec.optional("embeddings.norm.bias")
     if "relative_attention_bias" in names:
         spec.relative_bias = spec.tensor("relative_attention_bias")
     return spec

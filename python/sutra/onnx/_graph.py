@@ -79,3 +79,4 @@ def value_info(name: str, elem_type: int, dims: list) -> onnx.ValueInfoProto:
 FLOAT = TensorProto.FLOAT
 INT64 = TensorProto.INT64
 INT32 = TensorProto.INT32
+BOOL = TensorProto.BOOL

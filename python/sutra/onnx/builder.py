@@ -11,7 +11,10 @@ Graph contract (both variants):
 
 Sequences may be at most as long as the position table allows: max_position_embeddings for
 BERT/DistilBERT, max_position_embeddings - padding_idx - 1 for RoBERTa/XLM-R/MPNet (514 -> 512);
-truncating is the caller's job (a longer input fails in the position Gather).
+truncating is the caller's job (a longer input fails in the position Gather). ModernBERT has no
+table (rotary positions): the graph runs any length, the model was trained up to
+max_position_embeddings (8192). Its local layers see keys within a band, ``|i - j| <= window``,
+an additive mask combined with the padding mask.
 
 ``fused=True`` uses ONNX Runtime contrib ops (domain com.microsoft: Attention (MultiHeadAttention
 in the packed graph), BiasGelu / FastGelu) and runs only on ONNX Runtime. ``fused=False`` uses
@@ -30,7 +33,7 @@ from onnx import helper
 
 from .. import _core
 from ._arch import EncoderSpec, LayerWeights, mpnet_relative_buckets, parse_encoder
-from ._graph import FLOAT, INT32, INT64, MS_DOMAIN, GraphBuilder, value_info
+from ._graph import BOOL, FLOAT, INT32, INT64, MS_DOMAIN, GraphBuilder, value_info
 
 POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len", "weightedmean", "lasttoken")
 DENSE_ACTIVATIONS = ("identity", "tanh", "relu", "gelu", "sigmoid")
@@ -115,13 +118,7 @@ def build_encoder_graph(
     hidden = _embeddings(g, spec)
     masks = _Masks(g)
     position_bias = _relative_position_bias(g, spec) if spec.relative_bias is not None else None
-
-    for i, layer in enumerate(spec.layers()):
-        last = i == spec.arch.num_layers - 1
-        out_name = "token_embeddings" if last else None
-        hidden = _layer(g, spec, layer, i, hidden, masks, position_bias, out_name, fused)
-    if spec.arch.num_layers == 0:
-        hidden = g.op("Identity", [hidden], outputs=["token_embeddings"])
+    hidden = _encoder_layers(g, spec, hidden, masks, position_bias, _Rotary(g, spec), fused)
 
     pooled = _pooling(g, hidden, "attention_mask", pooling, spec.arch.hidden_size)
     width = _head(g, pooled, dense, pooling, spec.arch.hidden_size)
@@ -169,7 +166,8 @@ def build_packed_encoder_graph(
 
     Position ids restart at every sequence (with the RoBERTa/MPNet padding offset, which counts
     non-pad tokens as the padded graph does); MPNet's relative position bias is taken from the
-    distance of two tokens within their sequence. Arguments and errors are those of
+    distance of two tokens within their sequence, and rotary angles (ModernBERT) and sliding
+    windows from the positions within the sequence. Arguments and errors are those of
     :func:`build_encoder_graph`.
     """
     spec = _parse_checked(config, weights, opset)
@@ -179,14 +177,8 @@ def build_packed_encoder_graph(
     rows = _AttentionRows(g, seg)
     hidden = _packed_embeddings(g, spec, seg)  # [T, H]
     position_bias = _packed_relative_position_bias(g, spec, rows) if spec.relative_bias is not None else None
-
-    for i, layer in enumerate(spec.layers()):
-        last = i == spec.arch.num_layers - 1
-        out_name = "token_embeddings" if last else None
-        hidden = _layer(g, spec, layer, i, hidden, rows, position_bias, out_name, fused)
-    if spec.arch.num_layers == 0:
-        hidden = g.op("Identity", [hidden], outputs=["token_embeddings"])
-    tokens = hidden
+    tokens = _encoder_layers(g, spec, hidden, rows, position_bias, _Rotary(g, spec, seg.offset),
+                             fused)
 
     pooled = _packed_pooling(g, tokens, seg, pooling)
     width = _head(g, pooled, dense, pooling, spec.arch.hidden_size)
@@ -224,8 +216,11 @@ class _PackedSegments:
 
 def _packed_embeddings(g: GraphBuilder, spec: EncoderSpec, seg: _PackedSegments) -> str:
     word_table = g.weight("embeddings.word", spec.word_embeddings)
-    pos_table = g.weight("embeddings.position", spec.position_embeddings)
     words = g.op("Gather", [word_table, "input_ids"], name="word_embeddings")  # [T, H]
+    if spec.position_embeddings is None:  # rotary: positions act inside attention
+        return _layer_norm(g, spec, words, "embeddings.ln", spec.emb_ln_g, spec.emb_ln_b,
+                           name="embeddings_ln")
+    pos_table = g.weight("embeddings.position", spec.position_embeddings)
     if spec.arch.position_kind == "absolute":
         pos_ids = seg.offset
     else:
@@ -248,7 +243,7 @@ def _packed_embeddings(g: GraphBuilder, spec: EncoderSpec, seg: _PackedSegments)
     return normed
 
 
-def _packed_relative_position_bias(g: GraphBuilder, spec: EncoderSpec, rows: "_AttentionRows") -> str:
+def _packed_relative_position_bias(g: GraphBuilder, spec: EncoderSpec, rows: _AttentionRows) -> str:
     """MPNet bias [R, heads, S, S] from the in-sequence distance of every slot pair of a row.
 
     Pairs of different sequences (and empty slots) get some bucket too; the row mask removes them.
@@ -298,6 +293,8 @@ class _AttentionRows:
                                                  g.unsqueeze(slot_segment, [1])]),
                                   g.unsqueeze(valid, [1])], name="same_sequence")  # [R, S, S]
         self._seg = seg
+        self._width = width
+        self._windowed: dict[int, str] = {}
         self._offset: str | None = None
         self._additive: str | None = None
         self._combined: str | None = None
@@ -342,6 +339,19 @@ class _AttentionRows:
             ctx = _attention_plain(g, spec, w, p, laid_out, self, position_bias)  # [R, S, H]
         flat = g.op("Reshape", [ctx, g.const([-1, spec.arch.hidden_size])])
         return g.op("Gather", [flat, self.token_slot], name=f"{p}.context_tokens")  # [T, H]
+
+    def window_bias(self, window: int | None) -> str:
+        """[R, 1, S, S] additive: key in the query's sequence and, with a window, ``|i - j| <=
+        window`` (slots of one sequence are consecutive, so slot distance is token distance)."""
+        if window is None:
+            return self.additive()
+        if window not in self._windowed:
+            g = self._g
+            visible = g.op("And", [self._same, _band(g, self._width, window)])
+            self._windowed[window] = g.unsqueeze(
+                _visible_bias(g, visible, f"rows_visible_window{window}"), [1],
+                name=f"mask_bias_window{window}")
+        return self._windowed[window]
 
     def _bias(self, position_bias: str | None) -> str:
         """The row mask plus MPNet's position bias, summed once for every layer."""
@@ -481,7 +491,8 @@ def _interval_of(g: GraphBuilder, index: str, ends: str, name: str) -> str:
 
 
 def _check_size(spec: EncoderSpec) -> None:
-    total = spec.word_embeddings.nbytes + spec.position_embeddings.nbytes + spec.layer_bytes()
+    table = 0 if spec.position_embeddings is None else spec.position_embeddings.nbytes
+    total = spec.word_embeddings.nbytes + table + spec.layer_bytes()
     if total > _PROTO_LIMIT:
         raise ValueError(
             f"weights take {total / 2**30:.2f} GiB; a single ONNX protobuf holds at most 2 GiB "
@@ -491,8 +502,11 @@ def _check_size(spec: EncoderSpec) -> None:
 
 def _embeddings(g: GraphBuilder, spec: EncoderSpec) -> str:
     word_table = g.weight("embeddings.word", spec.word_embeddings)
-    pos_table = g.weight("embeddings.position", spec.position_embeddings)
     words = g.op("Gather", [word_table, "input_ids"], name="word_embeddings")
+    if spec.position_embeddings is None:  # rotary: positions act inside attention
+        return _layer_norm(g, spec, words, "embeddings.ln", spec.emb_ln_g, spec.emb_ln_b,
+                           name="embeddings_ln")
+    pos_table = g.weight("embeddings.position", spec.position_embeddings)
 
     if spec.arch.position_kind == "absolute":
         # Position ids are 0..S-1: slice the table instead of gathering. [S, H] broadcasts.
@@ -550,8 +564,8 @@ def _activation_plain(g: GraphBuilder, spec: EncoderSpec, x: str, prefix: str) -
     return g.op("Mul", [half, g.op("Add", [inner, g.const(1.0, np.float32)])], name=f"{prefix}.gelu")
 
 
-def _attention_contrib(g: GraphBuilder, spec: EncoderSpec, w: LayerWeights, p: str, x: str, masks: "_Masks",
-                       position_bias: str | None) -> str:
+def _attention_contrib(g: GraphBuilder, spec: EncoderSpec, w: LayerWeights, p: str, x: str,
+                       masks: _Masks, position_bias: str | None) -> str:
     """com.microsoft Attention: packed QKV projection, scaled softmax, context [B, S, H]."""
     inputs = [x, g.weight(f"{p}.qkv.weight", w.qkv_w), g.weight(f"{p}.qkv.bias", w.qkv_b), masks.int32()]
     if position_bias is not None:
@@ -559,27 +573,41 @@ def _attention_contrib(g: GraphBuilder, spec: EncoderSpec, w: LayerWeights, p: s
     return g.op("Attention", inputs, domain=MS_DOMAIN, num_heads=spec.arch.num_heads, name=f"{p}.attention")
 
 
-def _attention_plain(g: GraphBuilder, spec: EncoderSpec, w: LayerWeights, p: str, x: str, masks: "_Masks",
-                     position_bias: str | None) -> str:
+def _attention_plain(g: GraphBuilder, spec: EncoderSpec, w: LayerWeights, p: str, x: str,
+                     masks: _Masks, position_bias: str | None) -> str:
     """Standard-op attention laid out like a PyTorch export, context [B, S, H]."""
-    H, nh, dh = spec.arch.hidden_size, spec.arch.num_heads, spec.arch.head_size
+    H = spec.arch.hidden_size
     # Separate Q/K/V projections: measured no slower than one packed [H, 3H] MatMul + Split on ORT
     # CPU, and it is the pattern ONNX Runtime's own fusion tools expect.
-    split_heads = g.const([0, 0, nh, dh])
 
-    def heads(j: int, tag: str, perm: list[int]) -> str:
+    def project(j: int, tag: str) -> str:
         wm = g.weight(f"{p}.{tag}.weight", np.ascontiguousarray(w.qkv_w[:, j * H:(j + 1) * H]))
         b = g.weight(f"{p}.{tag}.bias", w.qkv_b[j * H:(j + 1) * H])
-        y = g.op("Add", [g.op("MatMul", [x, wm]), b])
-        return g.op("Transpose", [g.op("Reshape", [y, split_heads])], perm=perm, name=f"{p}.{tag}_heads")
+        return g.op("Add", [g.op("MatMul", [x, wm]), b])
 
-    q = heads(0, "query", [0, 2, 1, 3])  # [B, nh, S, dh]
-    k = heads(1, "key", [0, 2, 3, 1])  # [B, nh, dh, S]
-    v = heads(2, "value", [0, 2, 1, 3])
+    q, k, v = project(0, "query"), project(1, "key"), project(2, "value")
+    biases = ([] if position_bias is None else [position_bias]) + [masks.additive()]
+    return _attend_heads(g, spec, p, q, k, v, biases)
+
+
+def _attend_heads(g: GraphBuilder, spec: EncoderSpec, p: str, q: str, k: str, v: str,
+                  biases: list[str]) -> str:
+    """Scaled dot-product attention in standard ops: q, k, v [N, S, H] -> context [N, S, H];
+    ``biases`` are added to the scores [N, heads, S, S] (broadcast) in order."""
+    H, nh, dh = spec.arch.hidden_size, spec.arch.num_heads, spec.arch.head_size
+    split_heads = g.const([0, 0, nh, dh])
+
+    def heads(y: str, tag: str, perm: list[int]) -> str:
+        return g.op("Transpose", [g.op("Reshape", [y, split_heads])], perm=perm,
+                    name=f"{p}.{tag}_heads")
+
+    q = heads(q, "query", [0, 2, 1, 3])  # [N, nh, S, dh]
+    k = heads(k, "key", [0, 2, 3, 1])  # [N, nh, dh, S]
+    v = heads(v, "value", [0, 2, 1, 3])
     scores = g.op("Div", [g.op("MatMul", [q, k]), g.const(math.sqrt(dh), np.float32)])
-    if position_bias is not None:
-        scores = g.op("Add", [scores, position_bias])
-    scores = g.op("Add", [scores, masks.additive()], name=f"{p}.scores")
+    for bias in biases[:-1]:
+        scores = g.op("Add", [scores, bias])
+    scores = g.op("Add", [scores, biases[-1]], name=f"{p}.scores")
     probs = g.op("Softmax", [scores], axis=-1)
     ctx = g.op("Transpose", [g.op("MatMul", [probs, v])], perm=[0, 2, 1, 3])
     return g.op("Reshape", [ctx, g.const([0, 0, H])], name=f"{p}.context")
@@ -596,8 +624,29 @@ def _add_layer_norm(g: GraphBuilder, spec: EncoderSpec, y: str, bias: str, resid
     return g.op("LayerNormalization", [summed, gamma, beta], axis=-1, epsilon=spec.arch.layer_norm_eps, **out)
 
 
+def _encoder_layers(g: GraphBuilder, spec: EncoderSpec, hidden: str,
+                    masks: _Masks | _AttentionRows, position_bias: str | None,
+                    rotary: _Rotary, fused: bool) -> str:
+    """Every layer, from the embeddings to ``token_embeddings`` (after the final norm of a
+    pre-norm encoder)."""
+    pre_norm = spec.arch.norm_position == "pre"
+    for i, layer in enumerate(spec.layers()):
+        last = i == spec.arch.num_layers - 1 and not pre_norm
+        out_name = "token_embeddings" if last else None
+        if pre_norm:
+            hidden = _pre_norm_layer(g, spec, layer, i, hidden, masks, rotary, fused)
+        else:
+            hidden = _layer(g, spec, layer, i, hidden, masks, position_bias, out_name, fused)
+    if pre_norm:
+        return _layer_norm(g, spec, hidden, "final_norm", spec.tensor("final_norm.weight"),
+                           spec.optional("final_norm.bias"), outputs=["token_embeddings"])
+    if spec.arch.num_layers == 0:
+        hidden = g.op("Identity", [hidden], outputs=["token_embeddings"])
+    return hidden
+
+
 def _layer(g: GraphBuilder, spec: EncoderSpec, w: LayerWeights, i: int, x: str,
-           masks: "_Masks | _AttentionRows", position_bias: str | None, out_name: str | None,
+           masks: _Masks | _AttentionRows, position_bias: str | None, out_name: str | None,
            fused: bool) -> str:
     p = f"layer{i}"
     if isinstance(masks, _AttentionRows):
@@ -621,6 +670,141 @@ def _layer(g: GraphBuilder, spec: EncoderSpec, w: LayerWeights, i: int, x: str,
                            g.weight(f"{p}.ln2.weight", w.ln2_g), g.weight(f"{p}.ln2.bias", w.ln2_b), **out)
 
 
+def _pre_norm_layer(g: GraphBuilder, spec: EncoderSpec, w: LayerWeights, i: int, x: str,
+                    masks: _Masks | _AttentionRows, rotary: _Rotary, fused: bool) -> str:
+    """ModernBertEncoderLayer: ``x += attention(norm(x))`` (layer 0 has no norm there), then
+    ``x += ffn(norm(x))``, on [B, S, H] or packed [T, H] tokens."""
+    p = f"layer{i}"
+    h = x if w.ln1_g is None else _layer_norm(g, spec, x, f"{p}.ln1", w.ln1_g, w.ln1_b,
+                                              name=f"{p}.ln1")
+    ctx = _rotary_attention(g, spec, w, i, h, masks, rotary, fused)
+    x = g.op("Add", [x, _linear(g, ctx, f"{p}.attn_out", w.out_w, w.out_b)],
+             name=f"{p}.attention_residual")
+    h = _layer_norm(g, spec, x, f"{p}.ln2", w.ln2_g, w.ln2_b, name=f"{p}.ln2")
+    h = _linear(g, h, f"{p}.ffn_in", w.ffn_in_w, w.ffn_in_b)
+    if spec.arch.gated_ffn:
+        inter = spec.arch.intermediate_size
+        activated, gate = g.op("Split", [h, g.const([inter, inter])], axis=-1, n_out=2,
+                               name=f"{p}.glu_split")
+        h = g.op("Mul", [_activation_plain(g, spec, activated, p), gate], name=f"{p}.glu")
+    else:
+        h = _activation_plain(g, spec, h, p)
+    h = _linear(g, h, f"{p}.ffn_out", w.ffn_out_w, w.ffn_out_b)
+    return g.op("Add", [x, h], name=f"{p}.ffn_residual")
+
+
+def _rotary_attention(g: GraphBuilder, spec: EncoderSpec, w: LayerWeights, i: int, x: str,
+                      masks: _Masks | _AttentionRows, rotary: _Rotary, fused: bool) -> str:
+    """ModernBertAttention: fused QKV projection, rotary angles on Q and K, attention within
+    the layer's window (or global), context in ``x``'s layout ([B, S, H] or packed [T, H]).
+
+    Fused: ONNX Runtime's contrib MultiHeadAttention with the mask as an additive bias.
+    """
+    p = f"layer{i}"
+    H = spec.arch.hidden_size
+    qkv = _linear(g, x, f"{p}.qkv", w.qkv_w, w.qkv_b)
+    q, k, v = g.op("Split", [qkv, g.const([H, H, H])], axis=-1, n_out=3, name=f"{p}.qkv_split")
+    theta = spec.arch.rotary_thetas[i]
+    q, k = rotary.apply(q, theta, f"{p}.query"), rotary.apply(k, theta, f"{p}.key")
+    bias = masks.window_bias(spec.arch.attention_window(i))
+    if isinstance(masks, _AttentionRows):  # packed tokens -> rows of slots, and back
+        q, k, v = (g.op("Gather", [t, masks.slot_token], name=f"{p}.{tag}_rows")
+                   for t, tag in ((q, "query"), (k, "key"), (v, "value")))
+    if fused:
+        ctx = g.op("MultiHeadAttention", [q, k, v, "", "", bias], domain=MS_DOMAIN,
+                   num_heads=spec.arch.num_heads, name=f"{p}.attention")
+    else:
+        ctx = _attend_heads(g, spec, p, q, k, v, [bias])
+    if isinstance(masks, _AttentionRows):
+        flat = g.op("Reshape", [ctx, g.const([-1, H])])
+        ctx = g.op("Gather", [flat, masks.token_slot], name=f"{p}.context_tokens")
+    return ctx
+
+
+class _Rotary:
+    """Rotary position embeddings (transformers' ModernBertRotaryEmbedding and
+    ``apply_rotary_pos_emb``, NeoX rotate-half layout), cos/sin built once per theta from each
+    token's position: ``positions`` int64 [T] (packed, within its sequence), or ``None`` for
+    the padded graph's 0..S-1.
+
+    The angles are computed as torch computes them, in float32: ``inv_freq = 1 / theta **
+    (arange(0, dh, 2) / dh)``, ``angle = position * inv_freq``.
+    """
+
+    def __init__(self, g: GraphBuilder, spec: EncoderSpec, positions: str | None = None) -> None:
+        self._g = g
+        self._spec = spec
+        self._positions = positions
+        self._tables: dict[float, tuple[str, str]] = {}
+
+    def _cos_sin(self, theta: float) -> tuple[str, str]:
+        """cos and sin [S or T, 1, dh], broadcast over the heads."""
+        if theta not in self._tables:
+            g, dh = self._g, self._spec.arch.head_size
+            exponent = np.arange(0, dh, 2, dtype=np.float32) / np.float32(dh)
+            inv_freq = (np.float32(1.0) / np.power(np.float32(theta), exponent)).astype(np.float32)
+            tag = f"rotary{len(self._tables)}"
+            if self._positions is None:
+                self._positions = g.op("Range", [g.const(0), _seq_len(g), g.const(1)],
+                                       name="token_position")
+            position = g.unsqueeze(g.op("Cast", [self._positions], to=FLOAT), [1])
+            angle = g.op("Mul", [position, g.weight(f"{tag}.inv_freq", inv_freq)])  # [S, dh/2]
+            angle = g.unsqueeze(g.op("Concat", [angle, angle], axis=-1), [1], name=f"{tag}.angle")
+            self._tables[theta] = (g.op("Cos", [angle], name=f"{tag}.cos"),
+                                   g.op("Sin", [angle], name=f"{tag}.sin"))
+        return self._tables[theta]
+
+    def apply(self, x: str, theta: float, prefix: str) -> str:
+        """``x * cos + rotate_half(x) * sin`` per head; x [B, S, H] or [T, H], same out."""
+        g = self._g
+        nh, dh = self._spec.arch.num_heads, self._spec.arch.head_size
+        cos, sin = self._cos_sin(theta)
+        shape = g.op("Shape", [x])
+        lead = g.op("Slice", [shape, g.const([0]), g.const([-1])])
+        heads = g.op("Reshape", [x, g.op("Concat", [lead, g.const([nh, dh])], axis=0)])
+        first, second = g.op("Split", [heads, g.const([dh // 2, dh // 2])], axis=-1, n_out=2)
+        rotated = g.op("Concat", [g.op("Neg", [second]), first], axis=-1)
+        out = g.op("Add", [g.op("Mul", [heads, cos]), g.op("Mul", [rotated, sin])])
+        return g.op("Reshape", [out, shape], name=f"{prefix}_rotary")
+
+
+def _linear(g: GraphBuilder, x: str, name: str, weight: np.ndarray, bias: np.ndarray | None) -> str:
+    """``x @ weight (+ bias)``; weight [in, out]."""
+    y = g.op("MatMul", [x, g.weight(f"{name}.weight", weight)])
+    return y if bias is None else g.op("Add", [y, g.weight(f"{name}.bias", bias)])
+
+
+def _layer_norm(g: GraphBuilder, spec: EncoderSpec, x: str, weights: str, gamma: np.ndarray,
+                beta: np.ndarray | None, **out) -> str:
+    """LayerNorm over the last axis (initializers ``{weights}.weight`` / ``.bias``); without a
+    bias when the architecture has none."""
+    inputs = [x, g.weight(f"{weights}.weight", gamma)]
+    if beta is not None:
+        inputs.append(g.weight(f"{weights}.bias", beta))
+    return g.op("LayerNormalization", inputs, axis=-1, epsilon=spec.arch.layer_norm_eps, **out)
+
+
+def _seq_len(g: GraphBuilder) -> str:
+    """The padded sequence length, an int64 scalar."""
+    return g.squeeze(g.op("Slice", [g.op("Shape", ["input_ids"]), g.const([1]), g.const([2])]),
+                     [0])
+
+
+def _band(g: GraphBuilder, width: str, window: int) -> str:
+    """bool [S, S] for slots 0..S-1 (``width`` an int64 scalar): ``|i - j| <= window``."""
+    slot = g.op("Range", [g.const(0), width, g.const(1)])
+    distance = g.op("Abs", [g.op("Sub", [g.unsqueeze(slot, [1]), g.unsqueeze(slot, [0])])])
+    return g.op("LessOrEqual", [distance, g.const(window)], name=f"band{window}")
+
+
+def _visible_bias(g: GraphBuilder, visible: str, name: str) -> str:
+    """0 where ``visible``, float32 min elsewhere: finite, so a query that sees no key (a padded
+    slot far from every token) averages garbage instead of making NaNs that pooling would carry
+    into the real rows (0 * NaN)."""
+    return g.op("Where", [visible, g.const(0.0, np.float32),
+                          g.const(np.finfo(np.float32).min, np.float32)], name=name)
+
+
 class _Masks:
     """The attention mask in the forms the attention variants take, built once on first use."""
 
@@ -628,6 +812,7 @@ class _Masks:
         self._g = g
         self._int32: str | None = None
         self._additive: str | None = None
+        self._windowed: dict[int | None, str] = {}
 
     def int32(self) -> str:
         """Raw 0/1 mask [B, S] as int32 (the contrib Attention's 2-D mask_index form)."""
@@ -644,6 +829,24 @@ class _Masks:
             bias = g.op("Mul", [inverted, g.const(np.finfo(np.float32).min, np.float32)])
             self._additive = g.unsqueeze(bias, [1, 2], name="mask_bias")
         return self._additive
+
+    def window_bias(self, window: int | None) -> str:
+        """[B, 1, S, S] additive: key visible (not padding and, with a window, ``|i - j| <=
+        window``). MultiHeadAttention takes a full [.., S, S] bias, so a global layer's is the
+        key mask expanded to that shape."""
+        if window not in self._windowed:
+            g = self._g
+            keys = g.unsqueeze(g.op("Cast", ["attention_mask"], to=BOOL), [1, 2])  # [B, 1, 1, S]
+            if window is None:
+                batch_seq = g.op("Shape", ["attention_mask"])
+                seq = g.op("Slice", [batch_seq, g.const([1]), g.const([2])])
+                full = g.op("Concat", [g.op("Slice", [batch_seq, g.const([0]), g.const([1])]),
+                                       g.const([1]), seq, seq], axis=0)
+                visible = g.op("Expand", [keys, full])
+            else:
+                visible = g.op("And", [keys, _band(g, _seq_len(g), window)])
+            self._windowed[window] = _visible_bias(g, visible, f"mask_bias_window{window}")
+        return self._windowed[window]
 
 
 def _pooling(g: GraphBuilder, tokens: str, mask: str, pooling: PoolingSpec, hidden: int) -> str:
