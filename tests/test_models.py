@@ -150,8 +150,11 @@ def test_missing_package_says_what_to_do(local_index):
 
 def test_registered_presets_are_pinned():
     for spec in registry.REGISTRY:
+        if not spec.on_package_index:  # the Hub-only models: nothing sutra fetches to pin
+            assert spec.wheels == () and spec.safetensors_sha256 == ""
+            continue
         assert len(spec.safetensors_sha256) == 64
-        assert all(len(w.sha256) == 64 for w in spec.wheels)
+        assert spec.wheels and all(len(w.sha256) == 64 for w in spec.wheels)
     assert registry.find_spec("efficient").dimensions == 384
     assert registry.find_spec("high-quality").dimensions == 768
     assert registry.find_spec("sentence-transformers/all-mpnet-base-v2") is registry.MPNET_BASE_V2
@@ -195,3 +198,41 @@ def test_pooling_config_with_two_modes_is_refused(tmp_path, efficient_folder):
     )
     with pytest.raises(sutra.ModelNotFoundError, match="exactly one pooling mode"):
         ModelFolder.load(folder)
+
+
+@pytest.mark.parametrize("name", ["gte-modernbert-base", "modernbert-embed-base"])
+def test_hub_only_models_say_where_their_weights_come_from(name, tmp_path, monkeypatch):
+    """The ModernBERT embedding models are registered but not on the package index: resolving
+    one that is not in the Hugging Face cache, or `sutra models pull`, names the Hub repository
+    and the commands to get it, and nothing is fetched."""
+    from sutra.cli import main
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    spec = registry.find_spec(name)
+    assert spec is not None and not spec.on_package_index
+    with pytest.raises(sutra.ModelNotFoundError,
+                       match=f"Hugging Face Hub only.*huggingface-cli download {spec.name}"):
+        resolve(name)
+    with pytest.raises(sutra.ModelFetchError, match=f"git clone https://huggingface.co/{spec.name}"):
+        fetch.pull(spec, progress=False)
+    assert main(["models", "pull", name]) != 0
+
+
+def test_a_hub_only_model_in_the_hugging_face_cache_resolves_by_name(tmp_path, monkeypatch,
+                                                                      capsys):
+    from sutra.cli import main
+
+    hub = tmp_path / "hub"
+    snapshot = hub / "models--nomic-ai--modernbert-embed-base" / "snapshots" / "abc123"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "modernbert", snapshot)
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    model = resolve("modernbert-embed-base")
+    assert model.path == snapshot and model.model_type == "modernbert"
+    assert main(["models", "pull", "modernbert-embed-base"]) == 0
+    assert str(snapshot) in capsys.readouterr().out
+    main(["models", "list"])
+    listing = capsys.readouterr().out
+    assert "modernbert-embed-base" in listing and "in the Hugging Face cache" in listing
+    assert "Hugging Face Hub only (sutra models pull gte-modernbert-base says how)" in listing

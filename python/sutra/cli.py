@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._errors import SutraError
+from ._errors import ModelFetchError, SutraError
 from .embedder import PRECISIONS
 from .models.registry import DEFAULT_MODEL
 
@@ -271,15 +271,17 @@ def _cmd_similarity(args: argparse.Namespace) -> int:
 def _cmd_models_list(args: argparse.Namespace) -> int:
     from .models import REGISTRY, find_in_hf_cache, is_pulled, model_dir
 
-    print(f"{'preset':<14}{'model':<42}{'dims':>5}{'max len':>9}  status")
+    print(f"{'preset':<23}{'model':<42}{'dims':>5}{'max len':>9}  status")
     for spec in REGISTRY:
         if is_pulled(spec):
             status = f"cached in {model_dir(spec)}"
         elif find_in_hf_cache(spec.name):
             status = "in the Hugging Face cache"
+        elif not spec.on_package_index:
+            status = f"Hugging Face Hub only (sutra models pull {spec.aliases[0]} says how)"
         else:
             status = f"not fetched (sutra models pull {spec.aliases[0]}, ~{spec.download_mb} MB)"
-        print(f"{spec.aliases[0]:<14}{spec.name:<42}{spec.dimensions:>5}{spec.max_seq_length:>9}"
+        print(f"{spec.aliases[0]:<23}{spec.name:<42}{spec.dimensions:>5}{spec.max_seq_length:>9}"
               f"  {status}")
     return 0
 
@@ -292,6 +294,15 @@ def _cmd_models_pull(args: argparse.Namespace) -> int:
         raise ValueError(
             f"unknown model {args.name!r}; registered names: {', '.join(registered_names())}"
         )
+    if not spec.on_package_index:  # nothing to fetch: say where it is, or how to get it
+        from .models import find_in_hf_cache
+
+        cached = find_in_hf_cache(spec.name)
+        if cached is None:
+            raise ModelFetchError(spec.hub_instructions())
+        print(f"{spec.name}: {cached} (in the Hugging Face cache; not verified: sutra pins no "
+              "hash for models it does not fetch)")
+        return 0
     path = pull(spec, force=args.force)
     print(f"{spec.name}: {path} (model.safetensors sha256 {spec.safetensors_sha256[:12]}... "
           "verified)")
@@ -329,11 +340,12 @@ def _cmd_models_info(args: argparse.Namespace) -> int:
     if args.verify:
         digest = sha256_file(model.weights_path, progress=True)
         info["safetensors_sha256"] = digest
-        if model.spec is not None:
+        pinned = model.spec is not None and model.spec.on_package_index  # Hub-only: no pin
+        if pinned:
             info["sha256_matches_registry"] = digest == model.spec.safetensors_sha256
     for key, value in info.items():
         print(f"{key:<24}{value}")
-    if model.spec is not None and args.verify and not info["sha256_matches_registry"]:
+    if args.verify and info.get("sha256_matches_registry") is False:
         return 1
     return 0
 

