@@ -96,17 +96,12 @@ def macro_windows(count: int, capacity: int, macro_overlap: int) -> list[tuple[i
     each, the next starting ``capacity - macro_overlap`` later; a token's state is taken from
     ``[keep_from, end)`` of exactly one window (``keep_from`` is ``first + macro_overlap`` after
     the first window)."""
-    if not 0 <= macro_overlap < capacity:
+    if (isinstance(macro_overlap, bool) or not isinstance(macro_overlap, int)
+            or not 0 <= macro_overlap < capacity):
         raise ValueError(f"macro_overlap must be in [0, {capacity}) (the tokens a window holds "
                          f"besides the special tokens), got {macro_overlap!r}")
-    windows = []
-    first = 0
-    while True:
-        end = min(first + capacity, count)
-        windows.append((first, end, first if not windows else first + macro_overlap))
-        if end >= count:
-            return windows
-        first += capacity - macro_overlap
+    return [(first, end, first if index == 0 else first + macro_overlap)
+            for index, (first, end) in enumerate(token_ranges(count, capacity, macro_overlap))]
 
 
 def encode_chunks(embedder: Embedder, document: str, *, chunk_tokens: int | None = None,

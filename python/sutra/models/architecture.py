@@ -178,11 +178,7 @@ def describe_encoder(config: Mapping, tensor_shapes: Mapping[str, tuple[int, ...
         inter = int(_cfg(config, "intermediate_size"))
         eps = float(_cfg(config, "layer_norm_eps", default=1e-12))
         act_name = _cfg(config, "hidden_act", default="gelu")
-    if hidden % heads:
-        raise ValueError(f"hidden size {hidden} is not a multiple of the number of heads {heads}")
-    if act_name not in ACTIVATIONS:
-        raise ValueError(
-            f"unsupported activation {act_name!r}; supported: {', '.join(ACTIVATIONS)}")
+    _check_heads_and_activation(hidden, heads, act_name)
     pos_type = config.get("position_embedding_type", "absolute")
     if family in ("bert", "roberta") and pos_type != "absolute":
         raise ValueError(f"unsupported position_embedding_type {pos_type!r}; only 'absolute'")
@@ -242,6 +238,14 @@ def describe_encoder(config: Mapping, tensor_shapes: Mapping[str, tuple[int, ...
     )
 
 
+def _check_heads_and_activation(hidden: int, heads: int, act_name: str) -> None:
+    if hidden % heads:
+        raise ValueError(f"hidden size {hidden} is not a multiple of the number of heads {heads}")
+    if act_name not in ACTIVATIONS:
+        raise ValueError(
+            f"unsupported activation {act_name!r}; supported: {', '.join(ACTIVATIONS)}")
+
+
 def _describe_modernbert(config: Mapping, tensor_shapes: Mapping[str, tuple[int, ...]]
                          ) -> EncoderArchitecture:
     """:func:`describe_encoder` for transformers' ``ModernBertModel``, from ``config.json`` in
@@ -254,11 +258,7 @@ def _describe_modernbert(config: Mapping, tensor_shapes: Mapping[str, tuple[int,
     inter = int(_cfg(config, "intermediate_size"))
     eps = float(_cfg(config, "norm_eps", default=1e-5))
     act_name = _cfg(config, "hidden_activation", default="gelu")
-    if hidden % heads:
-        raise ValueError(f"hidden size {hidden} is not a multiple of the number of heads {heads}")
-    if act_name not in ACTIVATIONS:
-        raise ValueError(
-            f"unsupported activation {act_name!r}; supported: {', '.join(ACTIVATIONS)}")
+    _check_heads_and_activation(hidden, heads, act_name)
     layer_types = _modernbert_layer_types(config, n_layers)
     thetas = _modernbert_rope_thetas(config)
     # ModernBertConfig.sliding_window: local_attention is the whole window, so half of it on
