@@ -82,7 +82,7 @@ def test_engine_refuses_what_it_cannot_run(efficient_folder, tmp_path):
         '"num_attention_heads": 12', '"num_attention_heads": 16')
     (folder / "config.json").write_text(config)
     reason = engine_refuses(ModelFolder.load(folder))
-    assert reason is not None and "head size is 24" in reason
+    assert reason is not None and "head size of 24" in reason
 
 
 def test_explicit_cuda_request_names_what_blocks_it(efficient_folder):
@@ -142,8 +142,22 @@ def test_engine_bindings_refuse_bad_arguments():
         _core.GpuEncoder(spec, arena, **{**common, "dtype": "float32"})
     with pytest.raises(ValueError, match="activation must be one of"):
         _core.GpuEncoder(spec, arena, **{**common, "activation": "swish"})
-    with pytest.raises(ValueError, match="positions must be 'absolute' or 'padding_offset'"):
-        _core.GpuEncoder(spec, arena, **{**common, "positions": "rotary"})
+    with pytest.raises(ValueError, match="positions must be 'absolute', 'padding_offset' or "):
+        _core.GpuEncoder(spec, arena, **{**common, "positions": "alibi"})
+    # Checked against the spec before any device work, so this holds without a GPU too.
+    with pytest.raises(ValueError, match="position_table must be false with rotary"):
+        _core.GpuEncoder(spec, arena, **{**common, "positions": "rotary",
+                                         "rotary_thetas": [10_000.0]})
+    rotary = _core.EncoderSpec(vocab=10, max_positions=8, token_types=0, hidden=64, heads=2,
+                               layers=2, intermediate=128, position_table=False, pre_norm=True)
+    rotary_arena = np.zeros(_core.plan_weight_layout(rotary).total_bytes, dtype=np.uint8)
+    with pytest.raises(ValueError, match="rotary_thetas must be one rotary base per layer"):
+        _core.GpuEncoder(rotary, rotary_arena, **{**common, "positions": "rotary",
+                                                  "rotary_thetas": [10_000.0]})
+    with pytest.raises(ValueError, match="attention_windows must be empty or one value per"):
+        _core.GpuEncoder(rotary, rotary_arena, **{**common, "positions": "rotary",
+                                                  "rotary_thetas": [1e4, 1e4],
+                                                  "attention_windows": [64]})
     with pytest.raises(ValueError, match="arena must be a C-contiguous"):
         _core.GpuEncoder(spec, arena.astype(np.int8), **common)
     if NO_GPU:  # valid arguments: the engine then needs a GPU

@@ -7,18 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sutra import _core
+from sutra.backends.cuda import CudaBackend, encoder_spec
 from sutra.models.architecture import describe_encoder
+from sutra.models.spec import ModelFolder
 
 # The random checkpoints (Hugging Face tensor names) the ONNX graph tests build.
 from test_onnx_graph import make_config, make_weights
-
-
-def encoder_spec(arch) -> _core.EncoderSpec:
-    types = arch.shapes.get("embeddings.token_type", (0,))[0]
-    return _core.EncoderSpec(
-        vocab=arch.vocab_size, max_positions=arch.max_positions, token_types=types,
-        hidden=arch.hidden_size, heads=arch.num_heads, layers=arch.num_layers,
-        intermediate=arch.intermediate_size, relative_buckets=arch.relative_attention_num_buckets)
 
 
 def canonical_tensors(model_type: str, seed: int = 5):
@@ -57,6 +51,35 @@ def test_every_canonical_tensor_lands_once_where_the_layout_says(model_type):
         else:
             expected = np.concatenate([given[name] for name in slot.sources], axis=0)
         np.testing.assert_array_equal(got, expected, err_msg=slot.name)
+
+
+def test_modernbert_arena_holds_what_its_checkpoint_has():
+    """Pre-norm, rotary, gated, bias-free (the tiny fixture): no position table, no biases, no
+    attention norm on layer 0, a final norm, ffn.in of 2I rows, and the checkpoint's fused Wqkv
+    split by the backend into the q, k, v parts the QKV slot is made of, landing unchanged."""
+    from pathlib import Path
+
+    from safetensors.numpy import load_file
+
+    model = ModelFolder.load(Path(__file__).parent / "fixtures" / "modernbert")
+    arch = model.pipeline.transformer.architecture
+    spec = encoder_spec(arch)
+    assert (spec.position_table, spec.pre_norm, spec.gated_ffn) == (False, True, True)
+    assert not (spec.attention_bias or spec.ffn_bias or spec.norm_bias)
+    layout = _core.plan_weight_layout(spec)
+    names = [slot.name for slot in layout.slots]
+    assert "embeddings.position" not in names and "layers.0.attention_norm.weight" not in names
+    assert "layers.1.attention_norm.weight" in names and names[-1] == "final_norm.weight"
+    assert not [name for name in names if name.endswith(".bias")]
+    hidden, inter = arch.hidden_size, arch.intermediate_size
+    assert layout.find("layers.0.ffn.in.weight").shape == (2 * inter, hidden)
+
+    arena = layout.pack(CudaBackend._engine_tensors(model, arch, "float16"))
+    checkpoint = load_file(str(model.weights_path))
+    for slot in layout.slots:
+        source = checkpoint[arch.weight_names[slot.name]]  # each slot is one checkpoint tensor
+        np.testing.assert_array_equal(slot_view(arena, slot, 2), source.astype(np.float16),
+                                      err_msg=slot.name)
 
 
 def test_fused_qkv_is_q_then_k_then_v_rows():

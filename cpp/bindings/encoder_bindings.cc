@@ -49,7 +49,9 @@ DeviceDtype parse_dtype(const std::string& name) {
 engine::PositionKind parse_positions(const std::string& name) {
   if (name == "absolute") return engine::PositionKind::kAbsolute;
   if (name == "padding_offset") return engine::PositionKind::kPaddingOffset;
-  throw py::value_error("positions must be 'absolute' or 'padding_offset', got '" + name + "'");
+  if (name == "rotary") return engine::PositionKind::kRotary;
+  throw py::value_error("positions must be 'absolute', 'padding_offset' or 'rotary', got '" +
+                        name + "'");
 }
 
 /// (weight float32 [out, in], bias float32 [out] or None, activation name) per Dense module.
@@ -84,7 +86,9 @@ std::unique_ptr<GpuEncoder> make_encoder(const engine::EncoderSpec& spec, ArrayA
                                          const std::string& activation,
                                          const std::string& positions, int padding_idx,
                                          double layer_norm_eps, const std::string& pooling,
-                                         const py::list& dense, bool normalize, int device,
+                                         const py::list& dense, bool normalize,
+                                         std::vector<double> rotary_thetas,
+                                         std::vector<int> attention_windows, int device,
                                          const std::string& dtype, int64_t max_tokens,
                                          bool profile, int64_t graph_max_tokens) {
   auto bytes = require_array<uint8_t>(arena.object, "arena", {-1}, "(total_bytes,)");
@@ -97,6 +101,8 @@ std::unique_ptr<GpuEncoder> make_encoder(const engine::EncoderSpec& spec, ArrayA
   model.pooling = pooling_mode_from_name(pooling);
   model.dense = parse_dense(dense);
   model.normalize = normalize;
+  model.rotary_thetas = std::move(rotary_thetas);
+  model.attention_windows = std::move(attention_windows);
   engine::EncoderOptions options;
   options.device = device;
   options.dtype = parse_dtype(dtype);
@@ -203,11 +209,14 @@ cuBLASLt (naming the nvidia-cublas package).)doc")
       .def(py::init(&make_encoder), py::arg("spec"), py::arg("arena"), py::kw_only(),
            py::arg("activation"), py::arg("positions"), py::arg("padding_idx"),
            py::arg("layer_norm_eps"), py::arg("pooling"), py::arg("dense"), py::arg("normalize"),
-           py::arg("device") = 0, py::arg("dtype") = "float16", py::arg("max_tokens") = 0,
+           py::arg("rotary_thetas") = std::vector<double>{},
+           py::arg("attention_windows") = std::vector<int>{}, py::arg("device") = 0, py::arg("dtype") = "float16", py::arg("max_tokens") = 0,
            py::arg("profile") = false,
            py::arg("graph_max_tokens") = engine::EncoderOptions{}.graph_max_tokens,
            "activation: 'gelu' (erf), 'gelu_tanh' or 'relu' (the feed-forward's). positions:\n"
-           "'absolute' or 'padding_offset' (RoBERTa/MPNet, counted from padding_idx + 1).\n"
+           "'absolute', 'padding_offset' (RoBERTa/MPNet, counted from padding_idx + 1) or\n"
+           "'rotary' (with rotary_thetas, one base per layer). attention_windows: per layer -1\n"
+           "(global) or w (query i sees key j iff |i - j| <= w); empty: all global.\n"
            "pooling: a sentence-transformers mode name. dense: list of (weight float32\n"
            "[out, in], bias float32 [out] or None, activation) run after pooling. normalize:\n"
            "L2-normalize the output rows. dtype: 'float16' or 'bfloat16'. profile: time the\n"

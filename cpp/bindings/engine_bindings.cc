@@ -164,19 +164,41 @@ py::array_t<uint8_t> pack_weights_py(const engine::WeightLayout& layout, const p
 
 void bind_engine(py::module_& m) {
   py::class_<engine::EncoderSpec>(m, "EncoderSpec",
-                                  "The sizes of a post-LayerNorm transformer encoder.")
+                                  "The sizes of a transformer encoder and the parts it has.")
       .def(py::init([](int64_t vocab, int64_t max_positions, int64_t token_types, int hidden,
-                       int heads, int layers, int intermediate, int relative_buckets) {
-             engine::EncoderSpec spec{vocab, max_positions, token_types,  hidden,
-                                      heads, layers,        intermediate, relative_buckets};
+                       int heads, int layers, int intermediate, int relative_buckets,
+                       bool position_table, bool pre_norm, bool gated_ffn, bool attention_bias,
+                       bool ffn_bias, bool norm_bias) {
+             engine::EncoderSpec spec;
+             spec.vocab = vocab;
+             spec.max_positions = max_positions;
+             spec.token_types = token_types;
+             spec.hidden = hidden;
+             spec.heads = heads;
+             spec.layers = layers;
+             spec.intermediate = intermediate;
+             spec.relative_buckets = relative_buckets;
+             spec.position_table = position_table;
+             spec.pre_norm = pre_norm;
+             spec.gated_ffn = gated_ffn;
+             spec.attention_bias = attention_bias;
+             spec.ffn_bias = ffn_bias;
+             spec.norm_bias = norm_bias;
              engine::validate(spec);
              return spec;
            }),
            py::kw_only(), py::arg("vocab"), py::arg("max_positions"), py::arg("token_types"),
            py::arg("hidden"), py::arg("heads"), py::arg("layers"), py::arg("intermediate"),
-           py::arg("relative_buckets") = 0,
+           py::arg("relative_buckets") = 0, py::arg("position_table") = true,
+           py::arg("pre_norm") = false, py::arg("gated_ffn") = false,
+           py::arg("attention_bias") = true, py::arg("ffn_bias") = true,
+           py::arg("norm_bias") = true,
            "Checked on construction (ValueError names the first size out of range).\n"
-           "token_types=0: no token-type table; relative_buckets=0: no relative bias.")
+           "token_types=0: no token-type table; relative_buckets=0: no relative bias.\n"
+           "position_table=False: no position table (rotary positions; max_positions is then\n"
+           "the longest sequence). pre_norm: x = x + sublayer(LayerNorm(x)), no attention norm\n"
+           "on layer 0, a final norm (ModernBERT). gated_ffn: ffn.in is [2I, H] (GeGLU).\n"
+           "attention_bias, ffn_bias, norm_bias: whether those layers have biases.")
       .def_readonly("vocab", &engine::EncoderSpec::vocab)
       .def_readonly("max_positions", &engine::EncoderSpec::max_positions)
       .def_readonly("token_types", &engine::EncoderSpec::token_types)
@@ -185,6 +207,12 @@ void bind_engine(py::module_& m) {
       .def_readonly("layers", &engine::EncoderSpec::layers)
       .def_readonly("intermediate", &engine::EncoderSpec::intermediate)
       .def_readonly("relative_buckets", &engine::EncoderSpec::relative_buckets)
+      .def_readonly("position_table", &engine::EncoderSpec::position_table)
+      .def_readonly("pre_norm", &engine::EncoderSpec::pre_norm)
+      .def_readonly("gated_ffn", &engine::EncoderSpec::gated_ffn)
+      .def_readonly("attention_bias", &engine::EncoderSpec::attention_bias)
+      .def_readonly("ffn_bias", &engine::EncoderSpec::ffn_bias)
+      .def_readonly("norm_bias", &engine::EncoderSpec::norm_bias)
       .def_property_readonly("head_size", &engine::EncoderSpec::head_size);
 
   py::class_<engine::WeightSlot>(m, "WeightSlot", "One tensor of the weight arena; read-only.")

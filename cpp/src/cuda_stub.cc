@@ -6,6 +6,7 @@
 #include "sutra/kernels/attention.h"
 #include "sutra/kernels/layernorm.h"
 #include "sutra/kernels/pooling.h"
+#include "sutra/kernels/rotary.h"
 
 namespace sutra {
 
@@ -54,6 +55,14 @@ void l2_normalize_device(float*, int64_t, int64_t, int, cudaStream_t) {
 }
 
 void bias_activation(const BiasActivationParams&, cudaStream_t) {
+  throw Error("this build of sutra has no CUDA support");
+}
+
+void gated_activation(const GatedActivationParams&, cudaStream_t) {
+  throw Error("this build of sutra has no CUDA support");
+}
+
+void rotary_embedding(const RotaryParams&, cudaStream_t) {
   throw Error("this build of sutra has no CUDA support");
 }
 

@@ -1,12 +1,13 @@
-// Bias + activation in place (sutra/kernels/activation.h): a grid-stride loop over 16-byte
-// vectors when a row is a whole number of them (the feed-forward's [tokens, intermediate]),
-// element by element otherwise.
+// Bias + activation in place and the gated activation (sutra/kernels/activation.h): grid-stride
+// loops over 16-byte vectors when a row is a whole number of them (the feed-forward's
+// [tokens, intermediate]), element by element otherwise.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "common/check.cuh"
 #include "cuda/resources.h"
@@ -78,12 +79,14 @@ __global__ void __launch_bounds__(kThreads) bias_activation_kernel(BiasActivatio
   }
 }
 
-template <typename T, int kVec>
-void launch_for_activation(const BiasActivationParams& p, cudaStream_t stream, int blocks) {
-  switch (p.activation) {
-#define SUTRA_ACTIVATION_CASE(ACT)                                            \
-  case ACT:                                                                   \
-    bias_activation_kernel<T, kVec, ACT><<<blocks, kThreads, 0, stream>>>(p); \
+/// Calls launch(std::integral_constant<Activation, A>{}) for the A that `activation` is: one
+/// kernel instantiation per activation, chosen at run time.
+template <typename Launch>
+void with_activation(Activation activation, Launch&& launch) {
+  switch (activation) {
+#define SUTRA_ACTIVATION_CASE(ACT)                    \
+  case ACT:                                           \
+    launch(std::integral_constant<Activation, ACT>{}); \
     break;
     SUTRA_ACTIVATION_CASE(Activation::kIdentity)
     SUTRA_ACTIVATION_CASE(Activation::kGelu)
@@ -93,7 +96,69 @@ void launch_for_activation(const BiasActivationParams& p, cudaStream_t stream, i
     SUTRA_ACTIVATION_CASE(Activation::kSigmoid)
 #undef SUTRA_ACTIVATION_CASE
   }
+}
+
+template <typename T, int kVec>
+void launch_for_activation(const BiasActivationParams& p, cudaStream_t stream, int blocks) {
+  with_activation(p.activation, [&](auto act) {
+    bias_activation_kernel<T, kVec, decltype(act)::value><<<blocks, kThreads, 0, stream>>>(p);
+  });
   cuda::check_launch("bias_activation_kernel", stream);
+}
+
+// out[r, c..c+kVec) = act(x[r, c..]) * x[r, cols + c..]; cols % kVec == 0 (the launcher checks).
+template <typename T, int kVec, Activation kAct>
+__global__ void __launch_bounds__(kThreads) gated_activation_kernel(GatedActivationParams p) {
+  struct alignas(sizeof(T) * kVec) Pack {
+    T v[kVec];
+  };
+  const Pack* x = static_cast<const Pack*>(p.x);
+  Pack* out = static_cast<Pack*>(p.out);
+  const int64_t packs_per_row = p.cols / kVec;
+  const int64_t packs = p.rows * packs_per_row;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < packs;
+       i += static_cast<int64_t>(gridDim.x) * kThreads) {
+    const int64_t row = i / packs_per_row, col = i % packs_per_row;
+    const Pack a = x[row * 2 * packs_per_row + col];
+    const Pack b = x[row * 2 * packs_per_row + packs_per_row + col];
+    Pack result;
+#pragma unroll
+    for (int j = 0; j < kVec; ++j) {
+      result.v[j] = Convert<T>::store(activate<kAct>(Convert<T>::load(a.v[j])) *
+                                      Convert<T>::load(b.v[j]));
+    }
+    out[i] = result;
+  }
+}
+
+template <typename T, int kVec>
+void launch_gated_for_activation(const GatedActivationParams& p, cudaStream_t stream, int blocks) {
+  with_activation(p.activation, [&](auto act) {
+    gated_activation_kernel<T, kVec, decltype(act)::value><<<blocks, kThreads, 0, stream>>>(p);
+  });
+  cuda::check_launch("gated_activation_kernel", stream);
+}
+
+/// Blocks of a grid-stride loop over `steps` elements: enough to fill the device, no more.
+int grid_blocks(int64_t steps, int device) {
+  int sms = 0;
+  cuda::check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device),
+              "cudaDeviceGetAttribute");
+  const int64_t wanted = (steps + kThreads - 1) / kThreads;
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(wanted, 8LL * sms)));
+}
+
+template <typename T>
+void launch_gated_typed(const GatedActivationParams& p, cudaStream_t stream) {
+  constexpr int kVec = 16 / sizeof(T);
+  const bool vector = p.cols % kVec == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0 &&
+                      reinterpret_cast<uintptr_t>(p.out) % 16 == 0;
+  const int64_t steps = p.rows * (vector ? p.cols / kVec : p.cols);
+  if (vector) {
+    launch_gated_for_activation<T, kVec>(p, stream, grid_blocks(steps, p.device));
+  } else {
+    launch_gated_for_activation<T, 1>(p, stream, grid_blocks(steps, p.device));
+  }
 }
 
 template <typename T>
@@ -103,11 +168,7 @@ void launch_typed(const BiasActivationParams& p, cudaStream_t stream) {
   const bool vector = p.cols % kVec == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0 &&
                       (p.bias == nullptr || reinterpret_cast<uintptr_t>(p.bias) % 16 == 0);
   const int64_t steps = p.rows * (vector ? p.cols / kVec : p.cols);
-  int sms = 0;
-  cuda::check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, p.device),
-              "cudaDeviceGetAttribute");
-  const int64_t wanted = (steps + kThreads - 1) / kThreads;
-  const int blocks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(wanted, 8LL * sms)));
+  const int blocks = grid_blocks(steps, p.device);
   if (vector) {
     launch_for_activation<T, kVec>(p, stream, blocks);
   } else {
@@ -116,6 +177,22 @@ void launch_typed(const BiasActivationParams& p, cudaStream_t stream) {
 }
 
 }  // namespace
+
+void gated_activation(const GatedActivationParams& p, cudaStream_t stream) {
+  SUTRA_CHECK(p.rows >= 0, "rows", ">= 0", p.rows);
+  SUTRA_CHECK(p.cols > 0, "cols", "> 0", p.cols);
+  SUTRA_CHECK(static_cast<int>(p.activation) >= 0 && static_cast<int>(p.activation) <= 5,
+              "activation", "one of the Activation values", static_cast<int>(p.activation));
+  if (p.rows == 0) return;
+  SUTRA_CHECK(p.x != nullptr && p.out != nullptr, "x and out", "device pointers",
+              "a null pointer");
+  cuda::DeviceGuard guard(p.device);
+  if (p.dtype == DeviceDtype::kBFloat16) {
+    launch_gated_typed<__nv_bfloat16>(p, stream);
+  } else {
+    launch_gated_typed<__half>(p, stream);
+  }
+}
 
 void bias_activation(const BiasActivationParams& p, cudaStream_t stream) {
   SUTRA_CHECK(p.rows >= 0, "rows", ">= 0", p.rows);

@@ -60,7 +60,8 @@ __device__ void normalize_row(const float* row, int hidden, float eps, const T* 
   }
   const float rstd = rsqrtf(cuda::block_sum<kThreads>(squares, scratch) / hidden + eps);
   for (int h = threadIdx.x; h < hidden; h += kThreads) {
-    out[h] = from_float<T>((row[h] - mean) * rstd * to_float(gamma[h]) + to_float(beta[h]));
+    const float shift = beta != nullptr ? to_float(beta[h]) : 0.0f;
+    out[h] = from_float<T>((row[h] - mean) * rstd * to_float(gamma[h]) + shift);
   }
 }
 
@@ -70,14 +71,17 @@ __global__ void __launch_bounds__(kThreads) embedding_layernorm_kernel(Embedding
   __shared__ float scratch[kThreads / 32];
   const int64_t t = blockIdx.x;
   int64_t id = p.ids[t];
-  int64_t pos = p.positions[t];
+  int64_t pos = p.positions != nullptr ? p.positions[t] : 0;
   if (id < 0 || id >= p.vocab) id = 0;
   if (pos < 0 || pos >= p.max_positions) pos = 0;
   const T* word = static_cast<const T*>(p.word_embeddings) + id * p.hidden;
-  const T* position = static_cast<const T*>(p.position_embeddings) + pos * p.hidden;
+  const T* position = p.position_embeddings != nullptr
+                          ? static_cast<const T*>(p.position_embeddings) + pos * p.hidden
+                          : nullptr;
   const T* type_row = static_cast<const T*>(p.token_type_row);
   for (int h = threadIdx.x; h < p.hidden; h += kThreads) {
-    float v = to_float(word[h]) + to_float(position[h]);
+    float v = to_float(word[h]);
+    if (position != nullptr) v += to_float(position[h]);
     if (type_row != nullptr) v += to_float(type_row[h]);
     row[h] = v;
   }
@@ -101,6 +105,10 @@ __global__ void __launch_bounds__(kThreads) add_layernorm_kernel(AddLayerNormPar
     row[h] = v;
   }
   __syncthreads();  // every input element is read before `out` (which may alias) is written
+  if (p.sum_out != nullptr) {
+    T* sum = static_cast<T*>(p.sum_out) + t * p.hidden;
+    for (int h = threadIdx.x; h < p.hidden; h += kThreads) sum[h] = from_float<T>(row[h]);
+  }
   normalize_row(row, p.hidden, p.eps, static_cast<const T*>(p.gamma), static_cast<const T*>(p.beta),
                 static_cast<T*>(p.out) + t * p.hidden, scratch);
 }
@@ -146,6 +154,18 @@ __device__ __forceinline__ void add4(const T* ptr, float* v) {
   v[3] += b.y;
 }
 
+/// Stores v[0..3] as 4 consecutive elements at `ptr` (8-byte aligned).
+template <typename T>
+__device__ __forceinline__ void store4(const float* v, T* ptr) {
+  using T2 = typename Pair<T>::type;
+  const T2 lo = from_float2<T2>(make_float2(v[0], v[1]));
+  const T2 hi = from_float2<T2>(make_float2(v[2], v[3]));
+  uint2 raw;
+  raw.x = *reinterpret_cast<const unsigned*>(&lo);
+  raw.y = *reinterpret_cast<const unsigned*>(&hi);
+  *reinterpret_cast<uint2*>(ptr) = raw;
+}
+
 /// LayerNorm of the row whose 4K elements this lane holds in v (columns (k * 32 + lane) * 4 + i).
 template <typename T, int K>
 __device__ __forceinline__ void normalize_warp_row(float (&v)[K * 4], int lane, float eps,
@@ -165,16 +185,11 @@ __device__ __forceinline__ void normalize_warp_row(float (&v)[K * 4], int lane, 
     const int col = (k * 32 + lane) * 4;
     float g[4] = {0, 0, 0, 0}, b[4] = {0, 0, 0, 0};
     add4(gamma + col, g);
-    add4(beta + col, b);
+    if (beta != nullptr) add4(beta + col, b);
     float y[4];
 #pragma unroll
     for (int i = 0; i < 4; ++i) y[i] = (v[k * 4 + i] - mean) * rstd * g[i] + b[i];
-    const T2 lo = from_float2<T2>(make_float2(y[0], y[1]));
-    const T2 hi = from_float2<T2>(make_float2(y[2], y[3]));
-    uint2 raw;
-    raw.x = *reinterpret_cast<const unsigned*>(&lo);
-    raw.y = *reinterpret_cast<const unsigned*>(&hi);
-    *reinterpret_cast<uint2*>(out + col) = raw;
+    store4(y, out + col);
   }
 }
 
@@ -196,7 +211,13 @@ __global__ void __launch_bounds__(32 * kWarpRowsPerBlock)
     if (bias != nullptr) add4(bias + col, v + k * 4);
     if (residual != nullptr) add4(residual + col, v + k * 4);
   }
-  // Every element this lane writes it has read itself: `out` may alias x or residual.
+  // Every element this lane writes it has read itself: `out` and `sum_out` may alias x or
+  // residual.
+  if (p.sum_out != nullptr) {
+    T* sum = static_cast<T*>(p.sum_out) + t * kHidden;
+#pragma unroll
+    for (int k = 0; k < K; ++k) store4(v + k * 4, sum + (k * 32 + lane) * 4);
+  }
   normalize_warp_row<T, K>(v, lane, p.eps, static_cast<const T*>(p.gamma),
                            static_cast<const T*>(p.beta), static_cast<T*>(p.out) + t * kHidden);
 }
@@ -209,18 +230,20 @@ __global__ void __launch_bounds__(32 * kWarpRowsPerBlock)
   if (t >= p.tokens) return;
   constexpr int kHidden = K * 128;
   int64_t id = p.ids[t];
-  int64_t pos = p.positions[t];
+  int64_t pos = p.positions != nullptr ? p.positions[t] : 0;
   if (id < 0 || id >= p.vocab) id = 0;
   if (pos < 0 || pos >= p.max_positions) pos = 0;
   const T* word = static_cast<const T*>(p.word_embeddings) + id * kHidden;
-  const T* position = static_cast<const T*>(p.position_embeddings) + pos * kHidden;
+  const T* position = p.position_embeddings != nullptr
+                          ? static_cast<const T*>(p.position_embeddings) + pos * kHidden
+                          : nullptr;
   const T* type_row = static_cast<const T*>(p.token_type_row);
   float v[K * 4] = {};
 #pragma unroll
   for (int k = 0; k < K; ++k) {
     const int col = (k * 32 + lane) * 4;
     add4(word + col, v + k * 4);
-    add4(position + col, v + k * 4);
+    if (position != nullptr) add4(position + col, v + k * 4);
     if (type_row != nullptr) add4(type_row + col, v + k * 4);
   }
   normalize_warp_row<T, K>(v, lane, p.eps, static_cast<const T*>(p.gamma),
@@ -289,8 +312,8 @@ void check_common(int64_t tokens, int hidden, float eps, const void* gamma, cons
               "in [1, " + std::to_string(kMaxHidden) + "]", hidden);
   SUTRA_CHECK(eps > 0.0f, "eps", "> 0", eps);
   // An empty batch reads and writes nothing (an empty array may have no storage at all).
-  SUTRA_CHECK(tokens == 0 || (gamma != nullptr && beta != nullptr && out != nullptr),
-              "gamma, beta and out", "device pointers", "a null pointer");
+  SUTRA_CHECK(tokens == 0 || (gamma != nullptr && out != nullptr), "gamma and out",
+              "device pointers", "a null pointer");
 }
 
 }  // namespace
@@ -300,9 +323,10 @@ void embedding_layernorm(const EmbeddingLayerNormParams& p, cudaStream_t stream)
   SUTRA_CHECK(p.vocab >= 1 && p.max_positions >= 1, "vocab and max_positions", ">= 1",
               p.vocab < 1 ? p.vocab : p.max_positions);
   if (p.tokens == 0) return;
-  SUTRA_CHECK(p.ids != nullptr && p.positions != nullptr && p.word_embeddings != nullptr &&
-                  p.position_embeddings != nullptr,
-              "ids, positions and the tables", "device pointers", "a null pointer");
+  SUTRA_CHECK(p.ids != nullptr && p.word_embeddings != nullptr, "ids and word_embeddings",
+              "device pointers", "a null pointer");
+  SUTRA_CHECK(p.position_embeddings == nullptr || p.positions != nullptr, "positions",
+              "a device pointer (the model has a position table)", "a null pointer");
   cuda::DeviceGuard guard(p.device);
   const dim3 warp_grid(
       static_cast<unsigned>((p.tokens + kWarpRowsPerBlock - 1) / kWarpRowsPerBlock));
@@ -339,7 +363,8 @@ void add_layernorm(const AddLayerNormParams& p, cudaStream_t stream) {
   cuda::DeviceGuard guard(p.device);
   const dim3 warp_grid(
       static_cast<unsigned>((p.tokens + kWarpRowsPerBlock - 1) / kWarpRowsPerBlock));
-  const bool warp_rows = warp_rows_fit(p.hidden, {p.x, p.bias, p.residual, p.gamma, p.beta, p.out});
+  const bool warp_rows =
+      warp_rows_fit(p.hidden, {p.x, p.bias, p.residual, p.gamma, p.beta, p.out, p.sum_out});
   if (warp_rows) {
     constexpr int threads = 32 * kWarpRowsPerBlock;
     if (p.dtype == DeviceDtype::kFloat16) {

@@ -23,6 +23,7 @@
 #include "sutra/kernels/attention.h"
 #include "sutra/kernels/layernorm.h"
 #include "sutra/kernels/pooling.h"
+#include "sutra/kernels/rotary.h"
 #include "sutra/relative_position.h"
 
 namespace sutra::engine {
@@ -87,6 +88,8 @@ void half_to_float(const uint16_t* in, int64_t count, DeviceDtype dtype, float* 
   for (int64_t i = 0; i < count; ++i) out[i] = half_bits_to_float(in[i]);
 }
 
+// A null pointer: the model has no such tensor (a bias it turns off; layer 0's attention_norm in a
+// pre-norm model).
 struct LayerWeights {
   const void* qkv_weight;
   const void* qkv_bias;
@@ -100,6 +103,8 @@ struct LayerWeights {
   const void* ffn_out_bias;
   const void* ffn_norm_weight;
   const void* ffn_norm_bias;
+  const float* rotary_cos_sin;  // [max_positions, head_dim / 2] (cos, sin), or null
+  int window;                   // -1: global attention; else |i - j| <= window
 };
 
 /// Bump allocation of regions inside one buffer.
@@ -126,6 +131,7 @@ struct PassCapacity {
 /// Device regions of the workspace, as offsets first and pointers once allocated.
 struct DeviceLayout {
   int64_t hidden_states = 0, wide = 0, context = 0, sublayer = 0;  // activations
+  int64_t residual = 0;  // pre-norm only: the residual stream (hidden_states: its normed form)
   int64_t ids = 0, positions = 0, cu_seqlens = 0, prompt_lengths = 0;
   int64_t packed_bounds = 0;  // [2, tokens]: each token's sequence range, for packed attention
   int64_t pooled = 0, head_a = 0, head_b = 0;
@@ -140,17 +146,22 @@ int head_width(const EncoderModel& model) {
 
 DeviceLayout plan_device_layout(const EncoderModel& model, PassCapacity capacity) {
   const int64_t hidden = model.spec.hidden;
-  const int64_t wide = std::max<int64_t>(3 * hidden, model.spec.intermediate);
+  const int64_t inter = model.spec.intermediate;
+  const int64_t wide = std::max<int64_t>(3 * hidden, (model.spec.gated_ffn ? 2 : 1) * inter);
+  // The attention context, and the gated feed-forward's activation after it.
+  const int64_t context = std::max<int64_t>(hidden, model.spec.gated_ffn ? inter : 0);
   const int64_t t = capacity.tokens, s = capacity.sequences;
   const int64_t e = element_bytes(DeviceDtype::kFloat16);
   Regions r;
   DeviceLayout layout;
-  // Activations in the engine's 2-byte dtype: the residual stream, the QKV / feed-forward
-  // inner buffer (never live at once), the attention context and a sublayer output.
+  // Activations in the engine's 2-byte dtype: the layer output, the QKV / feed-forward inner
+  // buffer (never live at once), the attention context and a sublayer output; for pre-norm the
+  // residual stream too (the layer output is then the next sublayer's normalized input).
   layout.hidden_states = r.add<uint16_t>(t * hidden * e / 2);
   layout.wide = r.add<uint16_t>(t * wide * e / 2);
-  layout.context = r.add<uint16_t>(t * hidden * e / 2);
+  layout.context = r.add<uint16_t>(t * context * e / 2);
   layout.sublayer = r.add<uint16_t>(t * hidden * e / 2);
+  if (model.spec.pre_norm) layout.residual = r.add<uint16_t>(t * hidden * e / 2);
   layout.ids = r.add<int32_t>(t);
   layout.positions = r.add<int32_t>(t);
   layout.cu_seqlens = r.add<int32_t>(s + 1);
@@ -176,6 +187,22 @@ void validate_model(const EncoderModel& model) {
   if (model.positions == PositionKind::kPaddingOffset) {
     SUTRA_CHECK(model.padding_idx >= 0 && model.padding_idx + 1 < model.spec.max_positions,
                 "padding_idx", "in [0, max_positions - 1)", model.padding_idx);
+  }
+  const bool rotary = model.positions == PositionKind::kRotary;
+  SUTRA_CHECK(model.spec.position_table != rotary, "spec.position_table",
+              rotary ? "false with rotary positions" : "true with learned positions",
+              model.spec.position_table);
+  const size_t layers = static_cast<size_t>(model.spec.layers);
+  SUTRA_CHECK(model.rotary_thetas.size() == (rotary ? layers : 0), "rotary_thetas",
+              rotary ? "one rotary base per layer" : "empty (no rotary positions)",
+              model.rotary_thetas.size());
+  for (double theta : model.rotary_thetas) {
+    SUTRA_CHECK(theta > 0, "rotary_thetas", "bases > 0", theta);
+  }
+  SUTRA_CHECK(model.attention_windows.empty() || model.attention_windows.size() == layers,
+              "attention_windows", "empty or one value per layer", model.attention_windows.size());
+  for (int window : model.attention_windows) {
+    SUTRA_CHECK(window >= -1, "attention_windows", "-1 (global) or a window >= 0", window);
   }
   int width = model.spec.hidden;
   for (size_t i = 0; i < model.dense.size(); ++i) {
@@ -222,6 +249,9 @@ struct GpuEncoder::Impl {
   const void* token_type_row = nullptr;
   const void* embedding_norm_weight = nullptr;
   const void* embedding_norm_bias = nullptr;
+  const void* final_norm_weight = nullptr;  // pre-norm only
+  const void* final_norm_bias = nullptr;
+  cuda::DeviceBuffer<float> rotary_tables;  // one (cos, sin) table per distinct rotary base
   FlashAttnParams attention_template;  // the per-model fields (relative bias, bucket map)
 
   PassCapacity capacity;
@@ -255,8 +285,14 @@ struct GpuEncoder::Impl {
     if (slot == nullptr) throw Error("the weight layout has no slot '" + name + "'");
     return weights.data() + slot->offset;
   }
+  // Null where the model has no such tensor (the layout leaves out what the spec rules out).
+  const void* slot_or_null(const std::string& name) const {
+    const WeightSlot* slot = weights_layout.find(name);
+    return slot == nullptr ? nullptr : weights.data() + slot->offset;
+  }
 
   void upload(const void* arena, int64_t arena_bytes);
+  void upload_rotary_tables();
   void allocate_workspace();
   // pack_attention: attention row tiles span sequences (FlashAttnParams::packed_tokens).
   void forward(int64_t tokens, int64_t sequences, int max_seqlen, bool pack_attention);
@@ -286,19 +322,28 @@ void GpuEncoder::Impl::upload(const void* arena, int64_t arena_bytes) {
       cudaMemcpy(weights.data(), arena, static_cast<size_t>(arena_bytes), cudaMemcpyHostToDevice),
       "cudaMemcpy of the weights");
   word_embeddings = slot_ptr("embeddings.word");
-  position_embeddings = slot_ptr("embeddings.position");
+  position_embeddings = model.spec.position_table ? slot_ptr("embeddings.position") : nullptr;
   token_type_row = model.spec.token_types > 0 ? slot_ptr("embeddings.token_type") : nullptr;
   embedding_norm_weight = slot_ptr("embeddings.norm.weight");
-  embedding_norm_bias = slot_ptr("embeddings.norm.bias");
+  embedding_norm_bias = slot_or_null("embeddings.norm.bias");
+  if (model.spec.pre_norm) {
+    final_norm_weight = slot_ptr("final_norm.weight");
+    final_norm_bias = slot_or_null("final_norm.bias");
+  }
   for (int i = 0; i < model.spec.layers; ++i) {
     const std::string p = "layers." + std::to_string(i) + ".";
-    layers.push_back({slot_ptr(p + "attention.qkv.weight"), slot_ptr(p + "attention.qkv.bias"),
-                      slot_ptr(p + "attention.o.weight"), slot_ptr(p + "attention.o.bias"),
-                      slot_ptr(p + "attention_norm.weight"), slot_ptr(p + "attention_norm.bias"),
-                      slot_ptr(p + "ffn.in.weight"), slot_ptr(p + "ffn.in.bias"),
-                      slot_ptr(p + "ffn.out.weight"), slot_ptr(p + "ffn.out.bias"),
-                      slot_ptr(p + "ffn_norm.weight"), slot_ptr(p + "ffn_norm.bias")});
+    const bool has_attention_norm = !model.spec.pre_norm || i > 0;
+    const int window =
+        model.attention_windows.empty() ? -1 : model.attention_windows[static_cast<size_t>(i)];
+    layers.push_back({slot_ptr(p + "attention.qkv.weight"), slot_or_null(p + "attention.qkv.bias"),
+                      slot_ptr(p + "attention.o.weight"), slot_or_null(p + "attention.o.bias"),
+                      has_attention_norm ? slot_ptr(p + "attention_norm.weight") : nullptr,
+                      slot_or_null(p + "attention_norm.bias"), slot_ptr(p + "ffn.in.weight"),
+                      slot_or_null(p + "ffn.in.bias"), slot_ptr(p + "ffn.out.weight"),
+                      slot_or_null(p + "ffn.out.bias"), slot_ptr(p + "ffn_norm.weight"),
+                      slot_or_null(p + "ffn_norm.bias"), nullptr, window});
   }
+  if (model.positions == PositionKind::kRotary) upload_rotary_tables();
 
   // The Dense modules: one float32 buffer, each tensor on a 64-float (256-byte) boundary.
   std::vector<int64_t> offsets;
@@ -349,6 +394,28 @@ void GpuEncoder::Impl::upload(const void* arena, int64_t arena_bytes) {
   }
 }
 
+void GpuEncoder::Impl::upload_rotary_tables() {
+  std::vector<double> bases;  // distinct, in order of first use
+  for (double theta : model.rotary_thetas) {
+    if (std::find(bases.begin(), bases.end(), theta) == bases.end()) bases.push_back(theta);
+  }
+  const int64_t floats = model.spec.max_positions * model.spec.head_size();  // (cos, sin) pairs
+  std::vector<float> host(static_cast<size_t>(floats) * bases.size());
+  for (size_t b = 0; b < bases.size(); ++b) {
+    rotary_cos_sin_table(bases[b], model.spec.head_size(), model.spec.max_positions,
+                         host.data() + static_cast<int64_t>(b) * floats);
+  }
+  rotary_tables = cuda::DeviceBuffer<float>(host.size());
+  cuda::check(cudaMemcpy(rotary_tables.data(), host.data(), host.size() * sizeof(float),
+                         cudaMemcpyHostToDevice),
+              "cudaMemcpy of the rotary tables");
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const size_t b = static_cast<size_t>(
+        std::find(bases.begin(), bases.end(), model.rotary_thetas[i]) - bases.begin());
+    layers[i].rotary_cos_sin = rotary_tables.data() + static_cast<int64_t>(b) * floats;
+  }
+}
+
 void GpuEncoder::Impl::allocate_workspace() {
   const int64_t per_token = workspace_bytes_per_token(model);
   int64_t tokens = options.max_tokens;
@@ -394,14 +461,18 @@ void GpuEncoder::Impl::allocate_workspace() {
 void GpuEncoder::Impl::forward(int64_t tokens, int64_t sequences, int max_seqlen,
                                bool pack_attention) {
   const cudaStream_t s = stream->get();
-  const int hidden = model.spec.hidden;
-  const int inter = model.spec.intermediate;
+  const EncoderSpec& spec = model.spec;
+  const int hidden = spec.hidden;
+  const int inter = spec.intermediate;
   const DeviceDtype dtype = options.dtype;
   const int device = options.device;
   void* x = region<void>(device_layout.hidden_states);
   void* wide = region<void>(device_layout.wide);
   void* context = region<void>(device_layout.context);
   void* sublayer = region<void>(device_layout.sublayer);
+  // Post-norm: x is the stream and each norm's output. Pre-norm: the stream lives in `residual`
+  // and x holds the normalized input of the next sublayer (after the last layer, the final norm).
+  void* residual = spec.pre_norm ? region<void>(device_layout.residual) : x;
   const int64_t e = element_bytes(dtype);
 
   EmbeddingLayerNormParams embed;
@@ -412,11 +483,11 @@ void GpuEncoder::Impl::forward(int64_t tokens, int64_t sequences, int max_seqlen
   embed.token_type_row = token_type_row;
   embed.gamma = embedding_norm_weight;
   embed.beta = embedding_norm_bias;
-  embed.out = x;
+  embed.out = residual;
   embed.tokens = tokens;
   embed.hidden = hidden;
-  embed.vocab = model.spec.vocab;
-  embed.max_positions = model.spec.max_positions;
+  embed.vocab = spec.vocab;
+  embed.max_positions = spec.max_positions;
   embed.eps = model.layer_norm_eps;
   embed.dtype = dtype;
   embed.device = device;
@@ -442,14 +513,33 @@ void GpuEncoder::Impl::forward(int64_t tokens, int64_t sequences, int max_seqlen
   attn.o_row_stride = hidden;
   attn.o_head_stride = attn.head_dim;
 
+  RotaryParams rotary;
+  rotary.qkv = wide;
+  rotary.row_stride = qkv_row;
+  rotary.k_offset = hidden;
+  rotary.positions = region<int32_t>(device_layout.positions);
+  rotary.tokens = tokens;
+  rotary.heads = spec.heads;
+  rotary.head_dim = spec.head_size();
+  rotary.max_positions = spec.max_positions;
+  rotary.dtype = dtype;
+  rotary.device = device;
+
   const GemmType type = gemm_type(dtype);
-  GemmEpilogue ffn_epilogue = GemmEpilogue::kBias;
-  if (model.activation == Activation::kGeluTanh) ffn_epilogue = GemmEpilogue::kBiasGeluTanh;
-  if (model.activation == Activation::kRelu) ffn_epilogue = GemmEpilogue::kBiasRelu;
+  const auto bias_epilogue = [](const void* bias) {
+    return bias != nullptr ? GemmEpilogue::kBias : GemmEpilogue::kNone;
+  };
+  // The plain feed-forward's activation: in the GEMM's epilogue where cuBLASLt has it (with a
+  // bias), else a separate pass (BERT's erf GELU: cuBLASLt's GELU is the tanh approximation).
+  const auto fused_activation = [&](const void* bias) {
+    if (bias == nullptr || spec.gated_ffn) return false;
+    return model.activation == Activation::kGeluTanh || model.activation == Activation::kRelu;
+  };
 
   AddLayerNormParams norm;
-  norm.residual = x;
+  norm.residual = residual;
   norm.out = x;
+  norm.sum_out = spec.pre_norm ? residual : nullptr;
   norm.x = sublayer;
   norm.tokens = tokens;
   norm.hidden = hidden;
@@ -457,37 +547,78 @@ void GpuEncoder::Impl::forward(int64_t tokens, int64_t sequences, int max_seqlen
   norm.dtype = dtype;
   norm.device = device;
 
-  for (const LayerWeights& w : layers) {
-    gemm->run(
-        {x, w.qkv_weight, w.qkv_bias, wide, tokens, qkv_row, hidden, GemmEpilogue::kBias, type}, s);
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const LayerWeights& w = layers[i];
+    // Pre-norm layer 0 has no attention norm: it reads the embeddings' output, the stream.
+    const void* attention_in = spec.pre_norm && i == 0 ? residual : x;
+    gemm->run({attention_in, w.qkv_weight, w.qkv_bias, wide, tokens, qkv_row, hidden,
+               bias_epilogue(w.qkv_bias), type},
+              s);
+    if (w.rotary_cos_sin != nullptr) {
+      rotary.cos_sin = w.rotary_cos_sin;
+      rotary_embedding(rotary, s);
+    }
+    attn.window_left = attn.window_right = w.window;
     flash_attention_forward(attn, s);
     gemm->run(
         {context, w.o_weight, nullptr, sublayer, tokens, hidden, hidden, GemmEpilogue::kNone, type},
         s);
+    // Post-norm: x = attention_norm(x + o). Pre-norm: stream += o; x = ffn_norm(stream).
     norm.bias = w.o_bias;
-    norm.gamma = w.attention_norm_weight;
-    norm.beta = w.attention_norm_bias;
+    norm.gamma = spec.pre_norm ? w.ffn_norm_weight : w.attention_norm_weight;
+    norm.beta = spec.pre_norm ? w.ffn_norm_bias : w.attention_norm_bias;
     add_layernorm(norm, s);
 
-    gemm->run({x, w.ffn_in_weight, w.ffn_in_bias, wide, tokens, inter, hidden, ffn_epilogue, type},
-              s);
-    if (model.activation == Activation::kGelu) {
-      // cuBLASLt's GELU epilogue is the tanh approximation; BERT's "gelu" is the erf form.
-      BiasActivationParams act;
-      act.x = wide;
-      act.rows = tokens;
-      act.cols = inter;
-      act.activation = Activation::kGelu;
-      act.dtype = dtype;
-      act.device = device;
-      bias_activation(act, s);
+    const void* ffn_hidden = wide;  // the feed-forward's activated inner rows
+    if (spec.gated_ffn) {
+      gemm->run({x, w.ffn_in_weight, w.ffn_in_bias, wide, tokens, 2 * int64_t{inter}, hidden,
+                 bias_epilogue(w.ffn_in_bias), type},
+                s);
+      GatedActivationParams gated;
+      gated.x = wide;
+      gated.out = context;
+      gated.rows = tokens;
+      gated.cols = inter;
+      gated.activation = model.activation;
+      gated.dtype = dtype;
+      gated.device = device;
+      gated_activation(gated, s);
+      ffn_hidden = context;
+    } else {
+      GemmEpilogue epilogue = bias_epilogue(w.ffn_in_bias);
+      if (fused_activation(w.ffn_in_bias)) {
+        epilogue = model.activation == Activation::kGeluTanh ? GemmEpilogue::kBiasGeluTanh
+                                                             : GemmEpilogue::kBiasRelu;
+      }
+      gemm->run({x, w.ffn_in_weight, w.ffn_in_bias, wide, tokens, inter, hidden, epilogue, type},
+                s);
+      if (!fused_activation(w.ffn_in_bias) && model.activation != Activation::kIdentity) {
+        BiasActivationParams act;
+        act.x = wide;
+        act.rows = tokens;
+        act.cols = inter;
+        act.activation = model.activation;
+        act.dtype = dtype;
+        act.device = device;
+        bias_activation(act, s);
+      }
     }
-    gemm->run({wide, w.ffn_out_weight, nullptr, sublayer, tokens, hidden, inter,
+    gemm->run({ffn_hidden, w.ffn_out_weight, nullptr, sublayer, tokens, hidden, inter,
                GemmEpilogue::kNone, type},
               s);
+    // Post-norm: x = ffn_norm(x + out). Pre-norm: stream += out; x = the next layer's attention
+    // norm of the stream, or the final norm after the last layer.
     norm.bias = w.ffn_out_bias;
-    norm.gamma = w.ffn_norm_weight;
-    norm.beta = w.ffn_norm_bias;
+    if (!spec.pre_norm) {
+      norm.gamma = w.ffn_norm_weight;
+      norm.beta = w.ffn_norm_bias;
+    } else if (i + 1 < layers.size()) {
+      norm.gamma = layers[i + 1].attention_norm_weight;
+      norm.beta = layers[i + 1].attention_norm_bias;
+    } else {
+      norm.gamma = final_norm_weight;
+      norm.beta = final_norm_bias;
+    }
     add_layernorm(norm, s);
   }
 }
@@ -731,7 +862,7 @@ void GpuEncoder::encode(const int32_t* ids, const int32_t* cu_seqlens, int64_t b
         const int64_t offset = pass.cu_seqlens[static_cast<size_t>(j)];
         std::memcpy(staged_ids + offset, source, sizeof(int32_t) * static_cast<size_t>(length));
         int32_t* positions = staged_positions + offset;
-        if (m.model.positions == PositionKind::kAbsolute) {
+        if (m.model.positions != PositionKind::kPaddingOffset) {
           for (int64_t t = 0; t < length; ++t) positions[t] = static_cast<int32_t>(t);
         } else {
           // create_position_ids_from_input_ids: pad tokens sit at padding_idx, the others count

@@ -97,11 +97,20 @@ WeightLayout plan_weight_layout(const EncoderSpec& spec, int64_t element_bytes) 
   const int64_t hidden = spec.hidden;
   const int64_t inter = spec.intermediate;
   LayoutBuilder arena(element_bytes);
+  // A LayerNorm or Linear slot pair; the bias only where the spec has it.
+  auto add_affine = [&](const std::string& name, std::vector<int64_t> weight_shape, bool bias,
+                        std::vector<std::string> weight_sources = {},
+                        std::vector<std::string> bias_sources = {}) {
+    const int64_t rows = weight_shape[0];
+    if (weight_sources.empty()) weight_sources = {name + ".weight"};
+    if (bias_sources.empty()) bias_sources = {name + ".bias"};
+    arena.add(name + ".weight", std::move(weight_shape), std::move(weight_sources));
+    if (bias) arena.add(name + ".bias", {rows}, std::move(bias_sources));
+  };
   arena.add("embeddings.word", {spec.vocab, hidden});
-  arena.add("embeddings.position", {spec.max_positions, hidden});
+  if (spec.position_table) arena.add("embeddings.position", {spec.max_positions, hidden});
   if (spec.token_types > 0) arena.add("embeddings.token_type", {spec.token_types, hidden});
-  arena.add("embeddings.norm.weight", {hidden});
-  arena.add("embeddings.norm.bias", {hidden});
+  add_affine("embeddings.norm", {hidden}, spec.norm_bias);
   if (spec.relative_buckets > 0) {
     arena.add("relative_attention_bias", {spec.heads, spec.relative_buckets},
               {"relative_attention_bias"}, /*float32=*/true, /*transposed=*/true);
@@ -109,23 +118,16 @@ WeightLayout plan_weight_layout(const EncoderSpec& spec, int64_t element_bytes) 
   for (int i = 0; i < spec.layers; ++i) {
     const std::string layer = "layers." + std::to_string(i) + ".";
     const std::string attn = layer + "attention.";
-    for (const char* part : {"weight", "bias"}) {
-      std::vector<int64_t> shape = {3 * hidden};
-      if (std::strcmp(part, "weight") == 0) shape.push_back(hidden);
-      arena.add(attn + "qkv." + part, std::move(shape),
-                {attn + "q." + part, attn + "k." + part, attn + "v." + part});
-    }
-    arena.add(attn + "o.weight", {hidden, hidden});
-    arena.add(attn + "o.bias", {hidden});
-    arena.add(layer + "attention_norm.weight", {hidden});
-    arena.add(layer + "attention_norm.bias", {hidden});
-    arena.add(layer + "ffn.in.weight", {inter, hidden});
-    arena.add(layer + "ffn.in.bias", {inter});
-    arena.add(layer + "ffn.out.weight", {hidden, inter});
-    arena.add(layer + "ffn.out.bias", {hidden});
-    arena.add(layer + "ffn_norm.weight", {hidden});
-    arena.add(layer + "ffn_norm.bias", {hidden});
+    add_affine(attn + "qkv", {3 * hidden, hidden}, spec.attention_bias,
+               {attn + "q.weight", attn + "k.weight", attn + "v.weight"},
+               {attn + "q.bias", attn + "k.bias", attn + "v.bias"});
+    add_affine(attn + "o", {hidden, hidden}, spec.attention_bias);
+    if (!spec.pre_norm || i > 0) add_affine(layer + "attention_norm", {hidden}, spec.norm_bias);
+    add_affine(layer + "ffn.in", {(spec.gated_ffn ? 2 : 1) * inter, hidden}, spec.ffn_bias);
+    add_affine(layer + "ffn.out", {hidden, inter}, spec.ffn_bias);
+    add_affine(layer + "ffn_norm", {hidden}, spec.norm_bias);
   }
+  if (spec.pre_norm) add_affine("final_norm", {hidden}, spec.norm_bias);
   return arena.finish();
 }
 

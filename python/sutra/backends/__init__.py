@@ -13,7 +13,6 @@ from .base import Backend, EncodedRows, PassLimits, TokenBatch
 from .cuda import engine_lacks
 from .onnxruntime import OnnxRuntimeBackend
 
-ENGINE_HEAD_SIZES = (32, 64, 128)
 CUBLASLT_SONAME = "libcublasLt.so.13"
 
 
@@ -56,13 +55,7 @@ def engine_refuses(model: ModelFolder) -> str | None:
     arch = model.pipeline.transformer.architecture
     if model.student is not None or arch is None:
         return f"{model.path} is an ONNX graph only (no safetensors encoder for the engine)"
-    lacking = engine_lacks(arch)
-    if lacking is not None:
-        return lacking
-    if arch.head_size not in ENGINE_HEAD_SIZES:
-        return (f"its head size is {arch.head_size}; the engine's attention runs head sizes "
-                f"{', '.join(map(str, ENGINE_HEAD_SIZES))}")
-    return None
+    return engine_lacks(arch)
 
 
 def create_backend(model: ModelFolder, backend: str, *, use_fp16: bool = False,

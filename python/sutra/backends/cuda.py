@@ -22,32 +22,33 @@ from ..models.spec import ModelFolder
 from .base import Backend, EncodedRows, PassCallback, PassLimits, TokenBatch
 
 DTYPES = ("float16", "bfloat16")
+ENGINE_HEAD_SIZES = (32, 64, 128)  # the attention kernels' head dims
 
 
 def engine_lacks(arch: EncoderArchitecture) -> str | None:
-    """What of ``arch`` the engine does not implement yet (one sentence), or ``None``. The
-    engine runs post-norm encoders with learned (or MPNet relative) positions, a plain
-    feed-forward and global attention; ModernBERT needs the rest."""
-    lacking = [what for what, needed in (
-        ("pre-norm layers", arch.norm_position != "post"),
-        ("rotary positions", arch.position_kind == "rotary"),
-        ("a gated (GeGLU) feed-forward", arch.gated_ffn),
-        ("sliding-window layers", any(w is not None for w in arch.attention_windows)),
-    ) if needed]
-    if not lacking:
-        return None
-    return (f"{arch.model_type} needs {', '.join(lacking)}, which the GPU engine does not run "
-            "yet; the cpu backend runs it")
+    """What of ``arch`` the engine does not implement (one sentence), or ``None``. The engine
+    runs the BERT family, MPNet and ModernBERT; its attention kernels take head sizes of 32, 64
+    and 128."""
+    if arch.head_size not in ENGINE_HEAD_SIZES:
+        return (f"{arch.model_type} has a head size of {arch.head_size}; the GPU engine's "
+                f"attention kernels take {', '.join(map(str, ENGINE_HEAD_SIZES))} (the cpu "
+                "backend runs any)")
+    return None
 
 
 def encoder_spec(arch: EncoderArchitecture) -> _core.EncoderSpec:
-    """The engine's sizes of an encoder."""
+    """The engine's sizes of an encoder, and the parts its checkpoint has (a bias is there when
+    the architecture names it: ModernBERT's config can turn each kind off)."""
     token_types = arch.shapes.get("embeddings.token_type", (0,))[0]
+    names = arch.weight_names
     return _core.EncoderSpec(
         vocab=arch.vocab_size, max_positions=arch.max_positions, token_types=token_types,
         hidden=arch.hidden_size, heads=arch.num_heads, layers=arch.num_layers,
         intermediate=arch.intermediate_size,
-        relative_buckets=arch.relative_attention_num_buckets)
+        relative_buckets=arch.relative_attention_num_buckets,
+        position_table=arch.position_kind != "rotary", pre_norm=arch.norm_position == "pre",
+        gated_ffn=arch.gated_ffn, attention_bias="layers.0.attention.o.bias" in names,
+        ffn_bias="layers.0.ffn.in.bias" in names, norm_bias="embeddings.norm.bias" in names)
 
 
 def read_tensors(path: Path, names: list[str]) -> dict[str, tuple[np.ndarray, bool]]:
@@ -100,8 +101,8 @@ class CudaBackend(Backend):
     """Runs a model's pipeline on one NVIDIA GPU with sutra's engine.
 
     Args:
-        model: the model folder (an encoder sutra's engine supports: BERT family, MPNet; not
-            ModernBERT yet, see :func:`engine_lacks`).
+        model: the model folder (an encoder sutra's engine supports: BERT family, MPNet,
+            ModernBERT; see :func:`engine_lacks`).
         dtype: ``"float16"`` or ``"bfloat16"`` (weights and activations; fp32 accumulation,
             statistics and pooling).
         device: the CUDA device index.
@@ -145,6 +146,8 @@ class CudaBackend(Backend):
                 spec, arena, activation=arch.activation, positions=arch.position_kind,
                 padding_idx=arch.padding_idx, layer_norm_eps=arch.layer_norm_eps,
                 pooling=pipeline.pooling.mode, dense=dense, normalize=pipeline.normalize,
+                rotary_thetas=list(arch.rotary_thetas),
+                attention_windows=[-1 if w is None else w for w in arch.attention_windows],
                 device=device, dtype=dtype, max_tokens=max_tokens or 0, profile=profile,
                 **({} if graph_max_tokens is None else {"graph_max_tokens": graph_max_tokens}))
         except (_core.SutraError, ValueError) as exc:
@@ -161,6 +164,12 @@ class CudaBackend(Backend):
             array, bf16 = raw[name]
             if canonical == "relative_attention_bias":  # read by the kernel as float32
                 tensors[canonical] = to_float32(array, bf16)
+            elif canonical.endswith(("attention.qkv.weight", "attention.qkv.bias")):
+                # A fused checkpoint tensor (ModernBERT's Wqkv, rows q | k | v): the arena's
+                # QKV slot is made of the three parts.
+                prefix, part = canonical.rsplit(".qkv.", 1)
+                for piece, rows in zip("qkv", np.split(array, 3, axis=0), strict=True):
+                    tensors[f"{prefix}.{piece}.{part}"] = convert(rows, bf16, dtype)
             else:
                 tensors[canonical] = convert(array, bf16, dtype)
         return tensors

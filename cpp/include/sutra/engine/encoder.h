@@ -5,7 +5,10 @@
 // pinned staging → H2D → embeddings + LayerNorm → per layer fused QKV GEMM (bias epilogue) →
 // varlen flash attention (MPNet's relative bias where the model has one) → output GEMM → bias +
 // residual + LayerNorm → FFN GEMM + activation → GEMM → bias + residual + LayerNorm → pooling →
-// Dense → normalize → D2H. The host prepares pass i + 1 while the GPU runs pass i.
+// Dense → normalize → D2H. Pre-LayerNorm encoders (ModernBERT) run the same steps with the norm
+// moved before each sublayer, rotary positions on q and k after the QKV GEMM, a sliding window
+// on the layers that have one and a gated feed-forward. The host prepares pass i + 1 while the
+// GPU runs pass i.
 //
 // Plain C++ (pimpl): implemented in cpp/src/engine/encoder.cc by a CUDA build and by
 // cpp/src/cuda_stub.cc (which raises) in a CPU-only one.
@@ -27,6 +30,7 @@ namespace sutra::engine {
 enum class PositionKind : int {
   kAbsolute = 0,       // token i has position i (BERT, DistilBERT)
   kPaddingOffset = 1,  // Hugging Face's create_position_ids_from_input_ids (RoBERTa, MPNet)
+  kRotary = 2,         // token i has position i, rotating q and k (no position table)
 };
 
 /// One sentence-transformers Dense module: activation(x · weightᵀ + bias), run in float32.
@@ -44,6 +48,11 @@ struct EncoderModel {
   Activation activation = Activation::kGelu;  // of the feed-forward
   PositionKind positions = PositionKind::kAbsolute;
   int padding_idx = 0;  // kPaddingOffset: the pad id positions count from
+  // kRotary: the rotary base of each layer (ModernBERT: one for global layers, one for local).
+  std::vector<double> rotary_thetas;
+  // Per layer, or empty for all global: -1 for global attention, w >= 0 for a sliding window
+  // (query i sees key j iff |i - j| <= w).
+  std::vector<int> attention_windows;
   float layer_norm_eps = 1e-12f;
   PoolingMode pooling = PoolingMode::kMean;
   std::vector<DenseLayer> dense;

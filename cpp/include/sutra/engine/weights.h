@@ -12,16 +12,27 @@
 
 namespace sutra::engine {
 
-/// The sizes of a post-LayerNorm transformer encoder (the BERT family and MPNet).
+/// The sizes of a transformer encoder and the parts its checkpoint has: post-LayerNorm with
+/// learned positions and biases everywhere (the BERT family, MPNet) by default; pre-LayerNorm,
+/// rotary, gated and without biases for ModernBERT.
 struct EncoderSpec {
-  int64_t vocab = 0;          // rows of the word table, >= 1
-  int64_t max_positions = 0;  // rows of the position table, >= 1
+  int64_t vocab = 0;  // rows of the word table, >= 1
+  // Rows of the position table, >= 1; without a table (rotary positions), the longest sequence.
+  int64_t max_positions = 0;
   int64_t token_types = 0;    // rows of the token-type table; 0: the model has none (MPNet)
   int hidden = 0;             // >= 1, a multiple of heads
   int heads = 0;              // >= 1
   int layers = 0;             // >= 1
   int intermediate = 0;       // the feed-forward width, >= 1
   int relative_buckets = 0;   // columns of MPNet's relative bias table; 0: no relative bias
+  bool position_table = true;  // false: no embeddings.position (rotary positions)
+  // x = x + sublayer(LayerNorm(x)): layer 0 has no attention_norm, and final_norm follows the
+  // last layer. false: x = LayerNorm(x + sublayer(x)).
+  bool pre_norm = false;
+  bool gated_ffn = false;       // ffn.in is [2I, H]: act(first I rows) * (second I rows)
+  bool attention_bias = true;   // qkv and o have biases
+  bool ffn_bias = true;         // ffn.in and ffn.out have biases
+  bool norm_bias = true;        // every LayerNorm has a bias
   int head_size() const { return heads > 0 ? hidden / heads : 0; }
 };
 
@@ -53,9 +64,11 @@ struct WeightLayout {
 };
 
 /// The arena of this encoder. Per layer: attention.qkv.weight [3H, H] (q, k, v) / .bias [3H],
-/// attention.o.weight [H, H] / .bias, attention_norm.weight / .bias [H], ffn.in.weight [I, H] /
-/// .bias [I], ffn.out.weight [H, I] / .bias [H], ffn_norm.weight / .bias; before the layers the
-/// embedding tables and their norm, and relative_attention_bias [heads, buckets] (fp32). Linear
+/// attention.o.weight [H, H] / .bias, attention_norm.weight / .bias [H], ffn.in.weight [I, H]
+/// ([2I, H] gated) / .bias, ffn.out.weight [H, I] / .bias [H], ffn_norm.weight / .bias; before
+/// the layers the embedding tables and their norm, and relative_attention_bias [heads, buckets]
+/// (fp32); after them final_norm.weight / .bias (pre-norm). The slots the spec rules out are
+/// absent: biases it turns off, the position table, layer 0's attention_norm (pre-norm). Linear
 /// weights keep torch's [out, in] layout. Throws std::invalid_argument for a bad spec.
 WeightLayout plan_weight_layout(const EncoderSpec& spec, int64_t element_bytes = 2);
 

@@ -1,6 +1,6 @@
 // Bias + activation in place, the elementwise step after a GEMM whose epilogue cuBLASLt cannot
 // fuse: the exact (erf) GELU of BERT's feed-forward, and the Dense modules' activations on the
-// pooled float32 rows. Plain C++: implemented in cuda/activation/ by a CUDA build and by
+// pooled float32 rows; and the gated form of ModernBERT's GeGLU feed-forward. Plain C++: implemented in cuda/activation/ by a CUDA build and by
 // cpp/src/cuda_stub.cc (which raises) in a CPU-only one.
 #pragma once
 
@@ -34,5 +34,20 @@ struct BiasActivationParams {
 /// x = activation(x + bias), computed in fp32. Throws std::invalid_argument for bad sizes,
 /// sutra::Error for CUDA failures.
 void bias_activation(const BiasActivationParams& p, cudaStream_t stream);
+
+struct GatedActivationParams {
+  const void* x = nullptr;  // [rows, 2 * cols]: the halves a | b of each row
+  void* out = nullptr;      // [rows, cols]; must not overlap x
+  int64_t rows = 0;
+  int64_t cols = 0;
+  Activation activation = Activation::kGelu;
+  DeviceDtype dtype = DeviceDtype::kFloat16;
+  int device = 0;
+};
+
+/// out = activation(a) * b per row (GeGLU with kGelu: transformers' ModernBertMLP, whose Wi
+/// output is chunked into input | gate), computed in fp32 and rounded once. Throws
+/// std::invalid_argument for bad sizes, sutra::Error for CUDA failures.
+void gated_activation(const GatedActivationParams& p, cudaStream_t stream);
 
 }  // namespace sutra
