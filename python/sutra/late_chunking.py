@@ -106,8 +106,10 @@ def macro_windows(count: int, capacity: int, macro_overlap: int) -> list[tuple[i
 
 def encode_chunks(embedder: Embedder, document: str, *, chunk_tokens: int | None = None,
                   overlap: int = 0, spans: Sequence[tuple[int, int]] | None = None,
-                  macro_overlap: int | None = None) -> list[Chunk]:
-    """See :meth:`sutra.Embedder.encode_chunks`."""
+                  macro_overlap: int | None = None,
+                  max_seq_length: int | None = None) -> list[Chunk]:
+    """See :meth:`sutra.Embedder.encode_chunks` (which checks ``max_seq_length``)."""
+    max_length = embedder.max_seq_length if max_seq_length is None else max_seq_length
     if not isinstance(document, str):
         raise TypeError(f"document must be a str, got {type(document).__name__}")
     if (chunk_tokens is None) == (spans is None):
@@ -127,7 +129,7 @@ def encode_chunks(embedder: Embedder, document: str, *, chunk_tokens: int | None
     ranges = (token_ranges(len(ids), chunk_tokens, overlap) if spans is None
               else span_ranges(offsets, spans, len(document)))
 
-    states = _document_token_states(embedder, ids, macro_overlap)
+    states = _document_token_states(embedder, ids, macro_overlap, max_length)
     lengths = np.array([end - first for first, end in ranges], dtype=np.int32)
     cu = np.zeros(len(ranges) + 1, dtype=np.int32)
     np.cumsum(lengths, out=cu[1:])
@@ -142,21 +144,22 @@ def encode_chunks(embedder: Embedder, document: str, *, chunk_tokens: int | None
             for i, (first, end) in enumerate(ranges)]
 
 
-def _document_token_states(embedder: Embedder, ids: list[int],
-                           macro_overlap: int | None) -> np.ndarray:
+def _document_token_states(embedder: Embedder, ids: list[int], macro_overlap: int | None,
+                           max_length: int) -> np.ndarray:
     """float32 ``[len(ids), H]``: the last hidden state of every token of the document, from one
-    pass when it fits the model, else from overlapping macro windows in one backend call."""
+    pass when it fits in ``max_length`` tokens, else from overlapping macro windows of that
+    length in one backend call."""
     tokenizer = embedder.tokenizer
     specials = tokenizer.encode([""])[0]
     prefix = specials[:tokenizer.num_prefix_special]
     suffix = specials[tokenizer.num_prefix_special:]
-    capacity = embedder.max_seq_length - len(specials)
+    capacity = max_length - len(specials)
     if macro_overlap is None:
         macro_overlap = capacity // 4
     windows = macro_windows(len(ids), capacity, macro_overlap)
     sequences = [prefix + ids[first:end] + suffix for first, end, _ in windows]
     window_states = embedder._embed(TokenBatch.from_sequences(sequences), None, True, "float32",
-                                    False)
+                                    False, max_length=max_length)
     parts = [states[len(prefix) + keep - first:len(prefix) + end - first]
              for states, (first, end, keep) in zip(window_states, windows)]
     return np.concatenate(parts)
