@@ -881,20 +881,25 @@ def _verdict(ok: bool | None) -> str:
     return "" if ok is None else ("yes" if ok else "**no**")
 
 
+def machine_lines(info: dict[str, Any]) -> list[str]:
+    """The report's bullets for :func:`machine_info` (GPU, CPU, versions, tree and date)."""
+    return [
+        f"- GPU: {info.get('gpu', 'none')}; nvidia-smi: {info.get('nvidia_smi', 'not available')}",
+        (f"- CPU: {info.get('cpu')}, {info['cpu_count']} cores; Python {info['python']}; "
+         f"{info['platform']}"),
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+        + f"; torch CUDA {info.get('torch_cuda')}",
+        f"- sutra tree: {info.get('git', 'unknown')}; date {info['date']}",
+    ]
+
+
 def report(args, info: dict[str, Any], results: dict[str, Any], device: str) -> str:
     lines = [f"# GPU end to end: sutra ({args.backend}) vs sentence-transformers vs Hugging Face",
              ""]
     if args.backend != "cuda" or device != "cuda":
         lines += [(f"**Smoke run** (sutra backend {args.backend}, torch on {device}, "
                   f"quick={args.quick}): the figures below say nothing about the GPU."), ""]
-    gpu = info.get("gpu", "none")
-    lines += [
-        f"- GPU: {gpu}; nvidia-smi: {info.get('nvidia_smi', 'not available')}",
-        (f"- CPU: {info.get('cpu')}, {info['cpu_count']} cores; Python {info['python']}; "
-        f"{info['platform']}"),
-        "- versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
-        + f"; torch CUDA {info.get('torch_cuda')}",
-        f"- sutra tree: {info.get('git', 'unknown')}; date {info['date']}",
+    lines += machine_lines(info) + [
         f"- model: `{args.model}`; corpus: `{args.corpus}`",
         f"- command: `{info['command']}`",
         (f"- timing: time.perf_counter around each call (torch.cuda.synchronize before and after "

@@ -1,5 +1,6 @@
-"""A small grid of engine runs for compute-sanitizer: random-weight BERT (head size 64) and MPNet
-(relative bias), fp16 and bf16, lengths around the attention tiles' edges, passes capped at 512
+"""A small grid of engine runs for compute-sanitizer: random-weight BERT (head size 64), MPNet
+(relative bias) and ModernBERT (pre-norm, rotary, GeGLU, a global and two sliding-window layers
+of +-64), fp16 and bf16, lengths around the attention tiles' edges, passes capped at 512
 tokens so that several passes (and both staging slots) run, token states copied back too; then
 80 sentence-like sequences of 1 to 12 tokens, whose passes run the packed attention row tiles,
 twice (the second call replays the CUDA graphs the first captured).
@@ -9,11 +10,23 @@ twice (the second call replays the CUDA graphs the first captured).
 
 MODEL_FOLDER: all-MiniLM-L6-v2 (its tokenizer files are copied into the random models' folders).
 """
-import json, os, shutil, sys, tempfile
+import json
+import os
+import shutil
+import sys
+import tempfile
+
 import numpy as np
-import torch
 import sutra
-from transformers import BertConfig, BertModel, MPNetConfig, MPNetModel
+import torch
+from transformers import (
+    BertConfig,
+    BertModel,
+    ModernBertConfig,
+    ModernBertModel,
+    MPNetConfig,
+    MPNetModel,
+)
 
 M = sys.argv[1] if len(sys.argv) > 1 else "carry/minilm-fp16"
 rng = np.random.default_rng(0)
@@ -33,7 +46,10 @@ def folder(model, hidden):
     return tmp
 torch.manual_seed(0)
 cases = [(BertModel(BertConfig(vocab_size=30522, hidden_size=128, num_attention_heads=2, num_hidden_layers=2, intermediate_size=256)), 128),
-         (MPNetModel(MPNetConfig(vocab_size=30522, hidden_size=128, num_attention_heads=2, num_hidden_layers=2, intermediate_size=256)), 128)]
+         (MPNetModel(MPNetConfig(vocab_size=30522, hidden_size=128, num_attention_heads=2, num_hidden_layers=2, intermediate_size=256)), 128),
+         (ModernBertModel(ModernBertConfig(vocab_size=30522, hidden_size=128, num_attention_heads=2, num_hidden_layers=3, intermediate_size=192,
+                                           local_attention=128, global_attn_every_n_layers=3, max_position_embeddings=512,
+                                           pad_token_id=0, cls_token_id=101, sep_token_id=102, bos_token_id=101, eos_token_id=102)), 128)]
 lengths = [1, 2, 7, 63, 65, 129, 300]
 seqs = [[101] + list(rng.integers(1000, 30000, L - 2)) + [102] if L >= 2 else [101] for L in lengths]
 for model, hidden in cases:

@@ -1,4 +1,5 @@
-"""Random-weight encoder folders and their transformers reference, for tests/test_gpu_engine.py.
+"""Random-weight encoder folders and their transformers reference, for tests/test_gpu_engine.py,
+tests/test_gpu_modernbert.py and bench/gpu_modernbert.py.
 
 Each model is a ``transformers`` model built from its config with a fixed seed, its weights then
 redrawn far from Hugging Face's init (std 0.02, LayerNorm at 1 and 0, zero biases), so that a
@@ -15,9 +16,16 @@ folder is what sentence-transformers saves: ``config.json`` and ``model.safetens
 ``modules.json``, ``sentence_bert_config.json``, ``1_Pooling/config.json``, and the tokenizer
 files of all-MiniLM-L6-v2 (WordPiece, 30522 ids, [CLS] 101, [SEP] 102, [PAD] 0).
 
+ModernBERT (:data:`MODERNBERT_CASES`) takes the same redraw (it has no biases, and its
+LayerNorms none either) and the WordPiece tokenizer of tests/fixtures/modernbert/ (800 ids,
+[PAD] 0, [CLS] 2, [SEP] 3; the model's own table keeps ModernBERT's 50368 rows, which
+:func:`random_sequences` reaches), with ``max_seq_length`` 8192.
+
 The reference is the same ``transformers`` model in float32 on the CPU, fed the ids the
 tokenizer gives, with sentence-transformers' pooling done here from ``last_hidden_state`` and the
-attention mask. Needs torch and transformers (imported inside the functions).
+attention mask (:func:`reference_embeddings`); or one sequence per call without padding on any
+device, keeping every token's state (:func:`reference_states`). Needs torch and transformers
+(imported inside the functions).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+FIXTURES = Path(__file__).parent / "fixtures"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "vocab.txt")
 VOCAB_SIZE = 30522  # all-MiniLM-L6-v2's WordPiece vocabulary
@@ -53,6 +62,7 @@ class EncoderCase:
         pooling: ``"mean"`` or ``"cls"`` (sentence-transformers' ``pooling_mode``).
         seed: torch seed of the build and the redraw.
         gpu_only: too large for the CPU backend in a quick test (BERT-base).
+        max_seq_length: ``sentence_bert_config.json``'s.
     """
 
     name: str
@@ -61,6 +71,7 @@ class EncoderCase:
     pooling: str = "mean"
     seed: int = 0
     gpu_only: bool = False
+    max_seq_length: int = MAX_SEQ_LENGTH
 
     @property
     def pad_token_id(self) -> int:
@@ -116,6 +127,34 @@ CASES = {
 }
 
 
+# ModernBERT-base's shapes (ModernBertConfig's defaults, spelled out): 22 layers of which every
+# third from layer 0 is global and the others see +-64 tokens (local_attention 128), hidden 768,
+# 12 heads of 64, GeGLU with 1152, 8192 positions. The special ids are the fixture tokenizer's.
+MODERNBERT_TOKENIZER = FIXTURES / "modernbert"
+MODERNBERT_VOCAB = 50368
+MODERNBERT_CLS_ID, MODERNBERT_SEP_ID = 2, 3
+MODERNBERT_FIRST_WORD_ID = 5  # below: [PAD], [UNK], [CLS], [SEP], [MASK]
+MODERNBERT_MAX_LENGTH = 8192
+_MODERNBERT_IDS = {"vocab_size": MODERNBERT_VOCAB, "pad_token_id": 0,
+                   "cls_token_id": MODERNBERT_CLS_ID, "sep_token_id": MODERNBERT_SEP_ID,
+                   "bos_token_id": MODERNBERT_CLS_ID, "eos_token_id": MODERNBERT_SEP_ID,
+                   "max_position_embeddings": MODERNBERT_MAX_LENGTH, "local_attention": 128,
+                   "global_attn_every_n_layers": 3}
+MODERNBERT_CASES = {
+    case.name: case for case in (
+        EncoderCase("modernbert-base", "modernbert", {
+            **_MODERNBERT_IDS, "hidden_size": 768, "num_attention_heads": 12,
+            "num_hidden_layers": 22, "intermediate_size": 1152}, "mean", 21, gpu_only=True,
+            max_seq_length=MODERNBERT_MAX_LENGTH),
+        # Quick cases and the cpu backend: layers 0 and 3 global, 1 and 2 local.
+        EncoderCase("modernbert-small", "modernbert", {
+            **_MODERNBERT_IDS, "hidden_size": 256, "num_attention_heads": 4,
+            "num_hidden_layers": 4, "intermediate_size": 384}, "mean", 22,
+            max_seq_length=MODERNBERT_MAX_LENGTH),
+    )
+}
+
+
 def _config_and_model_classes(model_type: str):
     import transformers
 
@@ -125,24 +164,30 @@ def _config_and_model_classes(model_type: str):
         "xlm-roberta": (transformers.XLMRobertaConfig, transformers.XLMRobertaModel),
         "distilbert": (transformers.DistilBertConfig, transformers.DistilBertModel),
         "mpnet": (transformers.MPNetConfig, transformers.MPNetModel),
+        "modernbert": (transformers.ModernBertConfig, transformers.ModernBertModel),
     }[model_type]
 
 
-def build_model(case: EncoderCase):
-    """The random ``transformers`` model of ``case`` (float32, eval mode, eager attention)."""
+def build_model(case: EncoderCase, attn_implementation: str = "eager", device: str = "cpu"):
+    """The random ``transformers`` model of ``case`` (float32, eval mode) on ``device``.
+
+    ``attn_implementation``: ``"eager"`` is the plain softmax(QK^T / sqrt(d) + mask) V;
+    ``"sdpa"`` the same in float32 without the L x L buffer (ModernBERT at 8192 tokens). The
+    weights are drawn on the CPU whatever the device (the same model everywhere); building on
+    the GPU only makes transformers' own initialization fast (ModernBERT-base's takes 25 s on
+    two CPU cores)."""
     import torch
 
     config_class, model_class = _config_and_model_classes(case.model_type)
-    activation = ({} if case.model_type == "distilbert" or "hidden_act" in case.config
-                  else {"hidden_act": "gelu"})
-    config = config_class(vocab_size=VOCAB_SIZE, **activation, **case.config)
+    bert_like = case.model_type not in ("distilbert", "modernbert")
+    activation = {"hidden_act": "gelu"} if bert_like and "hidden_act" not in case.config else {}
+    config = config_class(**{"vocab_size": VOCAB_SIZE, **activation, **case.config})
     torch.manual_seed(case.seed)
-    with warnings.catch_warnings():  # third-party deprecation notes are not under test here
-        warnings.simplefilter("ignore")
-        kwargs = {} if case.model_type == "distilbert" else {"add_pooling_layer": False}
-        # eager: the plain softmax(QK^T / sqrt(d) + mask) V, in float32
+    with warnings.catch_warnings(), torch.device(device):
+        warnings.simplefilter("ignore")  # third-party deprecation notes are not under test here
+        kwargs = {"add_pooling_layer": False} if bert_like else {}
         model = model_class(config, **kwargs).eval()
-        model.set_attn_implementation("eager")
+        model.set_attn_implementation(attn_implementation)
     generator = torch.Generator().manual_seed(case.seed)
 
     def normal(tensor, std: float, mean: float = 0.0):
@@ -153,7 +198,8 @@ def build_model(case: EncoderCase):
         for module in model.modules():
             if isinstance(module, torch.nn.LayerNorm):
                 normal(module.weight, NORM_STD, 1.0)
-                normal(module.bias, BIAS_STD)
+                if module.bias is not None:  # ModernBERT's have none
+                    normal(module.bias, BIAS_STD)
             elif isinstance(module, torch.nn.Linear):
                 normal(module.weight, 1.0 / math.sqrt(module.in_features))
                 if module.bias is not None:
@@ -185,7 +231,7 @@ def write_folder(case: EncoderCase, model, folder: Path, tokenizer_folder: Path)
          "type": "sentence_transformers.models.Pooling"},
     ])
     _write_json(folder / "sentence_bert_config.json",
-                {"max_seq_length": MAX_SEQ_LENGTH, "do_lower_case": False})
+                {"max_seq_length": case.max_seq_length, "do_lower_case": False})
     (folder / "1_Pooling").mkdir(exist_ok=True)
     _write_json(folder / "1_Pooling" / "config.json",
                 {"embedding_dimension": case.hidden_size, "pooling_mode": case.pooling,
@@ -235,6 +281,67 @@ def reference_embeddings(model, case: EncoderCase, sequences: list[list[int]],
                 pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
             out[chunk] = pooled.double().numpy()
     return out
+
+
+def reference_states(model, sequences, device: str = "cpu") -> list[np.ndarray]:
+    """``last_hidden_state`` of each id sequence: float64 ``[len, hidden]``, one sequence per
+    call (no padding, no attention mask: nothing for a model's mask handling to get wrong) on
+    ``device``, in the model's dtype. float32 matmuls stay float32 there (no TF32)."""
+    import torch
+
+    out = []
+    allow_tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # third-party notes are not under test here
+            for sequence in sequences:
+                ids = torch.as_tensor(np.asarray(sequence, dtype=np.int64)[None], device=device)
+                states = model(input_ids=ids).last_hidden_state[0]
+                out.append(states.double().cpu().numpy())
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    return out
+
+
+def pool(states: np.ndarray, mode: str) -> np.ndarray:
+    """One sequence's pooled vector, as sentence-transformers pools: ``"mean"`` or ``"cls"``."""
+    return states[0] if mode == "cls" else states.mean(0)
+
+
+def random_sequences(lengths, seed: int, cls_id: int = MODERNBERT_CLS_ID,
+                     sep_id: int = MODERNBERT_SEP_ID, first_id: int = MODERNBERT_FIRST_WORD_ID,
+                     vocab: int = MODERNBERT_VOCAB) -> list[list[int]]:
+    """One id sequence per length: ``[CLS]`` alone for 1, else ``[CLS]``, ids drawn from
+    ``[first_id, vocab)``, ``[SEP]`` (ModernBERT's ids by default)."""
+    rng = np.random.default_rng(seed)
+    return [[cls_id] if n == 1 else
+            [cls_id, *rng.integers(first_id, vocab, n - 2).tolist(), sep_id] for n in lengths]
+
+
+def corpus_texts(tokenizer_json: Path, token_counts, seed: int) -> list[str]:
+    """One text per count: consecutive lines of tests/fixtures/wordnet_sample.txt (joined with
+    ". ", from a random line on, around again when needed) cut after the token that makes
+    ``count`` tokens with the special tokens (re-tokenized, a cut word may come out a token
+    more or less); a count of 2 or less is the empty text."""
+    from tokenizers import Tokenizer
+
+    lines = [line for line in (FIXTURES / "wordnet_sample.txt").read_text(
+        encoding="utf-8").splitlines() if line.strip()]
+    tokenizer = Tokenizer.from_file(str(tokenizer_json))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    rng = np.random.default_rng(seed)
+    texts = []
+    for count in token_counts:
+        start = int(rng.integers(len(lines)))
+        rotated = lines[start:] + lines[:start]
+        text = ". ".join(rotated)
+        while len(tokenizer.encode(text).ids) < count:
+            text += ". " + text
+        offsets = tokenizer.encode(text).offsets  # [CLS] first: content token k is at k + 1
+        texts.append(text[:offsets[count - 2][1]] if count > 2 else "")
+    return texts
 
 
 # Texts outside ASCII and the edges of tokenization (all-MiniLM-L6-v2's tokenizer lower-cases,

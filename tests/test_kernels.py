@@ -7,6 +7,7 @@ once per dtype (as for the attention kernels). The argument checks run without a
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -179,13 +180,17 @@ def test_device_pooling_is_the_core_pooling(dtype, mode, hidden):
     tokens = torch.randn(sum(lengths), hidden, device="cuda").to(getattr(torch, dtype))
     host = np.ascontiguousarray(tokens.float().cpu().numpy())
     cu_host = cu.cpu().numpy()
-    for prompt_lengths in (None, torch.tensor(prompts, dtype=torch.int32, device="cuda")):
+    # With scratch, this batch of 6 is split over token ranges (the few-long-documents path).
+    scratch = torch.full((_core.pool_scratch_floats(hidden),), float("nan"), device="cuda")
+    for prompt_lengths, split in itertools.product(
+            (None, torch.tensor(prompts, dtype=torch.int32, device="cuda")), (None, scratch)):
         expected = _core.pool_tokens(host, cu_host, mode, None if prompt_lengths is None
                                      else prompt_lengths.cpu().numpy())
         for normalize in (False, True):
             out = torch.full((len(lengths), hidden), float("nan"), device="cuda")
             _core.pool_tokens_device(tokens, cu, out, mode=mode, prompt_lengths=prompt_lengths,
-                                     normalize=normalize, stream=_stream(), stream_is_producers=True)
+                                     normalize=normalize, scratch=split, stream=_stream(),
+                                     stream_is_producers=True)
             torch.cuda.synchronize()
             want = expected
             if normalize:
@@ -194,4 +199,4 @@ def test_device_pooling_is_the_core_pooling(dtype, mode, hidden):
                     want = (expected / np.maximum(norms, 1e-12)).astype(np.float32)
             np.testing.assert_allclose(out.cpu().numpy(), want, rtol=1e-4, atol=1e-5,
                                        err_msg=f"{what} prompts={prompt_lengths is not None} "
-                                       f"normalize={normalize}")
+                                       f"normalize={normalize} split={split is not None}")

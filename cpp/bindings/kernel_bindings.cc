@@ -154,7 +154,7 @@ void add_layernorm_py(py::object x_obj, py::object bias_obj, py::object residual
 
 void pool_tokens_device_py(py::object tokens_obj, py::object cu_obj, py::object out_obj,
                            const std::string& mode, py::object prompts_obj, bool normalize,
-                           uintptr_t stream, bool stream_is_producers) {
+                           py::object scratch_obj, uintptr_t stream, bool stream_is_producers) {
   if (!cuda_compiled()) throw Error("this build of sutra has no CUDA support");
   const PoolingMode how = pooling_mode_from_name(mode);
   const int64_t exported = stream_is_producers ? -1 : dlpack_stream_of(stream);
@@ -184,6 +184,19 @@ void pool_tokens_device_py(py::object tokens_obj, py::object cu_obj, py::object 
     prompts.emplace(prompts_obj, "prompt_lengths", exported);
     require_ids(*prompts, batch, tokens);
   }
+  std::optional<DeviceTensor> scratch;
+  if (!scratch_obj.is_none()) {
+    scratch.emplace(scratch_obj, "scratch", exported);
+    const int64_t floats = pool_scratch_floats(static_cast<int>(tokens.shape(1)));
+    if (scratch->dtype() != DType::kFloat32 || scratch->ndim() != 1 ||
+        scratch->shape(0) < floats || !scratch->is_c_contiguous() ||
+        scratch->device() != tokens.device()) {
+      throw py::value_error("scratch must be a contiguous float32 array of at least " +
+                            std::to_string(floats) + " values (pool_scratch_floats(hidden)) on " +
+                            tokens.device_text() + ", got " + scratch->dtype_text() + " shape " +
+                            scratch->shape_text());
+    }
+  }
   DevicePoolParams p;
   p.tokens = ptr(tokens);
   p.cu_seqlens = reinterpret_cast<const int32_t*>(cu.data());
@@ -193,6 +206,7 @@ void pool_tokens_device_py(py::object tokens_obj, py::object cu_obj, py::object 
   p.hidden = static_cast<int>(tokens.shape(1));
   p.mode = how;
   p.normalize = normalize;
+  p.scratch = scratch ? reinterpret_cast<float*>(scratch->data()) : nullptr;
   p.dtype = dtype;
   p.device = tokens.device();
   py::gil_scoped_release release;
@@ -205,11 +219,16 @@ void bind_kernels(py::module_& m) {
   m.def("pool_tokens_device", &pool_tokens_device_py, py::arg("tokens"), py::arg("cu_seqlens"),
         py::arg("out"), py::kw_only(), py::arg("mode"),
         py::arg("prompt_lengths").none(true) = py::none(), py::arg("normalize") = false,
-        py::arg("stream") = 0, py::arg("stream_is_producers") = false,
+        py::arg("scratch").none(true) = py::none(), py::arg("stream") = 0,
+        py::arg("stream_is_producers") = false,
         R"doc(The engine's pooling on device arrays: pool_tokens (the one pooling semantics) of
 packed float16/bfloat16 tokens [total_tokens, hidden] with int32 cu_seqlens [batch + 1] (and
 optional int32 prompt_lengths [batch]) into float32 out [batch, hidden], L2-normalized when
-normalize. Sums in fp32. cu_seqlens must describe the tokens (not checked on the device).)doc");
+normalize. Sums in fp32. cu_seqlens must describe the tokens (not checked on the device).
+scratch: float32 [pool_scratch_floats(hidden)] on the device, or None; with it a small batch
+is split over token ranges (the engine's path for a few long documents).)doc");
+  m.def("pool_scratch_floats", &pool_scratch_floats, py::arg("hidden"),
+        "Floats of the scratch pool_tokens_device needs to split long sequences.");
 
   m.def("embedding_layernorm", &embedding_layernorm_py, py::arg("ids"), py::arg("positions"),
         py::arg("word_embeddings"), py::arg("position_embeddings"),

@@ -135,6 +135,7 @@ struct DeviceLayout {
   int64_t ids = 0, positions = 0, cu_seqlens = 0, prompt_lengths = 0;
   int64_t packed_bounds = 0;  // [2, tokens]: each token's sequence range, for packed attention
   int64_t pooled = 0, head_a = 0, head_b = 0;
+  int64_t pool_scratch = 0;  // lets the pooling split a few long sequences over many blocks
   int64_t bytes = 0;
 };
 
@@ -171,6 +172,7 @@ DeviceLayout plan_device_layout(const EncoderModel& model, PassCapacity capacity
   layout.pooled = r.add<float>(s * hidden);
   layout.head_a = r.add<float>(s * width);
   layout.head_b = r.add<float>(s * width);
+  layout.pool_scratch = r.add<float>(pool_scratch_floats(static_cast<int>(hidden)));
   layout.bytes = r.size();
   return layout;
 }
@@ -671,6 +673,7 @@ void GpuEncoder::Impl::head(int64_t sequences, bool prompts) {
   pool.hidden = model.spec.hidden;
   pool.mode = model.pooling;
   pool.normalize = model.normalize && model.dense.empty();
+  pool.scratch = region<float>(device_layout.pool_scratch);
   pool.dtype = options.dtype;
   pool.device = options.device;
   pool_tokens_device(pool, s);

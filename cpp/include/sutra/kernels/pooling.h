@@ -11,6 +11,12 @@
 
 namespace sutra {
 
+/// Partial rows the split pooling may use (see DevicePoolParams::scratch).
+constexpr int64_t kPoolSplitRows = 512;
+
+/// Floats of the scratch that lets pool_tokens_device split long sequences over many blocks.
+inline int64_t pool_scratch_floats(int hidden) { return kPoolSplitRows * hidden; }
+
 struct DevicePoolParams {
   const void* tokens = nullptr;             // [total_tokens, hidden], fp16 or bf16
   const int32_t* cu_seqlens = nullptr;      // [batch + 1] on the device
@@ -20,6 +26,11 @@ struct DevicePoolParams {
   int hidden = 0;  // 1..16384
   PoolingMode mode = PoolingMode::kMean;
   bool normalize = false;  // x / max(||x||, 1e-12) after pooling (a pipeline with no Dense)
+  // Device scratch of pool_scratch_floats(hidden) floats, or null. With it, a batch of fewer
+  // sequences than the GPU has room for blocks (a few documents of 8192 tokens) is summed in
+  // token ranges by many blocks, then reduced in a fixed order (the result does not depend on
+  // scheduling); without it, one block per sequence.
+  float* scratch = nullptr;
   DeviceDtype dtype = DeviceDtype::kFloat16;
   int device = 0;
 };
