@@ -9,6 +9,8 @@ twice (the second call replays the CUDA graphs the first captured).
     compute-sanitizer --tool racecheck --error-exitcode 9 python bench/gpu_sanitize.py MODEL_FOLDER
 
 MODEL_FOLDER: all-MiniLM-L6-v2 (its tokenizer files are copied into the random models' folders).
+A second argument keeps only the models whose class name contains it (racecheck is slow: run one
+model per call), e.g. ``... bench/gpu_sanitize.py MODEL_FOLDER ModernBert``.
 """
 import json
 import os
@@ -52,7 +54,8 @@ cases = [(BertModel(BertConfig(vocab_size=30522, hidden_size=128, num_attention_
                                            pad_token_id=0, cls_token_id=101, sep_token_id=102, bos_token_id=101, eos_token_id=102)), 128)]
 lengths = [1, 2, 7, 63, 65, 129, 300]
 seqs = [[101] + list(rng.integers(1000, 30000, L - 2)) + [102] if L >= 2 else [101] for L in lengths]
-for model, hidden in cases:
+only = sys.argv[2] if len(sys.argv) > 2 else ""
+for model, hidden in [(m, h) for m, h in cases if only in type(m).__name__]:
     path = folder(model, hidden)
     for dt in ("float16", "bfloat16"):
         e = sutra.Embedder(path, backend="cuda", dtype=dt, max_batch_tokens=512)

@@ -165,9 +165,11 @@ __global__ void __launch_bounds__(kThreads) pool_combine_kernel(DevicePoolParams
 }
 
 /// Token ranges per sequence for the split pooling: enough blocks for two per SM, within the
-/// scratch's rows; 1 (a block per sequence) when the batch fills the GPU anyway.
+/// scratch's rows; 1 (a block per sequence) when the batch fills the GPU anyway or its
+/// sequences are short.
 int pool_splits(const DevicePoolParams& p) {
-  if (p.scratch == nullptr || p.mode == PoolingMode::kCls || p.mode == PoolingMode::kLastToken) {
+  if (p.scratch == nullptr || p.mode == PoolingMode::kCls || p.mode == PoolingMode::kLastToken ||
+      (p.total_tokens > 0 && p.total_tokens < kPoolSplitMinTokens * p.batch)) {
     return 1;
   }
   int sms = 0;

@@ -298,7 +298,7 @@ struct GpuEncoder::Impl {
   void allocate_workspace();
   // pack_attention: attention row tiles span sequences (FlashAttnParams::packed_tokens).
   void forward(int64_t tokens, int64_t sequences, int max_seqlen, bool pack_attention);
-  void head(int64_t sequences, bool prompts);
+  void head(int64_t tokens, int64_t sequences, bool prompts);
   // forward + head, eagerly or through the graph of the pass's shape.
   void run_pass(int64_t tokens, int64_t sequences, int max_seqlen, bool pack_attention,
                 bool prompts);
@@ -629,7 +629,7 @@ void GpuEncoder::Impl::run_pass(int64_t tokens, int64_t sequences, int max_seqle
                                 bool pack_attention, bool prompts) {
   if (options.profile || tokens > options.graph_max_tokens) {
     forward(tokens, sequences, max_seqlen, pack_attention);
-    head(sequences, prompts);
+    head(tokens, sequences, prompts);
     return;
   }
   const cudaStream_t s = stream->get();
@@ -643,7 +643,7 @@ void GpuEncoder::Impl::run_pass(int64_t tokens, int64_t sequences, int max_seqle
     cudaGraph_t graph = nullptr;
     try {
       forward(tokens, sequences, max_seqlen, pack_attention);
-      head(sequences, prompts);
+      head(tokens, sequences, prompts);
     } catch (...) {
       cudaStreamEndCapture(s, &graph);  // leaves the stream usable
       if (graph != nullptr) cudaGraphDestroy(graph);
@@ -662,7 +662,7 @@ void GpuEncoder::Impl::run_pass(int64_t tokens, int64_t sequences, int max_seqle
   found->second.launch(s);
 }
 
-void GpuEncoder::Impl::head(int64_t sequences, bool prompts) {
+void GpuEncoder::Impl::head(int64_t tokens, int64_t sequences, bool prompts) {
   const cudaStream_t s = stream->get();
   DevicePoolParams pool;
   pool.tokens = region<void>(device_layout.hidden_states);
@@ -674,6 +674,7 @@ void GpuEncoder::Impl::head(int64_t sequences, bool prompts) {
   pool.mode = model.pooling;
   pool.normalize = model.normalize && model.dense.empty();
   pool.scratch = region<float>(device_layout.pool_scratch);
+  pool.total_tokens = tokens;
   pool.dtype = options.dtype;
   pool.device = options.device;
   pool_tokens_device(pool, s);
@@ -909,7 +910,7 @@ void GpuEncoder::encode(const int32_t* ids, const int32_t* cu_seqlens, int64_t b
       if (m.options.profile) {
         m.forward(tokens, n, pass.max_seqlen, pack_attention);
         slot.after_layers.record(s);
-        m.head(n, prompts);
+        m.head(tokens, n, prompts);
       } else {
         m.run_pass(tokens, n, pass.max_seqlen, pack_attention, prompts);
       }

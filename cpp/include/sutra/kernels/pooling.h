@@ -13,6 +13,7 @@ namespace sutra {
 
 /// Partial rows the split pooling may use (see DevicePoolParams::scratch).
 constexpr int64_t kPoolSplitRows = 512;
+constexpr int64_t kPoolSplitMinTokens = 256;
 
 /// Floats of the scratch that lets pool_tokens_device split long sequences over many blocks.
 inline int64_t pool_scratch_floats(int hidden) { return kPoolSplitRows * hidden; }
@@ -31,6 +32,9 @@ struct DevicePoolParams {
   // token ranges by many blocks, then reduced in a fixed order (the result does not depend on
   // scheduling); without it, one block per sequence.
   float* scratch = nullptr;
+  // cu_seqlens[batch] when the caller knows it: with scratch, the split is taken only when the
+  // sequences average kPoolSplitMinTokens or more (short ones gain nothing from it). 0: unknown.
+  int64_t total_tokens = 0;
   DeviceDtype dtype = DeviceDtype::kFloat16;
   int device = 0;
 };
