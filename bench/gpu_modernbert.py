@@ -362,7 +362,7 @@ def report(args, info: dict[str, Any], results: dict[str, Any]) -> str:
         lines += ["| target | measured | must | meets | goal | meets |",
                   "|---|---|---|---|---|---|"]
         for t in rows:
-            lines.append(f"| {t['what']} | {t['value']:.2f}x | >= {t['must']:.1f}x | "
+            lines.append(f"| {t['what']} | {t['value']:.3f}x | >= {t['must']:.1f}x | "
                          f"{_verdict(t['meets_must'])} | >= {t['goal']:.1f}x | "
                          f"{_verdict(t['meets_goal'])} |")
         lines.append("")
@@ -566,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
         "valid": all(s["check"]["ok"] for s in sets),
         "wall_s": time.perf_counter() - started}
     for t in results["targets"]:
-        print(f"{t['what']}: {t['value']:.2f}x (must {t['must']}x: {_verdict(t['meets_must'])}, "
+        print(f"{t['what']}: {t['value']:.3f}x (must {t['must']}x: {_verdict(t['meets_must'])}, "
               f"goal {t['goal']}x: {_verdict(t['meets_goal'])})", flush=True)
     png = args.out / f"{name}.png"
     title = (f"random ModernBERT ({case.name}) {model['dtype']}, {info.get('gpu', device)}, "

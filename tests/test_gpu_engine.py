@@ -440,8 +440,8 @@ def test_cuda_graph_replays_equal_the_eager_passes(minilm_folder):
 
 @pytest.mark.gpu
 def test_late_chunking_on_the_engine_matches_the_cpu_backend(minilm_folder):
-    """encode_chunks reads token states from the engine (want_tokens), in macro windows past
-    256 tokens: the chunks agree with the CPU backend's at the fp16 bar."""
+    """encode_chunks pools its chunks on the engine (segment_means), in macro windows past 256
+    tokens: the chunks agree with the CPU backend's at the fp16 bar."""
     document = " ".join(FIXTURE_TEXTS[:40])
     gpu = sutra.Embedder(str(minilm_folder), backend="cuda")
     cpu = sutra.Embedder(str(minilm_folder), backend="cpu")
@@ -450,3 +450,46 @@ def test_late_chunking_on_the_engine_matches_the_cpu_backend(minilm_folder):
     assert [c.tokens for c in got] == [c.tokens for c in want] and len(got) > 6
     cosines = _cosines(np.stack([c.embedding for c in got]), np.stack([c.embedding for c in want]))
     assert cosines.min() >= 0.999 and cosines.mean() >= 0.9995, cosines
+
+
+@pytest.mark.gpu
+def test_segment_means_on_the_device_are_means_of_the_token_states(minilm_folder):
+    """The engine's device pooling of spans equals the mean of the token states it returns,
+    with the spans in several passes (a 512-token budget) and more spans in one pass than a
+    pass has sequence slots (512: pooled in rounds); bad spans are refused by name."""
+    from sutra.backends.base import PassLimits, TokenBatch
+
+    embedder = sutra.Embedder(str(minilm_folder), backend="cuda", max_batch_tokens=512)
+    rng = np.random.default_rng(3)
+    sequences = [[101, *rng.integers(1000, 30000, n - 2), 102] for n in (200, 256, 37, 140)]
+    batch = TokenBatch.from_sequences(sequences)
+    spans = [(b, begin, begin + width) for b, n in enumerate(map(len, sequences))
+             for begin in range(0, n - 1, 1 if b == 1 else 17) for width in (1, 2, 3)
+             if begin + width <= n]
+    spans += [(1, 0, 256), (2, 5, 37)]
+    assert sum(1 for span in spans if span[0] == 1) > 512  # more than one round in its pass
+    limits = PassLimits(0, embedder.backend.max_tokens)
+    backend = embedder.backend
+    means = backend.segment_means(batch, np.asarray(spans, dtype=np.int32), limits)
+    states = backend.encode_rows(batch, limits, want_tokens=True).token_states
+    want = np.stack([states[batch.cu_seqlens[b] + lo:batch.cu_seqlens[b] + hi].mean(0)
+                     for b, lo, hi in spans])
+    np.testing.assert_allclose(means, want, rtol=1e-3, atol=1e-3)
+    for bad in ((4, 0, 1), (0, 5, 5), (2, 0, 38), (0, -1, 3)):
+        with pytest.raises(ValueError, match=r"segment 0 is \(sequence"):
+            backend.segment_means(batch, np.asarray([bad], dtype=np.int32), limits)
+
+
+@pytest.mark.gpu
+def test_window_mode_at_a_per_call_length_matches_the_cpu_backend(minilm_folder):
+    """long_text="window" with max_seq_length=512 (past the model's own 256) on the engine: each
+    long text is several 512-token windows, aggregated as on the CPU backend."""
+    long_texts = [" ".join(FIXTURE_TEXTS[k:k + 60]) for k in (0, 30)]
+    gpu = sutra.Embedder(str(minilm_folder), backend="cuda")
+    cpu = sutra.Embedder(str(minilm_folder), backend="cpu")
+    assert len(gpu.tokenizer.encode(long_texts)[0]) > 2 * 512
+    got = gpu.encode(long_texts, long_text="window", max_seq_length=512)
+    want = cpu.encode(long_texts, long_text="window", max_seq_length=512)
+    cosines = _cosines(got, want)
+    assert cosines.min() >= 0.999, cosines
+    assert _cosines(got, gpu.encode(long_texts, long_text="window")).min() < 0.99999

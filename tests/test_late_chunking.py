@@ -126,3 +126,20 @@ def test_bad_documents_are_named(minilm):
         minilm.encode_chunks(b"abc", chunk_tokens=4)
     with pytest.raises(ValueError, match="holds no token"):
         minilm.encode_chunks("   ", chunk_tokens=4)
+
+
+def test_backend_segment_means_are_means_of_token_states_and_refuse_bad_spans(minilm):
+    """The backend contract's default (pool on the host from encode_rows' token states)."""
+    from sutra.backends.base import PassLimits
+
+    batch = TokenBatch.from_sequences([[101, 2000, 2001, 2002, 102], [101, 3000, 102]])
+    limits = PassLimits(8, 4096)
+    states = minilm.backend.encode_rows(batch, limits, want_tokens=True).token_states
+    spans = np.array([[0, 1, 4], [1, 0, 3], [0, 4, 5], [0, 0, 5]], dtype=np.int32)
+    got = minilm.backend.segment_means(batch, spans, limits)
+    want = np.stack([states[1:4].mean(0), states[5:8].mean(0), states[4:5].mean(0),
+                     states[0:5].mean(0)])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    for bad in ([2, 0, 1], [0, 3, 3], [1, 0, 4], [0, -1, 2]):
+        with pytest.raises(ValueError, match=r"^segment 0 is \(sequence"):
+            minilm.backend.segment_means(batch, np.array([bad], dtype=np.int32), limits)

@@ -116,11 +116,15 @@ std::unique_ptr<GpuEncoder> make_encoder(const engine::EncoderSpec& spec, ArrayA
                                       options);
 }
 
-using EncodeResult = std::pair<py::array_t<float>, std::optional<py::array_t<float>>>;
+struct EncodeResult {
+  py::array_t<float> embeddings;
+  std::optional<py::array_t<float>> token_states;
+  std::optional<py::array_t<float>> segment_means;
+};
 
-EncodeResult encode(GpuEncoder& encoder, ArrayArg<int32_t> ids_arg, ArrayArg<int32_t> cu_arg,
-                    py::object prompt_obj, int64_t max_sequences, bool want_tokens,
-                    py::object on_pass) {
+EncodeResult run_encode(GpuEncoder& encoder, ArrayArg<int32_t> ids_arg, ArrayArg<int32_t> cu_arg,
+                        py::object prompt_obj, int64_t max_sequences, bool want_tokens,
+                        py::object segments_obj, py::object on_pass) {
   auto ids = require_array<int32_t>(ids_arg.object, "ids", {-1}, "(tokens,)");
   auto cu = require_array<int32_t>(cu_arg.object, "cu_seqlens", {-1}, "(sequences + 1,)");
   if (cu.shape(0) < 1) {
@@ -152,6 +156,28 @@ EncodeResult encode(GpuEncoder& encoder, ArrayArg<int32_t> ids_arg, ArrayArg<int
     tokens = py::array_t<float>(
         {static_cast<py::ssize_t>(ids.shape(0)), static_cast<py::ssize_t>(encoder.hidden())});
   }
+  // (sequence, begin, end) per segment; the engine checks the values.
+  std::optional<py::array_t<int32_t, py::array::c_style>> segment_table;
+  std::vector<int32_t> segment_columns;
+  engine::TokenSegments segments;
+  std::optional<py::array_t<float>> means;
+  if (!segments_obj.is_none()) {
+    segment_table = require_array<int32_t>(segments_obj, "segments", {-1, 3},
+                                           "(segments, 3): sequence, begin, end");
+    const int64_t count = segment_table->shape(0);
+    segment_columns.resize(static_cast<size_t>(3 * count));
+    const int32_t* table = segment_table->data();
+    for (int64_t i = 0; i < count; ++i) {
+      for (int64_t c = 0; c < 3; ++c) segment_columns[c * count + i] = table[3 * i + c];
+    }
+    means = py::array_t<float>(
+        {static_cast<py::ssize_t>(count), static_cast<py::ssize_t>(encoder.hidden())});
+    segments.sequence = segment_columns.data();
+    segments.begin = segment_columns.data() + count;
+    segments.end = segment_columns.data() + 2 * count;
+    segments.count = count;
+    segments.means = means->mutable_data();
+  }
   // Ctrl-C and the caller's progress callback between passes; an exception raised there stops
   // the call and is re-raised as itself once the GIL is back.
   std::optional<py::error_already_set> raised;
@@ -170,12 +196,12 @@ EncodeResult encode(GpuEncoder& encoder, ArrayArg<int32_t> ids_arg, ArrayArg<int
   try {
     py::gil_scoped_release release;
     encoder.encode(ids.data(), cu_data, batch, prompts ? prompts->data() : nullptr, max_sequences,
-                   out.mutable_data(), token_data, callback);
+                   out.mutable_data(), token_data, means ? &segments : nullptr, callback);
   } catch (const Interrupted&) {
     if (raised) throw std::move(*raised);
     throw;
   }
-  return {std::move(out), std::move(tokens)};
+  return {std::move(out), std::move(tokens), std::move(means)};
 }
 
 py::dict stage_dict(const engine::StageSeconds& s) {
@@ -223,7 +249,14 @@ cuBLASLt (naming the nvidia-cublas package).)doc")
            "device stages with CUDA events (stage_seconds). graph_max_tokens: passes of at\n"
            "most this many tokens replay a CUDA graph of their shape (0: never).")
       .def(
-          "encode", &encode, py::arg("ids"), py::arg("cu_seqlens"),
+          "encode",
+          [](GpuEncoder& e, ArrayArg<int32_t> ids, ArrayArg<int32_t> cu, py::object prompts,
+             int64_t max_sequences, bool want_tokens, py::object on_pass) {
+            EncodeResult r = run_encode(e, ids, cu, prompts, max_sequences, want_tokens,
+                                        py::none(), on_pass);
+            return std::make_pair(std::move(r.embeddings), std::move(r.token_states));
+          },
+          py::arg("ids"), py::arg("cu_seqlens"),
           py::arg("prompt_lengths") = py::none(), py::arg("max_sequences") = 0,
           py::arg("want_tokens") = false, py::arg("on_pass") = py::none(),
           R"doc(Embed the sequences of the flat arrays ids (int32 [T]) / cu_seqlens (int32 [B + 1]).
@@ -234,6 +267,21 @@ None. max_sequences: most sequences per pass (0: the token budget alone). Return
 (embeddings float32 [B, output_dim], token states float32 [T, hidden] or None) in input order.
 on_pass(done, total) is called after each pass; Ctrl-C or an exception there stops the call
 between passes. The GIL is released throughout.)doc")
+      .def(
+          "segment_means",
+          [](GpuEncoder& e, ArrayArg<int32_t> ids, ArrayArg<int32_t> cu, py::object segments,
+             int64_t max_sequences, py::object on_pass) {
+            return *run_encode(e, ids, cu, py::none(), max_sequences, false, segments, on_pass)
+                        .segment_means;
+          },
+          py::arg("ids"), py::arg("cu_seqlens"), py::arg("segments"),
+          py::arg("max_sequences") = 0, py::arg("on_pass") = py::none(),
+          R"doc(Means of the final token states over spans of the sequences, pooled on the device.
+
+segments: int32 [S, 3] rows (sequence, begin, end): tokens [begin, end) of that sequence, with
+0 <= begin < end <= its length (ValueError naming the segment otherwise). Returns float32
+[S, hidden] (before the pipeline's head: late chunking combines and finishes them). The
+sequences run as in encode(); the GIL is released throughout.)doc")
       .def_property_readonly("max_tokens", &GpuEncoder::max_tokens, "Tokens per pass.")
       .def_property_readonly("max_sequence_length", &GpuEncoder::max_sequence_length)
       .def_property_readonly("output_dim", &GpuEncoder::output_dim)

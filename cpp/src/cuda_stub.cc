@@ -78,7 +78,7 @@ GpuEncoder::GpuEncoder(const EncoderModel&, const void*, int64_t, const EncoderO
 }
 GpuEncoder::~GpuEncoder() = default;
 void GpuEncoder::encode(const int32_t*, const int32_t*, int64_t, const int32_t*, int64_t, float*,
-                        float*, const PassCallback&) {
+                        float*, const TokenSegments*, const PassCallback&) {
   throw Error("this build of sutra has no CUDA support");
 }
 int64_t GpuEncoder::max_tokens() const { return 0; }

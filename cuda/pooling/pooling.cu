@@ -47,6 +47,10 @@ struct SequenceRange {
 };
 
 __device__ __forceinline__ SequenceRange sequence_range(const DevicePoolParams& p, int b) {
+  if (p.segment_bounds != nullptr) {
+    const int64_t start = p.segment_bounds[2 * b];
+    return {start, 0, p.segment_bounds[2 * b + 1] - start};
+  }
   const int64_t start = p.cu_seqlens[b];
   const int64_t length = p.cu_seqlens[b + 1] - start;
   const int64_t skip = p.prompt_lengths != nullptr ? p.prompt_lengths[b] : 0;
@@ -187,8 +191,10 @@ void pool_tokens_device(const DevicePoolParams& p, cudaStream_t stream) {
   SUTRA_CHECK(p.hidden >= 1 && p.hidden <= kMaxHidden, "hidden",
               "in [1, " + std::to_string(kMaxHidden) + "]", p.hidden);
   if (p.batch == 0) return;
-  SUTRA_CHECK(p.tokens != nullptr && p.cu_seqlens != nullptr && p.out != nullptr,
-              "tokens, cu_seqlens and out", "device pointers", "a null pointer");
+  SUTRA_CHECK(p.tokens != nullptr && p.out != nullptr, "tokens and out", "device pointers",
+              "a null pointer");
+  SUTRA_CHECK(p.cu_seqlens != nullptr || p.segment_bounds != nullptr, "cu_seqlens",
+              "a device pointer (or segment_bounds)", "a null pointer");
   cuda::DeviceGuard guard(p.device);
   const int splits = pool_splits(p);
   const bool half = p.dtype == DeviceDtype::kFloat16;

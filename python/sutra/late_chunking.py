@@ -129,12 +129,7 @@ def encode_chunks(embedder: Embedder, document: str, *, chunk_tokens: int | None
     ranges = (token_ranges(len(ids), chunk_tokens, overlap) if spans is None
               else span_ranges(offsets, spans, len(document)))
 
-    states = _document_token_states(embedder, ids, macro_overlap, max_length)
-    lengths = np.array([end - first for first, end in ranges], dtype=np.int32)
-    cu = np.zeros(len(ranges) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=cu[1:])
-    rows = np.concatenate([states[first:end] for first, end in ranges])
-    pooled = _core.pool_tokens(np.ascontiguousarray(rows, dtype=np.float32), cu, "mean", None)
+    pooled = _chunk_means(embedder, ids, ranges, macro_overlap, max_length)
     vectors = PipelineHead(embedder.model.pipeline).finish(pooled)
     dimensions = embedder.config.dimensions
     if dimensions is not None and dimensions < vectors.shape[1]:  # Matryoshka, as encode() cuts
@@ -144,11 +139,14 @@ def encode_chunks(embedder: Embedder, document: str, *, chunk_tokens: int | None
             for i, (first, end) in enumerate(ranges)]
 
 
-def _document_token_states(embedder: Embedder, ids: list[int], macro_overlap: int | None,
-                           max_length: int) -> np.ndarray:
-    """float32 ``[len(ids), H]``: the last hidden state of every token of the document, from one
-    pass when it fits in ``max_length`` tokens, else from overlapping macro windows of that
-    length in one backend call."""
+def _chunk_means(embedder: Embedder, ids: list[int], ranges: list[tuple[int, int]],
+                 macro_overlap: int | None, max_length: int) -> np.ndarray:
+    """float32 ``[len(ranges), H]``: the mean of the last hidden states of each chunk's tokens,
+    the document read in one pass when it fits in ``max_length`` tokens, else in overlapping
+    macro windows of that length in one backend call, each token's state taken from the window
+    that keeps it (the one where it has the most left context). A chunk is pooled on the
+    backend (on the device for the GPU engine) per window it falls in, and those means are
+    combined by their token counts."""
     tokenizer = embedder.tokenizer
     specials = tokenizer.encode([""])[0]
     prefix = specials[:tokenizer.num_prefix_special]
@@ -158,8 +156,24 @@ def _document_token_states(embedder: Embedder, ids: list[int], macro_overlap: in
         macro_overlap = capacity // 4
     windows = macro_windows(len(ids), capacity, macro_overlap)
     sequences = [prefix + ids[first:end] + suffix for first, end, _ in windows]
-    window_states = embedder._embed(TokenBatch.from_sequences(sequences), None, True, "float32",
-                                    False, max_length=max_length)
-    parts = [states[len(prefix) + keep - first:len(prefix) + end - first]
-             for states, (first, end, keep) in zip(window_states, windows)]
-    return np.concatenate(parts)
+    # Window w keeps document tokens [keep_w, end_w); those ranges partition the document.
+    pieces, owners = [], []
+    for chunk, (first, end) in enumerate(ranges):
+        for w, (start, stop, keep) in enumerate(windows):
+            lo, hi = max(first, keep), min(end, stop)
+            if lo < hi:
+                pieces.append((w, len(prefix) + lo - start, len(prefix) + hi - start))
+                owners.append(chunk)
+    pieces_array = np.asarray(pieces, dtype=np.int32).reshape(-1, 3)
+    limits = embedder.backend.pass_limits(embedder.config.batch_size,
+                                          embedder.config.max_batch_tokens)
+    means = embedder.backend.segment_means(TokenBatch.from_sequences(sequences), pieces_array,
+                                           limits)
+    owner = np.asarray(owners, dtype=np.int64)
+    counts = (pieces_array[:, 2] - pieces_array[:, 1]).astype(np.float64)
+    if len(owner) == len(ranges):  # every chunk in one window: its mean as pooled
+        return np.ascontiguousarray(means, dtype=np.float32)
+    sums = np.zeros((len(ranges), means.shape[1]), dtype=np.float64)
+    np.add.at(sums, owner, means.astype(np.float64) * counts[:, None])
+    totals = np.bincount(owner, weights=counts, minlength=len(ranges))
+    return (sums / totals[:, None]).astype(np.float32)

@@ -267,6 +267,9 @@ struct GpuEncoder::Impl {
     cuda::PinnedBuffer<int32_t> ids, positions, cu_seqlens, prompt_lengths;
     cuda::PinnedBuffer<float> out;
     cuda::PinnedBuffer<uint16_t> token_states;  // allocated on the first call that wants them
+    // Late-chunking spans of the pass: their packed bounds and pooled means (grown on demand).
+    cuda::PinnedBuffer<int32_t> segment_bounds;
+    cuda::PinnedBuffer<float> segment_means;
     cuda::Event staged;                         // the H2D copies out of this slot are done
     cuda::Event done;                           // the pass's results are in this slot
     cuda::Event start{cudaEventDefault}, after_h2d{cudaEventDefault},
@@ -299,6 +302,9 @@ struct GpuEncoder::Impl {
   // pack_attention: attention row tiles span sequences (FlashAttnParams::packed_tokens).
   void forward(int64_t tokens, int64_t sequences, int max_seqlen, bool pack_attention);
   void head(int64_t tokens, int64_t sequences, bool prompts);
+  // Mean-pools `count` spans of this pass's token states (packed bounds staged in `slot`) into
+  // slot.segment_means, in rounds of at most capacity.sequences rows.
+  void pool_segments(Slot& slot, int64_t count);
   // forward + head, eagerly or through the graph of the pass's shape.
   void run_pass(int64_t tokens, int64_t sequences, int max_seqlen, bool pack_attention,
                 bool prompts);
@@ -706,6 +712,36 @@ void GpuEncoder::Impl::head(int64_t tokens, int64_t sequences, bool prompts) {
   }
 }
 
+void GpuEncoder::Impl::pool_segments(Slot& slot, int64_t count) {
+  const cudaStream_t s = stream->get();
+  const int hidden = model.spec.hidden;
+  // The packed-attention bounds region is free once the pass's layers have run, and it holds
+  // 2 * tokens >= 2 * capacity.sequences values; the pooled rows go where the head's did (the
+  // head's results were copied out earlier on this stream).
+  int32_t* bounds = region<int32_t>(device_layout.packed_bounds);
+  float* pooled = region<float>(device_layout.pooled);
+  for (int64_t first = 0; first < count; first += capacity.sequences) {
+    const int64_t rows = std::min(capacity.sequences, count - first);
+    cuda::check(cudaMemcpyAsync(bounds, slot.segment_bounds.data() + 2 * first,
+                                sizeof(int32_t) * 2 * rows, cudaMemcpyHostToDevice, s),
+                "cudaMemcpyAsync(segment bounds)");
+    DevicePoolParams pool;
+    pool.tokens = region<void>(device_layout.hidden_states);
+    pool.segment_bounds = bounds;
+    pool.out = pooled;
+    pool.batch = static_cast<int>(rows);
+    pool.hidden = hidden;
+    pool.mode = PoolingMode::kMean;
+    pool.scratch = region<float>(device_layout.pool_scratch);
+    pool.dtype = options.dtype;
+    pool.device = options.device;
+    pool_tokens_device(pool, s);
+    cuda::check(cudaMemcpyAsync(slot.segment_means.data() + first * hidden, pooled,
+                                sizeof(float) * rows * hidden, cudaMemcpyDeviceToHost, s),
+                "cudaMemcpyAsync(segment means)");
+  }
+}
+
 GpuEncoder::GpuEncoder(const EncoderModel& model, const void* arena, int64_t arena_bytes,
                        const EncoderOptions& options)
     : impl_(std::make_unique<Impl>()) {
@@ -750,7 +786,8 @@ GpuEncoder::~GpuEncoder() {
 
 void GpuEncoder::encode(const int32_t* ids, const int32_t* cu_seqlens, int64_t batch,
                         const int32_t* prompt_lengths, int64_t max_sequences, float* out,
-                        float* token_states, const PassCallback& on_pass) {
+                        float* token_states, const TokenSegments* segments,
+                        const PassCallback& on_pass) {
   SUTRA_CHECK(batch >= 0, "batch", ">= 0", batch);
   SUTRA_CHECK(max_sequences >= 0, "max_sequences", ">= 0 (0: the token budget only)",
               max_sequences);
@@ -788,12 +825,56 @@ void GpuEncoder::encode(const int32_t* ids, const int32_t* cu_seqlens, int64_t b
                                   ")");
     }
   }
+  const int64_t segment_count = segments != nullptr ? segments->count : 0;
+  if (segment_count > 0) {
+    SUTRA_CHECK(segments->sequence != nullptr && segments->begin != nullptr &&
+                    segments->end != nullptr && segments->means != nullptr,
+                "segments", "host arrays", "a null pointer");
+    for (int64_t i = 0; i < segment_count; ++i) {
+      const int64_t b = segments->sequence[i];
+      const int64_t length = b >= 0 && b < batch ? lengths[static_cast<size_t>(b)] : 0;
+      if (b < 0 || b >= batch || segments->begin[i] < 0 ||
+          segments->begin[i] >= segments->end[i] || segments->end[i] > length) {
+        throw std::invalid_argument(
+            "segment " + std::to_string(i) + " is (sequence " + std::to_string(b) + ", tokens " +
+            std::to_string(segments->begin[i]) + ".." + std::to_string(segments->end[i]) +
+            "); a segment needs a sequence in [0, " + std::to_string(batch) +
+            ") and 0 <= begin < end <= that sequence's length");
+      }
+    }
+  }
   BatchPlanParams params;
   params.max_tokens = m.capacity.tokens;
   params.max_sequences =
       max_sequences > 0 ? std::min(max_sequences, m.capacity.sequences) : m.capacity.sequences;
   params.packing = Packing::kAlways;
   const std::vector<PlannedPass> passes = plan_batches(lengths.data(), batch, params);
+  // Each segment belongs to the pass of its sequence; offset_in_pass places it in the packed
+  // stream of that pass.
+  std::vector<std::vector<int64_t>> pass_segments(segment_count > 0 ? passes.size() : 0);
+  std::vector<int32_t> offset_in_pass(segment_count > 0 ? static_cast<size_t>(batch) : 0);
+  if (segment_count > 0) {
+    std::vector<int32_t> pass_of(static_cast<size_t>(batch));
+    for (size_t i = 0; i < passes.size(); ++i) {
+      for (size_t j = 0; j < passes[i].order.size(); ++j) {
+        pass_of[static_cast<size_t>(passes[i].order[j])] = static_cast<int32_t>(i);
+        offset_in_pass[static_cast<size_t>(passes[i].order[j])] = passes[i].cu_seqlens[j];
+      }
+    }
+    for (int64_t i = 0; i < segment_count; ++i) {
+      pass_segments[static_cast<size_t>(pass_of[static_cast<size_t>(segments->sequence[i])])]
+          .push_back(i);
+    }
+    size_t most = 0;
+    for (const auto& list : pass_segments) most = std::max(most, list.size());
+    const size_t hidden = static_cast<size_t>(m.model.spec.hidden);
+    for (Impl::Slot& slot : m.slots) {
+      if (slot.segment_means.size() < most * hidden) {
+        slot.segment_bounds = cuda::PinnedBuffer<int32_t>(2 * most);
+        slot.segment_means = cuda::PinnedBuffer<float>(most * hidden);
+      }
+    }
+  }
   m.stages.plan += seconds_since(plan_start);
 
   cuda::DeviceGuard guard(m.options.device);
@@ -834,6 +915,13 @@ void GpuEncoder::encode(const int32_t* ids, const int32_t* cu_seqlens, int64_t b
         const int64_t target = cu_seqlens[pass.order[j]];
         half_to_float(slot.token_states.data() + source * hidden, length * hidden, m.options.dtype,
                       token_states + target * hidden);
+      }
+    }
+    if (segment_count > 0) {
+      const std::vector<int64_t>& list = pass_segments[index];
+      for (size_t k = 0; k < list.size(); ++k) {
+        std::memcpy(segments->means + list[k] * hidden, slot.segment_means.data() + k * hidden,
+                    sizeof(float) * static_cast<size_t>(hidden));
       }
     }
     m.stages.scatter += seconds_since(scatter_start);
@@ -923,6 +1011,16 @@ void GpuEncoder::encode(const int32_t* ids, const int32_t* cu_seqlens, int64_t b
             cudaMemcpyAsync(slot.token_states.data(), m.region<void>(m.device_layout.hidden_states),
                             sizeof(uint16_t) * tokens * hidden, cudaMemcpyDeviceToHost, s),
             "cudaMemcpyAsync(token states)");
+      }
+      if (segment_count > 0 && !pass_segments[i].empty()) {
+        const std::vector<int64_t>& list = pass_segments[i];
+        for (size_t k = 0; k < list.size(); ++k) {
+          const int64_t start = offset_in_pass[static_cast<size_t>(segments->sequence[list[k]])];
+          slot.segment_bounds.data()[2 * k] = static_cast<int32_t>(start + segments->begin[list[k]]);
+          slot.segment_bounds.data()[2 * k + 1] =
+              static_cast<int32_t>(start + segments->end[list[k]]);
+        }
+        m.pool_segments(slot, static_cast<int64_t>(list.size()));
       }
       if (m.options.profile) slot.after_d2h.record(s);
       slot.done.record(s);

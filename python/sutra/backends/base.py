@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import _core
+
 
 @dataclass(frozen=True)
 class TokenBatch:
@@ -123,6 +125,34 @@ class Backend(abc.ABC):
             :class:`EncodedRows` in the order of the sequences. Thread-safe: callers may run
             :attr:`parallel_passes` calls at once.
         """
+
+    def segment_means(self, batch: TokenBatch, segments: np.ndarray,
+                      limits: PassLimits) -> np.ndarray:
+        """float32 ``[S, H]``: for each row ``(sequence, begin, end)`` of ``segments`` (int32
+        ``[S, 3]``), the mean of the last hidden states of tokens ``[begin, end)`` of that
+        sequence (late chunking's chunk vectors before the pipeline's head). This default
+        takes every token's state from :meth:`encode_rows` and pools on the host; a backend
+        that can pool where the states are overrides it."""
+        segments = np.asarray(segments, dtype=np.int64).reshape(-1, 3)
+        lengths = batch.lengths
+        bad = ((segments[:, 0] < 0) | (segments[:, 0] >= len(batch)) | (segments[:, 1] < 0)
+               | (segments[:, 1] >= segments[:, 2]))
+        bad[~bad] = segments[~bad, 2] > lengths[segments[~bad, 0]]
+        if bad.any():
+            i = int(bad.argmax())
+            raise ValueError(f"segment {i} is (sequence {segments[i, 0]}, tokens "
+                             f"{segments[i, 1]}..{segments[i, 2]}); a segment needs a sequence "
+                             f"in [0, {len(batch)}) and 0 <= begin < end <= its length")
+        states = self.encode_rows(batch, limits, want_tokens=True).token_states
+        starts = batch.cu_seqlens[segments[:, 0]].astype(np.int64)
+        rows = [states[start + begin:start + end]
+                for start, begin, end in zip(starts, segments[:, 1], segments[:, 2], strict=True)]
+        cu = np.zeros(len(rows) + 1, dtype=np.int32)
+        np.cumsum([len(r) for r in rows], out=cu[1:])
+        if not rows:
+            return np.zeros((0, states.shape[1]), dtype=np.float32)
+        return _core.pool_tokens(np.ascontiguousarray(np.concatenate(rows), dtype=np.float32),
+                                 cu, "mean", None)
 
     @property
     def pipelines_tokenization(self) -> bool:

@@ -216,6 +216,16 @@ class CudaBackend(Backend):
             want_tokens=want_tokens, on_pass=on_pass)
         return EncodedRows(embeddings, tokens)
 
+    def segment_means(self, batch: TokenBatch, segments: np.ndarray,
+                      limits: PassLimits) -> np.ndarray:
+        """See :meth:`sutra.backends.base.Backend.segment_means`: pooled on the device, so
+        only the means come back (not every token's state)."""
+        return self.engine.segment_means(
+            np.ascontiguousarray(batch.ids, dtype=np.int32),
+            np.ascontiguousarray(batch.cu_seqlens, dtype=np.int32),
+            np.ascontiguousarray(np.asarray(segments).reshape(-1, 3), dtype=np.int32),
+            max_sequences=limits.max_sequences)
+
     def stage_seconds(self) -> dict[str, float]:
         """Time per stage since the last reset (device stages need ``profile=True``)."""
         return self.engine.stage_seconds()

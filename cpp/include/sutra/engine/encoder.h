@@ -90,6 +90,16 @@ struct StageSeconds {
   int64_t tokens = 0;
 };
 
+/// Spans of the input sequences whose final token states encode() mean-pools on the device
+/// (late chunking: chunk vectors without copying every token's state back).
+struct TokenSegments {
+  const int32_t* sequence = nullptr;  // [count]: the input sequence of each span
+  const int32_t* begin = nullptr;     // [count]: its first token, within the sequence
+  const int32_t* end = nullptr;       // [count]: one past its last; begin < end <= length
+  int64_t count = 0;
+  float* means = nullptr;  // [count, hidden] float32 host rows: the mean of the span's states
+};
+
 /// Called after each finished pass with (passes done, passes planned); returning false stops
 /// encode() before the next pass (it then throws sutra::Interrupted).
 using PassCallback = std::function<bool(int64_t, int64_t)>;
@@ -111,13 +121,14 @@ class GpuEncoder {
   /// sequence 1..max_sequence_length() tokens, ids in [0, vocab). out: [batch, output_dim()]
   /// float32 host rows, in input order. token_states: null, or [T, hidden] float32 aligned with
   /// `ids`. prompt_lengths: null, or [batch] leading tokens the pooling leaves out.
-  /// max_sequences caps the sequences per pass (0: only the token budget). Thread-safe (calls
-  /// are serialized). Throws std::invalid_argument for bad input (naming the sequence), nothing
+  /// max_sequences caps the sequences per pass (0: only the token budget). segments: null, or
+  /// spans whose token states are mean-pooled (before the pipeline's head) into their `means`.
+  /// Thread-safe (calls are serialized). Throws std::invalid_argument for bad input (naming the sequence), nothing
   /// written to the device yet; sutra::Error for CUDA failures; sutra::Interrupted when
   /// on_pass asked to stop.
   void encode(const int32_t* ids, const int32_t* cu_seqlens, int64_t batch,
               const int32_t* prompt_lengths, int64_t max_sequences, float* out, float* token_states,
-              const PassCallback& on_pass);
+              const TokenSegments* segments, const PassCallback& on_pass);
 
   int64_t max_tokens() const;           // tokens per pass the workspace holds
   int64_t max_sequence_length() const;  // longest sequence the position table allows

@@ -22,6 +22,10 @@ struct DevicePoolParams {
   const void* tokens = nullptr;             // [total_tokens, hidden], fp16 or bf16
   const int32_t* cu_seqlens = nullptr;      // [batch + 1] on the device
   const int32_t* prompt_lengths = nullptr;  // [batch] on the device, or null
+  // [batch, 2] on the device, or null: row b pools tokens [bounds[2b], bounds[2b + 1]) of the
+  // packed stream instead of sequence b of cu_seqlens (which is then unused, as are the
+  // prompt lengths): spans inside sequences, which may overlap (late chunking).
+  const int32_t* segment_bounds = nullptr;
   float* out = nullptr;                     // [batch, hidden] float32
   int batch = 0;
   int hidden = 0;  // 1..16384
