@@ -68,8 +68,8 @@ def main() -> int:
                 median_ms(lambda: embedder.backend.encode_rows(batch, limits, want_tokens=True))),
         }
     lines = ["# Late chunking's cost on the GPU engine", "",
-             f"- GPU: {torch.cuda.get_device_name()}; Python {platform.python_version()}, torch "
-             f"{torch.__version__}; random-weight modernbert-base, float16",
+             (f"- GPU: {torch.cuda.get_device_name()}; Python {platform.python_version()}, "
+              f"torch {torch.__version__}; random-weight modernbert-base, float16"),
              f"- document: {len(ids)} tokens (tests/fixtures/wordnet_sample.txt lines)",
              "- command: `python bench/late_chunking_cost.py`; median of 7 after a warm-up", "",
              "| call | ms | vs encode |", "|---|---|---|"]
