@@ -8,18 +8,31 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['BatchPass', 'EncoderSpec', 'GpuEncoder', 'SutraError', 'WeightLayout', 'WeightSlot', 'WordPieceTokenizer', 'add_layernorm', 'aggregate_embeddings', 'aggregate_rows', 'build_info', 'cls_pool', 'cpu_features', 'create_windows', 'cuda_device_count', 'cuda_devices', 'cuda_driver_version', 'cuda_l2_normalize_rows', 'embedding_layernorm', 'fit_sequences', 'flash_attention_forward', 'flash_attention_kernel_info', 'l2_normalize_rows', 'max_pool', 'mean_pool', 'mpnet_relative_buckets', 'packing_pays', 'plan_attention_rows', 'plan_batches', 'plan_weight_layout', 'pool_tokens', 'pool_tokens_device', 'quantize', 'set_cublaslt_path', 'truncate_and_normalize']
+__all__: list[str] = ['BatchPass', 'EncoderSpec', 'GpuEncoder', 'SutraError', 'WeightLayout', 'WeightSlot', 'WordPieceTokenizer', 'add_layernorm', 'aggregate_embeddings', 'aggregate_rows', 'build_info', 'cls_pool', 'cpu_features', 'create_windows', 'cuda_device_count', 'cuda_devices', 'cuda_driver_version', 'cuda_l2_normalize_rows', 'embedding_layernorm', 'fit_sequences', 'flash_attention_forward', 'flash_attention_kernel_info', 'l2_normalize_rows', 'max_pool', 'mean_pool', 'mpnet_relative_buckets', 'packing_pays', 'plan_attention_rows', 'plan_batches', 'plan_weight_layout', 'pool_scratch_floats', 'pool_tokens', 'pool_tokens_device', 'quantize', 'set_cublaslt_path', 'truncate_and_normalize']
 class SutraError(RuntimeError):
     pass
 class EncoderSpec:
     """
-    The sizes of a post-LayerNorm transformer encoder.
+    The sizes of a transformer encoder and the parts it has.
     """
-    def __init__(self, *, vocab: typing.SupportsInt | typing.SupportsIndex, max_positions: typing.SupportsInt | typing.SupportsIndex, token_types: typing.SupportsInt | typing.SupportsIndex, hidden: typing.SupportsInt | typing.SupportsIndex, heads: typing.SupportsInt | typing.SupportsIndex, layers: typing.SupportsInt | typing.SupportsIndex, intermediate: typing.SupportsInt | typing.SupportsIndex, relative_buckets: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+    def __init__(self, *, vocab: typing.SupportsInt | typing.SupportsIndex, max_positions: typing.SupportsInt | typing.SupportsIndex, token_types: typing.SupportsInt | typing.SupportsIndex, hidden: typing.SupportsInt | typing.SupportsIndex, heads: typing.SupportsInt | typing.SupportsIndex, layers: typing.SupportsInt | typing.SupportsIndex, intermediate: typing.SupportsInt | typing.SupportsIndex, relative_buckets: typing.SupportsInt | typing.SupportsIndex = 0, position_table: bool = True, pre_norm: bool = False, gated_ffn: bool = False, attention_bias: bool = True, ffn_bias: bool = True, norm_bias: bool = True) -> None:
         """
         Checked on construction (ValueError names the first size out of range).
         token_types=0: no token-type table; relative_buckets=0: no relative bias.
+        position_table=False: no position table (rotary positions; max_positions is then
+        the longest sequence). pre_norm: x = x + sublayer(LayerNorm(x)), no attention norm
+        on layer 0, a final norm (ModernBERT). gated_ffn: ffn.in is [2I, H] (GeGLU).
+        attention_bias, ffn_bias, norm_bias: whether those layers have biases.
         """
+    @property
+    def attention_bias(self) -> bool:
+        ...
+    @property
+    def ffn_bias(self) -> bool:
+        ...
+    @property
+    def gated_ffn(self) -> bool:
+        ...
     @property
     def head_size(self) -> int:
         ...
@@ -37,6 +50,15 @@ class EncoderSpec:
         ...
     @property
     def max_positions(self) -> int:
+        ...
+    @property
+    def norm_bias(self) -> bool:
+        ...
+    @property
+    def position_table(self) -> bool:
+        ...
+    @property
+    def pre_norm(self) -> bool:
         ...
     @property
     def relative_buckets(self) -> int:
@@ -175,10 +197,12 @@ class GpuEncoder:
     from the free memory). Raises SutraError in a build without CUDA, without a GPU or without
     cuBLASLt (naming the nvidia-cublas package).
     """
-    def __init__(self, spec: EncoderSpec, arena: numpy.typing.NDArray[numpy.uint8], *, activation: str, positions: str, padding_idx: typing.SupportsInt | typing.SupportsIndex, layer_norm_eps: typing.SupportsFloat | typing.SupportsIndex, pooling: str, dense: list, normalize: bool, device: typing.SupportsInt | typing.SupportsIndex = 0, dtype: str = 'float16', max_tokens: typing.SupportsInt | typing.SupportsIndex = 0, profile: bool = False, graph_max_tokens: typing.SupportsInt | typing.SupportsIndex = 4096) -> None:
+    def __init__(self, spec: EncoderSpec, arena: numpy.typing.NDArray[numpy.uint8], *, activation: str, positions: str, padding_idx: typing.SupportsInt | typing.SupportsIndex, layer_norm_eps: typing.SupportsFloat | typing.SupportsIndex, pooling: str, dense: list, normalize: bool, rotary_thetas: collections.abc.Sequence[typing.SupportsFloat | typing.SupportsIndex] = [], attention_windows: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex] = [], device: typing.SupportsInt | typing.SupportsIndex = 0, dtype: str = 'float16', max_tokens: typing.SupportsInt | typing.SupportsIndex = 0, profile: bool = False, graph_max_tokens: typing.SupportsInt | typing.SupportsIndex = 4096) -> None:
         """
         activation: 'gelu' (erf), 'gelu_tanh' or 'relu' (the feed-forward's). positions:
-        'absolute' or 'padding_offset' (RoBERTa/MPNet, counted from padding_idx + 1).
+        'absolute', 'padding_offset' (RoBERTa/MPNet, counted from padding_idx + 1) or
+        'rotary' (with rotary_thetas, one base per layer). attention_windows: per layer -1
+        (global) or w (query i sees key j iff |i - j| <= w); empty: all global.
         pooling: a sentence-transformers mode name. dense: list of (weight float32
         [out, in], bias float32 [out] or None, activation) run after pooling. normalize:
         L2-normalize the output rows. dtype: 'float16' or 'bfloat16'. profile: time the
@@ -198,6 +222,15 @@ class GpuEncoder:
         """
     def reset_stage_seconds(self) -> None:
         ...
+    def segment_means(self, ids: numpy.typing.NDArray[numpy.int32], cu_seqlens: numpy.typing.NDArray[numpy.int32], segments: typing.Any, max_sequences: typing.SupportsInt | typing.SupportsIndex = 0, on_pass: typing.Any = None) -> numpy.typing.NDArray[numpy.float32]:
+        """
+        Means of the final token states over spans of the sequences, pooled on the device.
+        
+        segments: int32 [S, 3] rows (sequence, begin, end): tokens [begin, end) of that sequence, with
+        0 <= begin < end <= its length (ValueError naming the segment otherwise). Returns float32
+        [S, hidden] (before the pipeline's head: late chunking combines and finishes them). The
+        sequences run as in encode(); the GIL is released throughout.
+        """
     def stage_seconds(self) -> dict:
         """
         Seconds per stage since the last reset: host plan, gather, scatter, wait; device h2d,
@@ -447,6 +480,10 @@ def plan_weight_layout(spec: EncoderSpec, element_bytes: typing.SupportsInt | ty
     bias, the output, feed-forward and LayerNorm tensors in torch's [out, in] layout;
     MPNet's relative bias as float32 [heads, buckets]. Every slot 256-byte aligned.
     """
+def pool_scratch_floats(hidden: typing.SupportsInt | typing.SupportsIndex) -> int:
+    """
+    Floats of the scratch pool_tokens_device needs to split long sequences.
+    """
 def pool_tokens(token_embeddings: numpy.typing.NDArray[numpy.float32], cu_seqlens: numpy.typing.NDArray[numpy.int32], mode: str, prompt_lengths: numpy.typing.NDArray[numpy.int32] | None = None) -> numpy.typing.NDArray[numpy.float32]:
     """
     sentence-transformers' Pooling of every sequence: float32 [batch, hidden].
@@ -459,12 +496,14 @@ def pool_tokens(token_embeddings: numpy.typing.NDArray[numpy.float32], cu_seqlen
     prompt_lengths: int32 [batch]: the first prompt_lengths[b] tokens do not take part
     (include_prompt=False); None: all do.
     """
-def pool_tokens_device(tokens: typing.Any, cu_seqlens: typing.Any, out: typing.Any, *, mode: str, prompt_lengths: typing.Any = None, normalize: bool = False, stream: typing.SupportsInt | typing.SupportsIndex = 0, stream_is_producers: bool = False) -> None:
+def pool_tokens_device(tokens: typing.Any, cu_seqlens: typing.Any, out: typing.Any, *, mode: str, prompt_lengths: typing.Any = None, normalize: bool = False, scratch: typing.Any = None, stream: typing.SupportsInt | typing.SupportsIndex = 0, stream_is_producers: bool = False) -> None:
     """
     The engine's pooling on device arrays: pool_tokens (the one pooling semantics) of
     packed float16/bfloat16 tokens [total_tokens, hidden] with int32 cu_seqlens [batch + 1] (and
     optional int32 prompt_lengths [batch]) into float32 out [batch, hidden], L2-normalized when
     normalize. Sums in fp32. cu_seqlens must describe the tokens (not checked on the device).
+    scratch: float32 [pool_scratch_floats(hidden)] on the device, or None; with it a small batch
+    is split over token ranges (the engine's path for a few long documents).
     """
 def quantize(embeddings: numpy.typing.NDArray[numpy.float32], precision: str, ranges: numpy.typing.NDArray[numpy.float32] | None = None) -> numpy.typing.NDArray[numpy.int8] | numpy.typing.NDArray[numpy.uint8]:
     """
