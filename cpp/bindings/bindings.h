@@ -11,5 +11,6 @@ void bind_engine(pybind11::module_& m);     // engine_bindings.cc: the batch pla
 void bind_kernels(pybind11::module_& m);    // kernel_bindings.cc: the engine's kernels, for tests
 void bind_encoder(pybind11::module_& m);    // encoder_bindings.cc: the GPU engine
 void bind_tokenizer(pybind11::module_& m);  // tokenizer_bindings.cc: the WordPiece tokenizer
+void bind_scheduler(pybind11::module_& m);  // scheduler_bindings.cc: the device pool
 
 }  // namespace sutra::bindings

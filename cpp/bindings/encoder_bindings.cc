@@ -82,7 +82,7 @@ std::vector<engine::DenseLayer> parse_dense(const py::list& modules) {
   return layers;
 }
 
-std::unique_ptr<GpuEncoder> make_encoder(const engine::EncoderSpec& spec, ArrayArg<uint8_t> arena,
+std::shared_ptr<GpuEncoder> make_encoder(const engine::EncoderSpec& spec, ArrayArg<uint8_t> arena,
                                          const std::string& activation,
                                          const std::string& positions, int padding_idx,
                                          double layer_norm_eps, const std::string& pooling,
@@ -112,7 +112,7 @@ std::unique_ptr<GpuEncoder> make_encoder(const engine::EncoderSpec& spec, ArrayA
               graph_max_tokens);
   options.graph_max_tokens = graph_max_tokens;
   py::gil_scoped_release release;
-  return std::make_unique<GpuEncoder>(model, bytes.data(), static_cast<int64_t>(bytes.size()),
+  return std::make_shared<GpuEncoder>(model, bytes.data(), static_cast<int64_t>(bytes.size()),
                                       options);
 }
 
@@ -226,7 +226,8 @@ void bind_encoder(py::module_& m) {
         "Load cuBLASLt from this file when the GPU engine first needs it (rather than by its\n"
         "soname). False when it is already loaded (or the build has no CUDA).");
 
-  py::class_<GpuEncoder>(m, "GpuEncoder", R"doc(The CUDA encoder engine for one model on one GPU.
+  // shared_ptr: a DevicePool worker (PoolWorker.engine) shares the encoder with Python.
+  py::class_<GpuEncoder, std::shared_ptr<GpuEncoder>>(m, "GpuEncoder", R"doc(The CUDA encoder engine for one model on one GPU.
 
 Built from an EncoderSpec and its packed weight arena (WeightLayout.pack, in the dtype asked
 for); the weights are uploaded once, the workspace holds max_tokens tokens per pass (0: sized

@@ -29,6 +29,7 @@ PYBIND11_MODULE(_core, m) {
   sutra::bindings::bind_kernels(m);
   sutra::bindings::bind_encoder(m);
   sutra::bindings::bind_tokenizer(m);
+  sutra::bindings::bind_scheduler(m);
 
   m.def(
       "cpu_features",

@@ -16,7 +16,6 @@ from importlib.metadata import PackageNotFoundError, version
 # The native core. A CUDA build imports without cuBLASLt too: the GPU engine loads it when it is
 # first used and names the package that provides it if it is missing.
 from . import _core  # noqa: F401
-
 from ._errors import (
     BackendUnavailableError,
     LongTextTruncatedWarning,
@@ -28,8 +27,14 @@ from ._errors import (
 from .config import EmbedderConfig
 from .embedder import Embedder
 from .late_chunking import Chunk
+from .multigpu import LoadBalancingStrategy, MultiGPUConfig, MultiGPUPool, PoolStats
 from .quantization import quantize_embeddings
-from .windows import AggregationMethod, SlidingWindowAttention, Windows, aggregate_embeddings
+from .windows import (
+    AggregationMethod,
+    SlidingWindowAttention,
+    Windows,
+    aggregate_embeddings,
+)
 
 try:
     __version__ = version("sutra")
@@ -42,9 +47,13 @@ __all__ = [
     "Chunk",
     "Embedder",
     "EmbedderConfig",
+    "LoadBalancingStrategy",
     "LongTextTruncatedWarning",
     "ModelFetchError",
     "ModelNotFoundError",
+    "MultiGPUConfig",
+    "MultiGPUPool",
+    "PoolStats",
     "SlidingWindowAttention",
     "SutraError",
     "UnsupportedModelError",

@@ -8,7 +8,7 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['BatchPass', 'EncoderSpec', 'GpuEncoder', 'SutraError', 'WeightLayout', 'WeightSlot', 'WordPieceTokenizer', 'add_layernorm', 'aggregate_embeddings', 'aggregate_rows', 'build_info', 'cls_pool', 'cpu_features', 'create_windows', 'cuda_device_count', 'cuda_devices', 'cuda_driver_version', 'cuda_l2_normalize_rows', 'embedding_layernorm', 'fit_sequences', 'flash_attention_forward', 'flash_attention_kernel_info', 'l2_normalize_rows', 'max_pool', 'mean_pool', 'mpnet_relative_buckets', 'packing_pays', 'plan_attention_rows', 'plan_batches', 'plan_weight_layout', 'pool_scratch_floats', 'pool_tokens', 'pool_tokens_device', 'quantize', 'set_cublaslt_path', 'truncate_and_normalize']
+__all__: list[str] = ['BatchPass', 'DevicePool', 'EncoderSpec', 'GpuEncoder', 'PoolFuture', 'PoolWorker', 'SutraError', 'WeightLayout', 'WeightSlot', 'WordPieceTokenizer', 'add_layernorm', 'aggregate_embeddings', 'aggregate_rows', 'build_info', 'cls_pool', 'cpu_features', 'create_windows', 'cuda_device_count', 'cuda_devices', 'cuda_driver_version', 'cuda_l2_normalize_rows', 'embedding_layernorm', 'fit_sequences', 'flash_attention_forward', 'flash_attention_kernel_info', 'l2_normalize_rows', 'max_pool', 'mean_pool', 'mpnet_relative_buckets', 'packing_pays', 'plan_attention_rows', 'plan_batches', 'plan_weight_layout', 'pool_scratch_floats', 'pool_tokens', 'pool_tokens_device', 'quantize', 'set_cublaslt_path', 'truncate_and_normalize']
 class SutraError(RuntimeError):
     pass
 class EncoderSpec:
@@ -294,6 +294,109 @@ class WordPieceTokenizer:
         ...
     @property
     def unk_id(self) -> int:
+        ...
+class PoolWorker:
+    """
+    A DevicePool worker: an engine and its device.
+    
+    Made by PoolWorker.python (an engine written in Python) or PoolWorker.engine (a GpuEncoder).
+    Each worker gets its own thread in the pool; a device may have several workers.
+    """
+    @staticmethod
+    def engine(encoder: GpuEncoder) -> PoolWorker:
+        """
+        A worker running a GpuEncoder (on its device; encode() into the rows, probe() one
+        one-token sequence). The encoder stays usable from Python; its calls are serialized.
+        """
+    @staticmethod
+    def python(device: typing.SupportsInt | typing.SupportsIndex, encode: collections.abc.Callable[[numpy.typing.NDArray[numpy.int32], numpy.typing.NDArray[numpy.int32]], typing.Annotated[numpy.typing.ArrayLike, numpy.float32]], output_dim: typing.SupportsInt | typing.SupportsIndex, probe: collections.abc.Callable[[], None] | None = None) -> PoolWorker:
+        """
+        A worker whose engine is Python code, called on the worker's thread with the GIL.
+        
+        encode(ids int32 [T], cu_seqlens int32 [B + 1]) must return a C-contiguous float32 [B, D]
+        array (D = output_dim), one row per sequence (fresh copies of the pool's buffers are passed).
+        probe() -> None is the health check of an unhealthy worker (None: it passes). An exception in
+        either is a failure of this worker; its type and message reach the request's error.
+        """
+    @property
+    def device(self) -> int:
+        ...
+    @property
+    def output_dim(self) -> int:
+        ...
+class PoolFuture:
+    """
+    DevicePool.submit's result: float32 [B, D] rows.
+    
+    Shaped like concurrent.futures.Future. A failed request raises SutraError (retries exhausted, no
+    healthy device) or concurrent.futures.CancelledError (shut down with cancel_pending).
+    """
+    def add_done_callback(self, fn: collections.abc.Callable[[typing.Any], None]) -> None:
+        """
+        Calls fn(future) once when the request is done: on the pool thread that finished it
+        (with the GIL taken), or at once when it is done already. An exception in fn is
+        printed, not raised. fn holds up that worker while it runs: hand the result on
+        (loop.call_soon_threadsafe) rather than wait on the pool in it.
+        """
+    def done(self) -> bool:
+        ...
+    def exception(self, timeout: typing.SupportsFloat | typing.SupportsIndex | None = None) -> typing.Any:
+        """
+        The exception the request failed with, or None; waits like result().
+        """
+    def result(self, timeout: typing.SupportsFloat | typing.SupportsIndex | None = None) -> numpy.typing.NDArray[numpy.float32]:
+        """
+        The rows, float32 [B, D]; waits with the GIL released (timeout: seconds, None: no
+        limit; TimeoutError when it passes). Raises the request's failure. The same array
+        object each call.
+        """
+class DevicePool:
+    """
+    A scheduler over several workers (devices).
+    
+    Each worker runs on its own thread; a request is split into jobs of whole sequences, each routed
+    to a worker by the strategy ('round_robin', 'least_loaded' by queued tokens,
+    'performance_based' on measured seconds per token, 'random' from seed). A failing worker (an
+    exception, or a job past job_timeout seconds, 0: none) is marked unhealthy, its jobs go to
+    others (up to max_retries further attempts each), and it is probed every
+    health_check_interval seconds until it passes. At most queue_capacity jobs wait in the queues;
+    submit() blocks beyond that.
+    """
+    def __enter__(self) -> DevicePool:
+        ...
+    def __exit__(self, *args) -> None:
+        ...
+    def __init__(self, workers: collections.abc.Sequence[PoolWorker], *, strategy: str = 'least_loaded', max_retries: typing.SupportsInt | typing.SupportsIndex = 3, queue_capacity: typing.SupportsInt | typing.SupportsIndex = 256, health_check_interval: typing.SupportsFloat | typing.SupportsIndex = 30.0, job_timeout: typing.SupportsFloat | typing.SupportsIndex = 0.0, seed: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+        ...
+    def shutdown(self, cancel_pending: bool = False) -> None:
+        """
+        Stops taking requests; runs the queued jobs (or, with cancel_pending, fails their
+        requests with CancelledError) and joins the threads, waiting for calls in progress.
+        """
+    def stats(self) -> dict[str, typing.Any]:
+        """
+        Measured figures: requests, embeddings, tokens (of completed requests), retries,
+        failures (failed requests), latency_mean_s / latency_p50_s / latency_p99_s (submit to result,
+        latest 4096 requests), throughput_per_s (embeddings per wall second), wall_s, and devices: per
+        worker {device, healthy, busy_fraction (seconds in encode / wall seconds), queued_jobs,
+        queued_tokens, batches, tokens, failures, seconds_per_token (mean)}.
+        """
+    def submit(self, ids: numpy.typing.NDArray[numpy.int32], cu_seqlens: numpy.typing.NDArray[numpy.int32], *, max_job_tokens: typing.SupportsInt | typing.SupportsIndex = 0) -> PoolFuture:
+        """
+        Queues the sequences of ids (int32 [T]) / cu_seqlens (int32 [B + 1], from 0 to T,
+        nondecreasing) and returns a PoolFuture of their float32 [B, D] rows in input order. Jobs hold
+        whole sequences, at most max_job_tokens tokens each (0: one job; a longer sequence alone).
+        The arrays are copied. Blocks (GIL released) while the queues are full. ValueError for bad
+        arrays; SutraError when no worker is healthy or the pool is shut down.
+        """
+    @property
+    def num_workers(self) -> int:
+        ...
+    @property
+    def output_dim(self) -> int:
+        ...
+    @property
+    def strategy(self) -> str:
         ...
 def add_layernorm(x: typing.Any, bias: typing.Any, residual: typing.Any, gamma: typing.Any, beta: typing.Any, out: typing.Any, *, eps: typing.SupportsFloat | typing.SupportsIndex, stream: typing.SupportsInt | typing.SupportsIndex = 0, stream_is_producers: bool = False) -> None:
     """

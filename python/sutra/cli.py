@@ -177,14 +177,29 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
                         help="compute type (default: the backend's, float32 on cpu, float16 on "
                         "cuda)")
     parser.add_argument("--device", type=int, default=0, help="CUDA device index (default 0)")
+    parser.add_argument("--devices", default=None, type=_devices,
+                        help="several devices through sutra's scheduler: 'all' or a list such "
+                        "as 0,1 (on the cpu backend: that many CPU workers)")
     parser.add_argument("--long-text", default="truncate", choices=("truncate", "window"))
+
+
+def _devices(text: str) -> str | list[int]:
+    if text == "all":
+        return "all"
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--devices takes 'all' or comma-separated device indices such as 0,1; got {text!r}"
+        ) from None
 
 
 def _embedder(args: argparse.Namespace):
     from .embedder import Embedder
 
     return Embedder(args.model, dimensions=args.dimensions, backend=args.backend,
-                    dtype=args.dtype, device=args.device, long_text=args.long_text)
+                    dtype=args.dtype, device=args.device, long_text=args.long_text,
+                    devices=args.devices)
 
 
 def _read_texts(texts: list[str], errors: str = "strict") -> list[str]:

