@@ -701,3 +701,23 @@ def test_batching_defaults_follow_the_backend_and_the_command_line_wins():
     for backend in ("cpu", "cuda"):
         assert batching_settings(given, backend) == {"batch_size": 8, "max_latency_ms": 0.0,
                                                      "buffer_size": 64}
+
+
+def test_serve_on_several_devices_exports_each_devices_figures(efficient_folder):
+    """`sutra serve --devices 0,1` (CPU workers here) answers from the scheduler, and /metrics
+    carries each device's figures, read from the scheduler's measured statistics."""
+    process = ServerProcess(efficient_folder, "--backend", "cpu", "--devices", "0,1")
+    try:
+        texts = [f"request {i}: {TEXTS[i % len(TEXTS)]}" for i in range(24)]
+        for text in texts:
+            response = httpx.post(f"{process.url}/v1/embeddings",
+                                  json={"input": [text], "model": MODEL}, timeout=30)
+            assert response.status_code == 200, response.text
+        tokens = [process.metric("sutra_device_tokens", device=str(d), worker=str(d))
+                  for d in (0, 1)]
+        assert sum(tokens) > 0, tokens
+        assert process.metric("sutra_device_healthy", device="0", worker="0") == 1.0
+        busy = process.metric("sutra_device_busy_fraction", device="1", worker="1")
+        assert 0.0 <= busy <= 1.0
+    finally:
+        process.stop()

@@ -134,6 +134,8 @@ def serve_from_args(args: argparse.Namespace) -> int:
                                  "dtype": args.dtype, "device": args.device}
     if args.dimensions is not None:
         overrides["dimensions"] = args.dimensions
+    if getattr(args, "devices", None) is not None:  # several devices through the scheduler
+        overrides["devices"] = args.devices
     # On CPU, `--threads` compute threads (default: every core) each compute batches of their own
     # on a single-threaded ONNX Runtime session: a server's batches are small, and splitting one
     # over threads costs more in synchronization than it gains (measured on 2 cores with 64
@@ -145,7 +147,8 @@ def serve_from_args(args: argparse.Namespace) -> int:
     embedder = Embedder(args.model, **overrides)
     # As many batches side by side as the backend can run (one per core on CPU).
     workers = args.threads or embedder.backend.parallel_passes
-    chosen = batching_settings(args, embedder.backend.name)
+    chosen = batching_settings(args, getattr(embedder.backend, "worker_backend",
+                                             embedder.backend.name))
     api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
     settings = ServerSettings(
         model_names=accepted_model_names(embedder, args.model, args.served_model_name or ()),
