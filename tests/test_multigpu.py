@@ -176,3 +176,12 @@ def test_metrics_export_each_devices_figures():
     assert 'sutra_device_busy_fraction{device="0",worker="0"} 0.25' in text
     assert 'sutra_device_healthy{device="1",worker="1"} 0.0' in text
     assert "sutra_pool_retries 2.0" in text and "sutra_pool_failures 1.0" in text
+
+
+def test_batch_size_bounds_each_workers_pass(pooled, expected):
+    """encode(batch_size=8) over the pool: jobs (and so passes) of at most 8 texts."""
+    before = sum(d["batches"] for d in pooled.backend.stats()["devices"])
+    got = pooled.encode(TEXTS, batch_size=8)
+    after = sum(d["batches"] for d in pooled.backend.stats()["devices"])
+    assert after - before == -(-len(TEXTS) // 8)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=2e-6)

@@ -223,6 +223,16 @@ def test_split_by_token_budget_and_merged_in_order():
         assert len(engine.seen[-1]) == cu[-1]  # 0: one job
         empty = pool.submit(np.zeros(0, np.int32), np.zeros(1, np.int32)).result(WAIT)
         assert empty.shape == (0, DIM)
+        # A bound on sequences (a caller's batch_size), alone and with the token budget.
+        np.testing.assert_array_equal(pool.submit(ids, cu, max_job_sequences=3).result(WAIT),
+                                      rows_of(ids, cu))
+        assert [len(s) for s in engine.seen[-3:]] == [9, 17, 14]  # [3, 4, 2] [11, 1, 5] [5, 9]
+        np.testing.assert_array_equal(
+            pool.submit(ids, cu, max_job_tokens=10, max_job_sequences=2).result(WAIT),
+            rows_of(ids, cu))
+        assert [len(s) for s in engine.seen[-6:]] == [7, 2, 11, 6, 5, 9]
+        with pytest.raises(ValueError, match="max_job_sequences must be >= 0"):
+            pool.submit(ids, cu, max_job_sequences=-1)
 
 
 def test_backpressure_blocks_the_submitter_until_a_job_is_taken():

@@ -329,7 +329,7 @@ submit() blocks beyond that.)doc")
       .def(
           "submit",
           [](PyDevicePool& self, ArrayArg<int32_t> ids_arg, ArrayArg<int32_t> cu_arg,
-             int64_t max_job_tokens) {
+             int64_t max_job_tokens, int64_t max_job_sequences) {
             auto ids = require_array<int32_t>(ids_arg.object, "ids", {-1}, "(tokens,)");
             auto cu = require_array<int32_t>(cu_arg.object, "cu_seqlens", {-1}, "(sequences + 1,)");
             if (cu.shape(0) < 1) {
@@ -341,14 +341,16 @@ submit() blocks beyond that.)doc")
             {
               py::gil_scoped_release release;  // backpressure may block until a worker is done
               f.future = self.pool->submit(ids.data(), ids.shape(0), cu.data(), cu.shape(0) - 1,
-                                           max_job_tokens);
+                                           max_job_tokens, max_job_sequences);
             }
             return f;
           },
           py::arg("ids"), py::arg("cu_seqlens"), py::kw_only(), py::arg("max_job_tokens") = 0,
+          py::arg("max_job_sequences") = 0,
           R"doc(Queues the sequences of ids (int32 [T]) / cu_seqlens (int32 [B + 1], from 0 to T,
 nondecreasing) and returns a PoolFuture of their float32 [B, D] rows in input order. Jobs hold
-whole sequences, at most max_job_tokens tokens each (0: one job; a longer sequence alone).
+whole sequences, at most max_job_tokens tokens (a longer sequence alone) and max_job_sequences
+sequences each (0: no such bound; both 0: one job).
 The arrays are copied. Blocks (GIL released) while the queues are full. ValueError for bad
 arrays; SutraError when no worker is healthy or the pool is shut down.)doc")
       .def("stats", [](const PyDevicePool& self) { return stats_dict(self.pool->stats()); },

@@ -381,11 +381,12 @@ class DevicePool:
         worker {device, healthy, busy_fraction (seconds in encode / wall seconds), queued_jobs,
         queued_tokens, batches, tokens, failures, seconds_per_token (mean)}.
         """
-    def submit(self, ids: numpy.typing.NDArray[numpy.int32], cu_seqlens: numpy.typing.NDArray[numpy.int32], *, max_job_tokens: typing.SupportsInt | typing.SupportsIndex = 0) -> PoolFuture:
+    def submit(self, ids: numpy.typing.NDArray[numpy.int32], cu_seqlens: numpy.typing.NDArray[numpy.int32], *, max_job_tokens: typing.SupportsInt | typing.SupportsIndex = 0, max_job_sequences: typing.SupportsInt | typing.SupportsIndex = 0) -> PoolFuture:
         """
         Queues the sequences of ids (int32 [T]) / cu_seqlens (int32 [B + 1], from 0 to T,
         nondecreasing) and returns a PoolFuture of their float32 [B, D] rows in input order. Jobs hold
-        whole sequences, at most max_job_tokens tokens each (0: one job; a longer sequence alone).
+        whole sequences, at most max_job_tokens tokens (a longer sequence alone) and max_job_sequences
+        sequences each (0: no such bound; both 0: one job).
         The arrays are copied. Blocks (GIL released) while the queues are full. ValueError for bad
         arrays; SutraError when no worker is healthy or the pool is shut down.
         """

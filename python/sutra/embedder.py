@@ -252,8 +252,9 @@ class Embedder:
             TypeError: an input is ``None`` or not a string (the message names its index).
             ValueError: an argument has a value that is not allowed (the message lists them).
         """
+        # A pool of devices answers to the name of the backend its workers run.
         _check_compatibility_arguments(convert_to_numpy, convert_to_tensor, device,
-                                       self.backend.name)
+                                       getattr(self.backend, "worker_backend", self.backend.name))
         max_len = self._call_max_length(max_seq_length)
         if pool is not None or chunk_size is not None:
             raise ValueError("pool and chunk_size (sentence-transformers' multi-process pool) are "

@@ -584,10 +584,13 @@ DevicePool::~DevicePool() {
 
 Future<Embeddings> DevicePool::submit(const int32_t* ids, int64_t tokens,
                                       const int32_t* cu_seqlens, int64_t batch,
-                                      int64_t max_job_tokens) {
+                                      int64_t max_job_tokens, int64_t max_job_sequences) {
   SUTRA_CHECK(batch >= 0, "batch", ">= 0", batch);
   SUTRA_CHECK(tokens >= 0, "tokens", ">= 0", tokens);
-  SUTRA_CHECK(max_job_tokens >= 0, "max_job_tokens", ">= 0 (0: one job)", max_job_tokens);
+  SUTRA_CHECK(max_job_tokens >= 0, "max_job_tokens", ">= 0 (0: no token bound)",
+              max_job_tokens);
+  SUTRA_CHECK(max_job_sequences >= 0, "max_job_sequences", ">= 0 (0: no sequence bound)",
+              max_job_sequences);
   SUTRA_CHECK(cu_seqlens[0] == 0, "cu_seqlens[0]", "0", cu_seqlens[0]);
   for (int64_t b = 0; b < batch; ++b) {
     if (cu_seqlens[b + 1] < cu_seqlens[b]) {
@@ -610,15 +613,14 @@ Future<Embeddings> DevicePool::submit(const int32_t* ids, int64_t tokens,
   request->submitted = Clock::now();
   Future<Embeddings> future = request->promise.get_future();
 
-  // Whole sequences, greedily, up to the budget.
+  // Whole sequences, greedily, up to both budgets.
   std::vector<JobPtr> jobs;
   for (int64_t first = 0; first < batch;) {
     int64_t end = first + 1;
-    while (end < batch && max_job_tokens > 0 &&
-           cu_seqlens[end + 1] - cu_seqlens[first] <= max_job_tokens) {
+    while (end < batch && (max_job_sequences == 0 || end - first < max_job_sequences) &&
+           (max_job_tokens == 0 || cu_seqlens[end + 1] - cu_seqlens[first] <= max_job_tokens)) {
       ++end;
     }
-    if (max_job_tokens == 0) end = batch;
     auto job = std::make_shared<Job>();
     job->request = request;
     job->first_sequence = first;

@@ -32,7 +32,10 @@ def _python_worker(device: int, backend: Backend) -> Any:
     probe_batch = TokenBatch.from_sequences([[0, 0]])
 
     def encode(ids: np.ndarray, cu_seqlens: np.ndarray) -> np.ndarray:
-        return backend.encode_rows(TokenBatch(ids, cu_seqlens), limits).embeddings
+        # A job is cut to the caller's sequences per pass already (PoolBackend.encode_rows):
+        # one pass for all of it, within the backend's token budget.
+        job = PassLimits(max(1, len(cu_seqlens) - 1), limits.max_tokens, limits.pass_cost_tokens)
+        return backend.encode_rows(TokenBatch(ids, cu_seqlens), job).embeddings
 
     def probe() -> None:
         backend.encode_rows(probe_batch, limits)
@@ -115,16 +118,19 @@ class PoolBackend(Backend):
     def encode_rows(self, batch: TokenBatch, limits: PassLimits, *, want_tokens: bool = False,
                     prompt_lengths: np.ndarray | None = None,
                     on_pass: PassCallback | None = None) -> EncodedRows:
-        """See :meth:`sutra.backends.base.Backend.encode_rows`. Token states and pooling that
-        leaves a prompt out need more than a job's rows: those requests run on the first
-        device alone."""
+        """See :meth:`sutra.backends.base.Backend.encode_rows`. Jobs hold at most
+        ``limits.max_sequences`` sequences (0: any number). Token states and pooling that leaves
+        a prompt out need more than a job's rows: those requests run on the first device
+        alone."""
         if want_tokens or prompt_lengths is not None:
             return self.first.encode_rows(batch, limits, want_tokens=want_tokens,
                                           prompt_lengths=prompt_lengths, on_pass=on_pass)
         total = int(batch.cu_seqlens[-1])
+        # The caller's batch_size bounds the sequences of each job, so of each worker's passes.
         future = self.pool.submit(np.ascontiguousarray(batch.ids, dtype=np.int32),
                                   np.ascontiguousarray(batch.cu_seqlens, dtype=np.int32),
-                                  max_job_tokens=self.job_tokens(total))
+                                  max_job_tokens=self.job_tokens(total),
+                                  max_job_sequences=limits.max_sequences)
         embeddings = future.result()
         if on_pass is not None:
             on_pass(1, 1)

@@ -126,14 +126,16 @@ class DevicePool {
   DevicePool& operator=(const DevicePool&) = delete;
 
   /// Queues `batch` sequences (ids [tokens], cu_seqlens [batch + 1], starting at 0, nondecreasing,
-  /// ending at `tokens`) as jobs of at most max_job_tokens tokens of whole sequences (0: one job;
-  /// a longer sequence is a job of its own). The arrays are copied, so the caller may reuse them
+  /// ending at `tokens`) as jobs of whole sequences, at most max_job_tokens tokens (a longer
+  /// sequence is a job of its own) and max_job_sequences sequences each (0: no such bound; both
+  /// 0: one job). The arrays are copied, so the caller may reuse them
   /// at once. Blocks while the pool's queues are full. Throws std::invalid_argument for bad
   /// arrays, sutra::Error when the pool is shut down or no worker is healthy. The future fails
   /// with sutra::Error when a job exhausts its retries or no healthy worker is left for it, and
   /// with Cancelled when shutdown took it off the queue.
   Future<Embeddings> submit(const int32_t* ids, int64_t tokens, const int32_t* cu_seqlens,
-                            int64_t batch, int64_t max_job_tokens);
+                            int64_t batch, int64_t max_job_tokens,
+                            int64_t max_job_sequences = 0);
 
   PoolStats stats() const;
   /// Stops taking requests; with cancel_pending the queued jobs are cancelled (their requests
