@@ -185,3 +185,16 @@ def test_batch_size_bounds_each_workers_pass(pooled, expected):
     after = sum(d["batches"] for d in pooled.backend.stats()["devices"])
     assert after - before == -(-len(TEXTS) // 8)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=2e-6)
+
+
+def test_one_worker_is_not_cut_by_tokens(efficient_folder, expected):
+    """With one worker a request is cut only by batch_size (jobs of consecutive texts; the
+    direct call groups texts by length, so float32 rounding may differ): on the GPU engine,
+    whose passes are the same as a direct call's then, the vectors are the same bit for bit
+    (tests/test_scheduler.py's GPU test)."""
+    embedder = sutra.Embedder(efficient_folder, backend="cpu", devices=[0])
+    try:
+        assert embedder.backend.job_tokens(10**6) == 0
+        np.testing.assert_allclose(embedder.encode(TEXTS), expected, rtol=1e-5, atol=1e-7)
+    finally:
+        embedder.backend.close()

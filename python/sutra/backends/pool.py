@@ -111,7 +111,10 @@ class PoolBackend(Backend):
 
     def job_tokens(self, total_tokens: int) -> int:
         """Tokens per job for a request of ``total_tokens``: about JOBS_PER_WORKER jobs per
-        worker, none smaller than MIN_JOB_TOKENS."""
+        worker, none smaller than MIN_JOB_TOKENS; 0 (one job: the passes a direct call would
+        run) with a single worker, which gains nothing from cutting."""
+        if len(self.backends) == 1:
+            return 0
         share = -(-total_tokens // (JOBS_PER_WORKER * len(self.backends)))
         return max(MIN_JOB_TOKENS, share)
 
