@@ -540,8 +540,8 @@ void GpuEncoder::Impl::forward(int64_t tokens, int64_t sequences, int max_seqlen
   // The plain feed-forward's activation: in the GEMM's epilogue where cuBLASLt has it (with a
   // bias), else a separate pass (BERT's erf GELU: cuBLASLt's GELU is the tanh approximation).
   const auto fused_activation = [&](const void* bias) {
-    if (bias == nullptr || spec.gated_ffn) return false;
-    return model.activation == Activation::kGeluTanh || model.activation == Activation::kRelu;
+    return bias != nullptr &&
+           (model.activation == Activation::kGeluTanh || model.activation == Activation::kRelu);
   };
 
   AddLayerNormParams norm;

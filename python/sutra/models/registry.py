@@ -138,8 +138,8 @@ MPNET_BASE_V2 = ModelSpec(
     "general-purpose models",
 )
 
-# Long-document models (ModernBERT, 8,192 tokens): the CPU backend runs them; the GPU engine does
-# not yet (it refuses them by name and `backend="auto"` takes the CPU backend).
+# Long-document models (ModernBERT, 8,192 tokens), on both backends; their weights are on the
+# Hugging Face Hub only (found in the local Hugging Face cache).
 GTE_MODERNBERT_BASE = ModelSpec(
     name="Alibaba-NLP/gte-modernbert-base",
     aliases=("gte-modernbert-base",),
