@@ -79,6 +79,8 @@ def dense(args, rows):
                 flops = 4 * batch * heads * length * length * d
                 res, runnable = {}, {}
                 for name, fn in (("sutra", lambda q, k, v: flash_attention(q, k, v)),
+                                 ("sutra_sm80",
+                                  lambda q, k, v: flash_attention(q, k, v, path="sm80")),
                                  ("sdpa_flash", sdpa(SDPBackend.FLASH_ATTENTION)),
                                  ("sdpa_cudnn", sdpa(SDPBackend.CUDNN_ATTENTION))):
                     try:
@@ -89,14 +91,19 @@ def dense(args, rows):
                         res[name] = float("nan")
                 ms = time_ms_interleaved(list(runnable.values()), sets, args.repeats)
                 res.update({name: flops / t / 1e9 for name, t in zip(runnable, ms)})
-                row = (dtype_name, d, length, batch, heads, res["sutra"], res["sdpa_flash"],
-                       res["sdpa_cudnn"], res["sutra"] / res["sdpa_flash"],
-                       res["sutra"] / res["sdpa_cudnn"])
+                row = (dtype_name, d, length, batch, heads, res["sutra"], res["sutra_sm80"],
+                       res["sdpa_flash"], res["sdpa_cudnn"], res["sutra"] / res["sdpa_flash"],
+                       res["sutra"] / res["sdpa_cudnn"], res["sutra_sm80"] / res["sdpa_cudnn"])
                 rows.append(row)
-                print("| %s | %d | %d | %d | %d | %.0f | %.0f | %.0f | %.2fx | %.2fx |" % row,
-                      flush=True)
+                print(ROW % row, flush=True)
                 del sets
                 torch.cuda.empty_cache()
+
+
+DENSE_HEADER = ("| dtype | d | L | B | H | sutra TFLOP/s (auto) | sutra sm80 | SDPA-flash | "
+                "SDPA-cuDNN | auto vs flash | auto vs cuDNN | sm80 vs cuDNN |\n"
+                "|---|---|---|---|---|---|---|---|---|---|---|---|")
+ROW = "| %s | %d | %d | %d | %d | %.0f | %.0f | %.0f | %.0f | %.2fx | %.2fx | %.2fx |"
 
 
 def time_ms_graph(fn, sets, repeats, warmup=3):
@@ -209,8 +216,7 @@ def main():
               f"{args.tokens}, median of {args.repeats}, {args.sets} rotated input sets, "
               f"{'launch exposed' if args.expose_launch else 'launch hidden behind a spin kernel'}")
     print(header)
-    print("| dtype | d | L | B | H | sutra TFLOP/s | SDPA-flash | SDPA-cuDNN | vs flash | vs cuDNN |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(DENSE_HEADER)
     rows = []
     if not args.skip_dense:
         dense(args, rows)
@@ -225,10 +231,9 @@ def main():
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(header + "\n\n")
-            f.write("| dtype | d | L | B | H | sutra TFLOP/s | SDPA-flash | SDPA-cuDNN | "
-                    "vs flash | vs cuDNN |\n|---|---|---|---|---|---|---|---|---|---|\n")
+            f.write(DENSE_HEADER + "\n")
             for r in rows:
-                f.write("| %s | %d | %d | %d | %d | %.0f | %.0f | %.0f | %.2fx | %.2fx |\n" % r)
+                f.write(ROW % r + "\n")
             if wlines:
                 f.write("\nSliding window, fp16, d=64, H=12, 32768 tokens (ms per call, CUDA graph "
                         "replay; eager = one Python call at a time):\n\n" + WINDOW_HEADER + "\n")

@@ -3,7 +3,10 @@
 The GPU tests compare with torch math attention on upcast (float32) inputs and bound the kernel's
 max error by 2x the error of the same computation done in the input dtype (plus a tiny atol), over
 dtype x head dim x lengths (uniform and packed varlen) x causal / window / ALiBi / relative bias.
-Outputs are poisoned with NaN first, so an element the kernel never wrote fails.
+Outputs are poisoned with NaN first, so an element the kernel never wrote fails. Every GPU test
+runs three times: with path="auto" (what users get) and forced onto each kernel family, "sm80"
+(mma.sync) and "sm90" (wgmma + TMA; skipped where the device or build has no such path; head_dim
+32, which has no sm90 kernel, is skipped or, inside a loop over head dims, left on auto).
 
 Sanitizer (manual, on a GPU machine):
     compute-sanitizer --tool memcheck python -m pytest tests/test_attention.py -k "small" -x
@@ -16,6 +19,7 @@ unchecked cuBLAS kernel.)
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 
@@ -24,6 +28,8 @@ import pytest
 from sutra import _core
 from sutra._errors import SutraError
 from sutra.ops import FlashAttentionConfig, FlashAttentionOptimizer, flash_attention
+
+_flash_attention = flash_attention  # the module's own name is rebound per path (_attention_path)
 
 LENGTHS = (1, 17, 127, 128, 129, 1000, 4097)
 HEAD_DIMS = (32, 64, 128)
@@ -103,8 +109,8 @@ def test_no_gpu_raises_sutra_error():
 def test_config_and_optimizer_are_honest_without_gpu():
     with pytest.raises(ValueError, match="use_efficient_memory"):
         FlashAttentionConfig(use_efficient_memory=False)
-    with pytest.raises(ValueError, match="sm_90"):
-        FlashAttentionConfig(enable_flash_v2=True)
+    assert [FlashAttentionConfig(enable_flash_v2=v).path for v in (None, True, False)] == [
+        "auto", "sm90", "sm80"]
     opt = FlashAttentionOptimizer(FlashAttentionConfig(sequence_threshold=256))
     stats = opt.get_stats(1024)
     if _core.cuda_device_count() == 0:
@@ -224,6 +230,41 @@ def _run_case(dtype, d, lengths, varlen, causal=False, window=(-1, -1), bias=Non
 
 
 gpu = pytest.mark.gpu
+
+
+def _sm90_reason() -> str | None:
+    """Why the sm90 path cannot run here, or None."""
+    try:
+        _core.flash_attention_kernel_info(64, path="sm90")
+    except (ValueError, SutraError) as e:
+        return str(e)
+    return None
+
+
+@pytest.fixture(autouse=True, params=("auto", "sm80", "sm90"))
+def _attention_path(request, monkeypatch):
+    """Runs each GPU test on every path by rebinding this module's flash_attention."""
+    if request.node.get_closest_marker("gpu") is None:
+        if request.param != "auto":
+            pytest.skip("CPU-side test: one run is enough")
+        return
+    if request.param == "sm90":
+        reason = _sm90_reason()
+        if reason is not None:
+            pytest.skip(reason)
+        params = getattr(request.node, "callspec", None)
+        if params is not None and params.params.get("d") == 32:
+            pytest.skip("head_dim 32 has no sm90 kernel")
+
+        def forced(q, *args, **kwargs):  # a head_dim 32 call inside a d-loop stays on auto
+            shape = getattr(q, "shape", None) or q.__cuda_array_interface__["shape"]
+            path = "sm90" if shape[-1] in (64, 128) else "auto"
+            return _flash_attention(q, *args, path=path, **kwargs)
+
+        monkeypatch.setitem(globals(), "flash_attention", forced)
+        return
+    monkeypatch.setitem(globals(), "flash_attention",
+                        functools.partial(_flash_attention, path=request.param))
 
 
 @gpu
@@ -565,3 +606,25 @@ def test_stats_follow_the_dispatched_tile():
 def test_optimizer_measures():
     stats = FlashAttentionOptimizer().get_stats(1024, batch=2, measure=True, repeats=5)
     assert stats["time_ms"] > 0 and stats["tflops"] > 0
+
+
+@gpu
+def test_path_choice_is_reported_and_forced_paths_refuse_what_they_cannot_run():
+    sm80 = _core.flash_attention_kernel_info(128, path="sm80")
+    assert sm80["path"].startswith("sm80")
+    reason = _sm90_reason()
+    auto = _core.flash_attention_kernel_info(128)
+    assert auto["path"].startswith("sm90" if reason is None else "sm80")
+    # Narrow d=64 windows keep the sm80 window tile on auto.
+    assert _core.flash_attention_kernel_info(64, False, 64, 64)["path"].startswith("sm80")
+    if reason is None:
+        import torch
+
+        q = torch.zeros((1, 8, 2, 32), dtype=torch.float16, device="cuda")
+        with pytest.raises(ValueError, match="head_dim 32"):
+            _flash_attention(q, q, q, path="sm90")
+        stats = FlashAttentionOptimizer(FlashAttentionConfig(enable_flash_v2=True)).get_stats(
+            4096, head_dim=128)
+        assert stats["hopper_path"] is True and stats["tile"] == (128, 128)
+    with pytest.raises(ValueError, match="path must be"):
+        _core.flash_attention_kernel_info(64, path="sm100")

@@ -85,14 +85,21 @@ std::string head_dims_text() {
   return tuple_text(dims);
 }
 
+AttnPath attention_path(const std::string& path) {
+  if (path == "auto") return AttnPath::kAuto;
+  if (path == "sm80") return AttnPath::kSm80;
+  if (path == "sm90") return AttnPath::kSm90;
+  throw py::value_error("path must be 'auto', 'sm80' or 'sm90', got '" + path + "'");
+}
+
 void flash_attention_forward_py(py::object q_obj, py::object k_obj, py::object v_obj,
                                 py::object out_obj, py::object cu_seqlens_obj,
                                 std::optional<int64_t> max_seqlen,
                                 std::optional<double> softmax_scale, bool causal, int window_left,
                                 int window_right, py::object alibi_obj, py::object rel_bias_obj,
                                 int rel_max_distance, py::object lse_obj,
-                                py::object packed_bounds_obj, uintptr_t stream,
-                                bool stream_is_producers) {
+                                py::object packed_bounds_obj, const std::string& path,
+                                uintptr_t stream, bool stream_is_producers) {
   // Before any argument check, so that a CPU-only build says what is missing.
   if (!cuda_compiled()) throw Error("this build of sutra has no CUDA support");
 
@@ -299,6 +306,8 @@ void flash_attention_forward_py(py::object q_obj, py::object k_obj, py::object v
   p.window_right = window_right;
   p.dtype = q.dtype() == DType::kBFloat16 ? AttnDtype::kBFloat16 : AttnDtype::kFloat16;
   p.device = q.device();
+  p.varlen_rows = varlen ? q.shape(0) : 0;
+  p.path = attention_path(path);
 
   py::gil_scoped_release release;
   if (p.packed_tokens > 0) {
@@ -320,7 +329,7 @@ void bind_attention(py::module_& m) {
       py::arg("window_right") = -1, py::arg("alibi_slopes").none(true) = py::none(),
       py::arg("rel_bias").none(true) = py::none(), py::arg("rel_max_distance") = kMpnetMaxDistance,
       py::arg("lse").none(true) = py::none(), py::arg("packed_bounds").none(true) = py::none(),
-      py::arg("stream") = 0,
+      py::arg("path") = "auto", py::arg("stream") = 0,
       py::arg("stream_is_producers") = false,
       R"doc(Flash attention forward on device arrays, zero copy: the launcher behind
 sutra.ops.flash_attention, which finds the caller's stream and allocates out and lse.
@@ -337,7 +346,9 @@ around the query, -1 unbounded; causal folds in window_right <= 0. alibi_slopes:
 [heads]. rel_bias: float32 [heads, width >= 32], MPNet's 32 buckets with max_distance =
 rel_max_distance (9..512). packed_bounds: int32 [2, total_tokens] scratch (varlen only): row
 tiles span sequences (sutra.ops.flash_attention's pack_sequences); the binding fills it with
-each token's sequence range first. stream: the cudaStream_t as an integer, 0 for the legacy default.
+each token's sequence range first. path: 'auto' (the sm90a wgmma/TMA kernels on a
+compute capability 9.0 GPU where they apply, else sm80), 'sm80' or 'sm90' (forced; ValueError
+where it cannot run). stream: the cudaStream_t as an integer, 0 for the legacy default.
 stream_is_producers: the arrays' library runs its own work on `stream` (flash_attention passes
 True for torch and CuPy on their current stream), so DLPack exports need no synchronization.
 Enqueues the kernel and returns; the GIL is released meanwhile.
@@ -346,9 +357,10 @@ Raises ValueError naming the argument, SutraError without CUDA support, GPU, or 
 
   m.def(
       "flash_attention_kernel_info",
-      [](int head_dim, bool with_bias, int window_left, int window_right) {
-        const FlashAttnKernelInfo info =
-            flash_attention_kernel_info(head_dim, with_bias, window_left, window_right);
+      [](int head_dim, bool with_bias, int window_left, int window_right, const std::string& path,
+         int device) {
+        const FlashAttnKernelInfo info = flash_attention_kernel_info(
+            head_dim, with_bias, window_left, window_right, attention_path(path), device);
         py::dict out;
         out["block_m"] = info.block_m;
         out["block_n"] = info.block_n;
@@ -359,9 +371,10 @@ Raises ValueError naming the argument, SutraError without CUDA support, GPU, or 
         return out;
       },
       py::arg("head_dim"), py::arg("with_bias") = false, py::arg("window_left") = -1,
-      py::arg("window_right") = -1,
+      py::arg("window_right") = -1, py::arg("path") = "auto", py::arg("device") = 0,
       "Tile configuration of the flash attention kernel a call with this head dim (32, 64, 128)\n"
-      "and window (inclusive bounds, -1 unbounded) runs:\n"
+      "and window (inclusive bounds, -1 unbounded) runs on `device` with `path` ('auto', 'sm80',\n"
+      "'sm90'; ValueError where 'sm90' cannot run):\n"
       "{'block_m', 'block_n', 'threads', 'stages', 'smem_bytes', 'path'}. Raises SutraError in a\n"
       "build without CUDA.");
 }

@@ -22,7 +22,7 @@ void cuda_l2_normalize_rows(const float*, int64_t, int64_t, float*, int) {
   throw Error("this build of sutra has no CUDA support");
 }
 
-FlashAttnKernelInfo flash_attention_kernel_info(int, bool, int, int) {
+FlashAttnKernelInfo flash_attention_kernel_info(int, bool, int, int, AttnPath, int) {
   throw Error("this build of sutra has no CUDA support");
 }
 

@@ -1,13 +1,16 @@
 // Host entry points of sutra/kernels/attention.h: argument checks, device guard, dispatch on head dim.
+#include <cuda.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 
 #include "common/check.cuh"
 #include "cuda/resources.h"
 #include "flash_fwd_launch.cuh"
+#include "flash_fwd_sm90_launch.cuh"
 #include "sutra/kernels/attention.h"
 #include "sutra/error.h"
 
@@ -54,12 +57,123 @@ void check_params(const FlashAttnParams& p) {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The sm_90a path: where it can run, and its tensor maps.
+
+// SUTRA_ATTN_HAS_SM90A: CMake defines it when the architecture list has sm_90a code.
+#ifndef SUTRA_ATTN_HAS_SM90A
+#define SUTRA_ATTN_HAS_SM90A 0
+#endif
+
+/// Empty when `device` can run the sm_90a kernels for this head dim, else why not.
+std::string sm90_unavailable(int head_dim, int device) {
+  if (!SUTRA_ATTN_HAS_SM90A) return "this build has no sm_90a code";
+  if (head_dim != 64 && head_dim != 128) {
+    return "head_dim " + std::to_string(head_dim) + " runs on the sm80 path only (64, 128 on sm90)";
+  }
+  int major = 0, minor = 0;
+  cuda::check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device),
+              "cudaDeviceGetAttribute");
+  cuda::check(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device),
+              "cudaDeviceGetAttribute");
+  if (major != 9 || minor != 0) {
+    return "device " + std::to_string(device) + " is sm_" + std::to_string(major) +
+           std::to_string(minor) + " (the sm90a kernels need compute capability 9.0)";
+  }
+  return {};
+}
+
+/// What kAuto picks when the sm_90a path is available: everything but the narrow d=64 windows,
+/// whose 64x32 sm80 tile walks fewer masked keys than a 128x128 one.
+bool auto_prefers_sm90(int head_dim, int window_left, int window_right) {
+  return !cuda::attn::uses_window_tiles(head_dim, window_left, window_right);
+}
+
+using EncodeTiledFn = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*,
+                                   const cuuint64_t*, const cuuint64_t*, const cuuint32_t*,
+                                   const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle,
+                                   CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+/// cuTensorMapEncodeTiled from the driver through the runtime (nothing links libcuda), or null.
+EncodeTiledFn encode_tiled() {
+  static const EncodeTiledFn fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault,
+                                         &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();
+      return static_cast<EncodeTiledFn>(nullptr);
+    }
+    return reinterpret_cast<EncodeTiledFn>(f);
+  }();
+  return fn;
+}
+
+/// The (head_dim, heads, rows, batch) tensor at `data` with element strides (row, head, batch),
+/// boxes of 64 x 1 x box_rows x 1 with the 128-byte swizzle. False where the copy engine cannot
+/// describe it (strides not multiples of 16 bytes, sizes out of range).
+bool encode_map(CUtensorMap* map, const void* data, AttnDtype dtype, int head_dim, int heads,
+                int64_t rows, int64_t batch, int64_t row_stride, int64_t head_stride,
+                int64_t batch_stride, int box_rows) {
+  const EncodeTiledFn fn = encode_tiled();
+  if (fn == nullptr || rows <= 0 || batch <= 0) return false;
+  // A size-1 axis is never stepped along: any stride the driver accepts will do.
+  const int64_t head_bytes = heads == 1 ? head_dim * 2 : head_stride * 2;
+  const int64_t row_bytes = rows == 1 ? head_bytes * heads : row_stride * 2;
+  const int64_t batch_bytes = batch == 1 ? row_bytes * rows : batch_stride * 2;
+  for (int64_t stride : {head_bytes, row_bytes, batch_bytes}) {
+    if (stride <= 0 || stride % 16 != 0 || stride >= (int64_t{1} << 40)) return false;
+  }
+  const cuuint64_t dims[4] = {static_cast<cuuint64_t>(head_dim), static_cast<cuuint64_t>(heads),
+                              static_cast<cuuint64_t>(rows), static_cast<cuuint64_t>(batch)};
+  const cuuint64_t strides[3] = {static_cast<cuuint64_t>(head_bytes),
+                                 static_cast<cuuint64_t>(row_bytes),
+                                 static_cast<cuuint64_t>(batch_bytes)};
+  const cuuint32_t box[4] = {64, 1, static_cast<cuuint32_t>(box_rows), 1};
+  const cuuint32_t element_strides[4] = {1, 1, 1, 1};
+  const CUtensorMapDataType type = dtype == AttnDtype::kFloat16
+                                       ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
+                                       : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  return fn(map, type, 4, const_cast<void*>(data), dims, strides, box, element_strides,
+            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+/// Fills `maps` for the call; empty on success, else why the sm_90 path cannot take it.
+std::string make_sm90_tensor_maps(const FlashAttnParams& p, cuda::attn::Sm90TensorMaps* maps) {
+  const bool varlen = p.cu_seqlens != nullptr;
+  if (varlen && p.varlen_rows <= 0) return "varlen_rows (the rows of q, k, v) is not set";
+  const int64_t rows = varlen ? p.varlen_rows : p.max_seqlen;
+  const int64_t batch = varlen ? 1 : p.batch;
+  constexpr int kBox = 128;  // block_m = block_n of the sm90 traits
+  const bool ok =
+      encode_map(&maps->q, p.q, p.dtype, p.head_dim, p.heads, rows, batch, p.q_row_stride,
+                 p.q_head_stride, p.q_batch_stride, kBox) &&
+      encode_map(&maps->k, p.k, p.dtype, p.head_dim, p.heads, rows, batch, p.k_row_stride,
+                 p.k_head_stride, p.k_batch_stride, kBox) &&
+      encode_map(&maps->v, p.v, p.dtype, p.head_dim, p.heads, rows, batch, p.v_row_stride,
+                 p.v_head_stride, p.v_batch_stride, kBox);
+  return ok ? std::string() : std::string("the copy engine cannot describe q, k or v's layout");
+}
+
 }  // namespace
 
 FlashAttnKernelInfo flash_attention_kernel_info(int head_dim, bool with_bias, int window_left,
-                                                int window_right) {
+                                                int window_right, AttnPath path, int device) {
   using namespace cuda::attn;
   check_head_dim(head_dim);
+  if (path != AttnPath::kSm80) {
+    const std::string why = sm90_unavailable(head_dim, device);
+    if (path == AttnPath::kSm90 && !why.empty()) {
+      throw std::invalid_argument("the sm90 attention path cannot run: " + why);
+    }
+    if (why.empty() &&
+        (path == AttnPath::kSm90 || auto_prefers_sm90(head_dim, window_left, window_right))) {
+      return head_dim == 64 ? flash_fwd_sm90_info<Sm90DefaultTraits<64>>(with_bias)
+                            : flash_fwd_sm90_info<Sm90DefaultTraits<128>>(with_bias);
+    }
+  }
   if (head_dim == 32) return flash_fwd_info<DefaultTraits<32>::type>(with_bias);
   if (head_dim == 128) return flash_fwd_info<DefaultTraits<128>::type>(with_bias);
   return uses_window_tiles(head_dim, window_left, window_right)
@@ -111,6 +225,23 @@ void flash_attention_forward(const FlashAttnParams& p, cudaStream_t stream) {
   if (major < 8) {
     throw Error("flash_attention needs an sm_80 or newer GPU (device " + std::to_string(p.device) +
                 " is sm_" + std::to_string(major) + "x)");
+  }
+  if (p.path != AttnPath::kSm80 &&
+      (p.path == AttnPath::kSm90 || auto_prefers_sm90(p.head_dim, p.window_left, p.window_right))) {
+    std::string why = sm90_unavailable(p.head_dim, p.device);
+    cuda::attn::Sm90TensorMaps maps;
+    if (why.empty()) why = make_sm90_tensor_maps(p, &maps);
+    if (why.empty()) {
+      if (p.head_dim == 64) {
+        cuda::attn::run_flash_fwd_sm90_hdim64(p, maps, stream);
+      } else {
+        cuda::attn::run_flash_fwd_sm90_hdim128(p, maps, stream);
+      }
+      return;
+    }
+    if (p.path == AttnPath::kSm90) {
+      throw std::invalid_argument("the sm90 attention path cannot run this call: " + why);
+    }
   }
   if (p.packed_tokens > 0) {
     switch (p.head_dim) {

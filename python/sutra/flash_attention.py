@@ -93,7 +93,7 @@ def flash_attention(q: Any, k: Any, v: Any, cu_seqlens: Any = None, max_seqlen: 
                     window: tuple[int, int] = (-1, -1), rel_bias: Any = None,
                     alibi_slopes: Any = None, return_lse: bool = False, *,
                     rel_max_distance: int = 128, out: Any = None,
-                    pack_sequences: bool = False) -> Any:
+                    pack_sequences: bool = False, path: str = "auto") -> Any:
     """Exact softmax attention ``softmax(q k^T * scale + bias) v`` without an N x N buffer.
 
     Shapes (fp16 or bf16, one dtype for q, k, v; head_dim 32, 64 or 128, last dim contiguous,
@@ -116,6 +116,10 @@ def flash_attention(q: Any, k: Any, v: Any, cu_seqlens: Any = None, max_seqlen: 
     sequences: a block takes 128 (64) consecutive tokens of the packed batch, whatever sequences
     they belong to, each row masked to its own sequence's keys. Much faster when most sequences
     are far shorter than a tile (sentences); slower for long ones (the GPU engine picks per pass).
+    ``path``: ``"auto"`` runs the Hopper kernels (wgmma + TMA, head_dim 64 and 128) on a compute
+    capability 9.0 GPU when this build has sm_90a code, except narrow windows at head_dim 64,
+    and the sm_80 kernels (mma.sync) everywhere else; ``"sm80"`` / ``"sm90"`` force one
+    (``"sm90"`` raises ValueError where it cannot run). Same results either way.
 
     Arrays are read through DLPack when they offer it (torch, CuPy; the producer is asked to order
     its pending work before the kernel's stream), else through ``__cuda_array_interface__``.
@@ -161,7 +165,7 @@ def flash_attention(q: Any, k: Any, v: Any, cu_seqlens: Any = None, max_seqlen: 
         q, k, v, out, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, softmax_scale=softmax_scale,
         causal=causal, window_left=left, window_right=right, alibi_slopes=alibi_slopes,
         rel_bias=rel_bias, rel_max_distance=rel_max_distance, lse=lse,
-        packed_bounds=packed_bounds, stream=_stream_of(lib, q),
+        packed_bounds=packed_bounds, path=path, stream=_stream_of(lib, q),
         # torch and CuPy queue their own work on the stream found above: nothing to order, when
         # every array comes from q's library.
         stream_is_producers=lib is not None and all(
@@ -179,8 +183,9 @@ class FlashAttentionConfig:
 
     sequence_threshold: sequences at least this long use it (shorter ones gain little).
     use_efficient_memory: must stay True (the kernel never builds an N x N buffer).
-    enable_flash_v2: the Hopper (wgmma/TMA) path; None = auto. This build has no such path yet:
-        True raises, None and False both run the sm_80 mma.sync kernel (also on sm_90).
+    enable_flash_v2: the Hopper (wgmma/TMA) path. None: auto (sm_90a kernels on a compute
+        capability 9.0 GPU where they apply); True: always (get_stats raises where it cannot run);
+        False: the sm_80 mma.sync kernels.
     block_size: None to take the kernel's own tile (block_m x block_n from the traits); an int
         is checked against it, since the tiles are compile-time constants.
     """
@@ -195,9 +200,11 @@ class FlashAttentionConfig:
             raise ValueError(f"sequence_threshold must be >= 0, got {self.sequence_threshold}")
         if not self.use_efficient_memory:
             raise ValueError("use_efficient_memory=False is not supported: the kernel is O(N)")
-        if self.enable_flash_v2:
-            raise ValueError("enable_flash_v2=True: the sm_90 wgmma/TMA path is not implemented "
-                             "in this build; use None (auto) for the sm_80 kernel")
+
+    @property
+    def path(self) -> str:
+        """The ``path`` argument of :func:`flash_attention` that ``enable_flash_v2`` means."""
+        return {None: "auto", True: "sm90", False: "sm80"}[self.enable_flash_v2]
 
 
 class FlashAttentionOptimizer:
@@ -238,7 +245,8 @@ class FlashAttentionOptimizer:
         if reason is not None:
             return {"available": False, "reason": reason, "seq_len": seq_len}
         left, right = _window_bounds(window, causal)
-        info = dict(_core.flash_attention_kernel_info(head_dim, False, left, right))
+        path = self.config.path
+        info = dict(_core.flash_attention_kernel_info(head_dim, False, left, right, path))
         block = info["block_m"]
         if self.config.block_size not in (None, block):
             raise ValueError(f"block_size {self.config.block_size} differs from the compiled tile "
@@ -251,7 +259,7 @@ class FlashAttentionOptimizer:
             "batch": batch, "heads": heads, "head_dim": head_dim, "dtype": dtype,
             "causal": causal, "window": (left, right), "kernel": info, "tile": (info["block_m"], info["block_n"]),
             "smem_bytes": info["smem_bytes"], "flops": flops, "hbm_bytes": nbytes,
-            "hopper_path": False,
+            "hopper_path": info["path"].startswith("sm90"),
         }
         if measure:
             import torch
@@ -260,13 +268,13 @@ class FlashAttentionOptimizer:
             q, k, v = (torch.randn(shape, dtype=getattr(torch, dtype), device="cuda")
                        for _ in range(3))
             for _ in range(3):
-                flash_attention(q, k, v, window=(left, right))
+                flash_attention(q, k, v, window=(left, right), path=path)
             times = []
             for _ in range(repeats):
                 start = torch.cuda.Event(enable_timing=True)
                 end = torch.cuda.Event(enable_timing=True)
                 start.record()
-                flash_attention(q, k, v, window=(left, right))
+                flash_attention(q, k, v, window=(left, right), path=path)
                 end.record()
                 end.synchronize()
                 times.append(start.elapsed_time(end))

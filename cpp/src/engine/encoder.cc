@@ -505,6 +505,7 @@ void GpuEncoder::Impl::forward(int64_t tokens, int64_t sequences, int max_seqlen
   attn.cu_seqlens = region<int32_t>(device_layout.cu_seqlens);
   attn.batch = static_cast<int>(sequences);
   attn.max_seqlen = max_seqlen;
+  attn.varlen_rows = tokens;  // the sm_90 kernels' bulk copies stop at the pass's last token
   if (pack_attention) {  // once per pass, for every layer
     attn.packed_tokens = tokens;
     attn.packed_bounds = region<int32_t>(device_layout.packed_bounds);

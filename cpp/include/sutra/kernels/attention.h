@@ -18,6 +18,11 @@ namespace sutra {
 
 enum class AttnDtype : int { kFloat16 = 0, kBFloat16 = 1 };
 enum class AttnBias : int { kNone = 0, kAlibi = 1, kRelative = 2 };
+/// Which kernel family runs a call. kAuto: the sm_90a (wgmma + TMA) kernels on a compute
+/// capability 9.0 GPU when this build has sm_90a code and the call fits them (head dim 64 or
+/// 128, varlen_rows known for varlen calls, narrow d=64 windows excepted), the sm_80 kernels
+/// otherwise. kSm80 / kSm90 force one (kSm90 throws std::invalid_argument where it cannot run).
+enum class AttnPath : int { kAuto = 0, kSm80 = 1, kSm90 = 2 };
 
 /// Largest |j - i| the relative-bias bucket map can distinguish; farther pairs use the edge bucket.
 constexpr int kAttnMaxRelDistance = 512;
@@ -40,6 +45,10 @@ struct FlashAttnParams {
   // than a tile (the engine decides per pass). 0: one block per (row tile, head, sequence).
   int64_t packed_tokens = 0;
   const int32_t* packed_bounds = nullptr;
+  // Varlen only: the rows q, k, v and o hold (>= cu_seqlens[batch]). The sm_90 path's bulk copies
+  // are bounded by it (a copy past it reads zeros); 0 (unknown) keeps a call on the sm_80 path.
+  int64_t varlen_rows = 0;
+  AttnPath path = AttnPath::kAuto;
 
   int64_t q_batch_stride = 0, q_row_stride = 0, q_head_stride = 0;
   int64_t k_batch_stride = 0, k_row_stride = 0, k_head_stride = 0;
@@ -80,10 +89,12 @@ struct FlashAttnKernelInfo {
 };
 
 /// Tile configuration of the kernel a call with `head_dim` (32, 64, 128) and this window
-/// (inclusive bounds, -1 unbounded) runs. Throws std::invalid_argument for another head dim,
-/// sutra::Error in a CPU-only build.
+/// (inclusive bounds, -1 unbounded) runs on `device` with `path` (kAuto: as flash_attention_forward
+/// decides for a call whose layout the sm_90 path accepts). Throws std::invalid_argument for
+/// another head dim or a kSm90 that cannot run, sutra::Error in a CPU-only build.
 FlashAttnKernelInfo flash_attention_kernel_info(int head_dim, bool with_bias, int window_left = -1,
-                                                int window_right = -1);
+                                                int window_right = -1,
+                                                AttnPath path = AttnPath::kAuto, int device = 0);
 
 /// Whether packed row tiles (FlashAttnParams::packed_tokens) are modelled to run a varlen batch
 /// faster than one block per sequence: counts the (query tile, key tile) pairs either layout
