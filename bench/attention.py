@@ -132,8 +132,9 @@ def time_ms_graph(fn, sets, repeats, warmup=3):
     return statistics.median(times)
 
 
-WINDOW_HEADER = ("| window | L | B | sutra ms | flex ms | sutra speedup | HBM floor ms | sutra vs floor "
-                 "| sutra eager ms | flex eager ms |\n|---|---|---|---|---|---|---|---|---|---|")
+WINDOW_HEADER = ("| window | L | B | sutra ms (auto) | sm80 ms | sm90 ms | flex ms | auto speedup "
+                 "| copy floor ms | auto vs floor | sm90 TFLOP/s (visible pairs) | sutra eager ms "
+                 "| flex eager ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def windowed(args, lines):
@@ -161,13 +162,27 @@ def windowed(args, lines):
             def run_flex(q, k, v, bm=bm):
                 return flex(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), block_mask=bm)
 
+            def run_sm80(q, k, v, w=w):
+                return flash_attention(q, k, v, window=(w, w), path="sm80")
+
+            def run_sm90(q, k, v, w=w):
+                return flash_attention(q, k, v, window=(w, w), path="sm90")
+
+            # The floor: one copy of 2x q's bytes reads and writes what attention must read
+            # (q, k, v) and write (o) at least once, measured on this GPU in this run.
+            src = torch.empty(2 * batch * length * heads * d, dtype=torch.float16, device="cuda")
+            dst = torch.empty_like(src)
+            floor_ms = time_ms_graph(lambda s, t: t.copy_(s), [(src, dst)], args.repeats)
             t_sutra = time_ms_graph(run_sutra, sets, args.repeats)
+            t_sm80 = time_ms_graph(run_sm80, sets, args.repeats)
+            t_sm90 = time_ms_graph(run_sm90, sets, args.repeats)
             t_flex = time_ms_graph(run_flex, sets, args.repeats)
             e_sutra = time_ms(run_sutra, sets, args.repeats, hide_launch=False)
             e_flex = time_ms(run_flex, sets, args.repeats, hide_launch=False)
-            floor_ms = 4 * batch * length * heads * d * 2 / 3.0e12 * 1e3  # 3.0 TB/s measured copy
-            line = (f"| +-{w} | {length} | {batch} | {t_sutra:.3f} | {t_flex:.3f} | "
-                    f"{t_flex / t_sutra:.2f}x | {floor_ms:.3f} | {t_sutra / floor_ms:.2f}x | "
+            pairs = batch * heads * (2 * w + 1) * length  # visible pairs (edges ignored)
+            line = (f"| +-{w} | {length} | {batch} | {t_sutra:.3f} | {t_sm80:.3f} | {t_sm90:.3f} | "
+                    f"{t_flex:.3f} | {t_flex / t_sutra:.2f}x | {floor_ms:.3f} | "
+                    f"{t_sutra / floor_ms:.2f}x | {4 * pairs * d / t_sm90 / 1e9:.0f} | "
                     f"{e_sutra:.3f} | {e_flex:.3f} |")
             lines.append(line)
             print(line, flush=True)
@@ -204,6 +219,7 @@ def main():
     ap.add_argument("--memory", action="store_true", help="also peak extra memory vs L")
     ap.add_argument("--skip-dense", action="store_true", help="only the optional sections")
     ap.add_argument("--markdown", help="write the tables to this file")
+    ap.add_argument("--plot", help="write a PNG of TFLOP/s against L (fp16; needs matplotlib)")
     ap.add_argument("--expose-launch", action="store_true",
                     help="time each call from an idle GPU, host launch work included (before v5)")
     args = ap.parse_args()
@@ -228,6 +244,8 @@ def main():
     if args.memory:
         print("| L (B=1, H=16, d=64, fp16) | q+k+v+o MiB | extra peak MiB |\n|---|---|---|")
         memory(args, mlines)
+    if args.plot and rows:
+        plot(rows, args.plot, header)
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(header + "\n\n")
@@ -242,6 +260,32 @@ def main():
                 f.write("\nPeak device memory beyond q, k, v, o (B=1, H=16, d=64, fp16):\n\n"
                         "| L | q+k+v+o MiB | extra peak MiB |\n|---|---|---|\n")
                 f.write("\n".join(mlines) + "\n")
+
+
+def plot(rows, path, header):
+    """TFLOP/s against L for sutra (auto = sm90 where it runs), sutra sm80, FA2 and cuDNN."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dims = sorted({r[1] for r in rows})
+    fig, axes = plt.subplots(1, len(dims), figsize=(6 * len(dims), 4.2), squeeze=False)
+    for ax, d in zip(axes[0], dims):
+        sel = [r for r in rows if r[1] == d and r[0] == "float16"]
+        lengths = [r[2] for r in sel]
+        for col, label in ((5, "sutra (auto: sm90a wgmma+TMA)"), (6, "sutra sm80 (mma.sync)"),
+                           (7, "SDPA FlashAttention-2"), (8, "SDPA cuDNN")):
+            ax.plot(lengths, [r[col] for r in sel], marker="o", label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("sequence length L (32768 tokens per call)")
+        ax.set_ylabel("TFLOP/s")
+        ax.set_title(f"fp16 attention forward, head dim {d}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(header.split(";")[0], fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

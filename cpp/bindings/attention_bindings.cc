@@ -372,9 +372,9 @@ Raises ValueError naming the argument, SutraError without CUDA support, GPU, or 
       },
       py::arg("head_dim"), py::arg("with_bias") = false, py::arg("window_left") = -1,
       py::arg("window_right") = -1, py::arg("path") = "auto", py::arg("device") = 0,
-      "Tile configuration of the flash attention kernel a call with this head dim (32, 64, 128)\n"
-      "and window (inclusive bounds, -1 unbounded) runs on `device` with `path` ('auto', 'sm80',\n"
-      "'sm90'; ValueError where 'sm90' cannot run):\n"
+      "Tile configuration of the flash attention kernel an unpacked call with this head dim (32,\n"
+      "64, 128) and window (inclusive bounds, -1 unbounded) runs on `device` with `path` ('auto',\n"
+      "'sm80', 'sm90'; ValueError where 'sm90' cannot run):\n"
       "{'block_m', 'block_n', 'threads', 'stages', 'smem_bytes', 'path'}. Raises SutraError in a\n"
       "build without CUDA.");
 }

@@ -83,10 +83,15 @@ std::string sm90_unavailable(int head_dim, int device) {
   return {};
 }
 
-/// What kAuto picks when the sm_90a path is available: everything but the narrow d=64 windows,
-/// whose 64x32 sm80 tile walks fewer masked keys than a 128x128 one.
-bool auto_prefers_sm90(int head_dim, int window_left, int window_right) {
-  return !cuda::attn::uses_window_tiles(head_dim, window_left, window_right);
+/// What kAuto picks when the sm_90a path is available, from bench/results/attention_h200.md (v1):
+/// dense attention, where sm90 ties sm80 up to L = 512 and leads from there (up to 1.3x at d=64
+/// and 2x at d=128). One path for every length keeps a sequence's result independent of the
+/// lengths batched with it. Packed row tiles and two-sided windows stay on sm80: a block of the
+/// sm90 kernel there walks one to five key tiles, and its fixed cost per block (barrier setup,
+/// the first copies' latency, one block per SM) outweighs its faster tiles (+-64 at L=16384:
+/// 0.31 ms against sm80's 0.12).
+bool auto_prefers_sm90(int window_left, int window_right, bool packed) {
+  return !packed && (window_left < 0 || window_right < 0);
 }
 
 using EncodeTiledFn = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*,
@@ -146,14 +151,17 @@ std::string make_sm90_tensor_maps(const FlashAttnParams& p, cuda::attn::Sm90Tens
   if (varlen && p.varlen_rows <= 0) return "varlen_rows (the rows of q, k, v) is not set";
   const int64_t rows = varlen ? p.varlen_rows : p.max_seqlen;
   const int64_t batch = varlen ? 1 : p.batch;
-  constexpr int kBox = 128;  // block_m = block_n of the sm90 traits
+  // Boxes: Q tiles of block_m rows, K and V tiles of block_n.
+  const FlashAttnKernelInfo tile =
+      p.head_dim == 64 ? cuda::attn::flash_fwd_sm90_info<cuda::attn::Sm90DefaultTraits<64>>(false)
+                       : cuda::attn::flash_fwd_sm90_info<cuda::attn::Sm90DefaultTraits<128>>(false);
   const bool ok =
       encode_map(&maps->q, p.q, p.dtype, p.head_dim, p.heads, rows, batch, p.q_row_stride,
-                 p.q_head_stride, p.q_batch_stride, kBox) &&
+                 p.q_head_stride, p.q_batch_stride, tile.block_m) &&
       encode_map(&maps->k, p.k, p.dtype, p.head_dim, p.heads, rows, batch, p.k_row_stride,
-                 p.k_head_stride, p.k_batch_stride, kBox) &&
+                 p.k_head_stride, p.k_batch_stride, tile.block_n) &&
       encode_map(&maps->v, p.v, p.dtype, p.head_dim, p.heads, rows, batch, p.v_row_stride,
-                 p.v_head_stride, p.v_batch_stride, kBox);
+                 p.v_head_stride, p.v_batch_stride, tile.block_n);
   return ok ? std::string() : std::string("the copy engine cannot describe q, k or v's layout");
 }
 
@@ -169,7 +177,8 @@ FlashAttnKernelInfo flash_attention_kernel_info(int head_dim, bool with_bias, in
       throw std::invalid_argument("the sm90 attention path cannot run: " + why);
     }
     if (why.empty() &&
-        (path == AttnPath::kSm90 || auto_prefers_sm90(head_dim, window_left, window_right))) {
+        (path == AttnPath::kSm90 ||
+         auto_prefers_sm90(window_left, window_right, false))) {
       return head_dim == 64 ? flash_fwd_sm90_info<Sm90DefaultTraits<64>>(with_bias)
                             : flash_fwd_sm90_info<Sm90DefaultTraits<128>>(with_bias);
     }
@@ -227,7 +236,7 @@ void flash_attention_forward(const FlashAttnParams& p, cudaStream_t stream) {
                 " is sm_" + std::to_string(major) + "x)");
   }
   if (p.path != AttnPath::kSm80 &&
-      (p.path == AttnPath::kSm90 || auto_prefers_sm90(p.head_dim, p.window_left, p.window_right))) {
+      (p.path == AttnPath::kSm90 || auto_prefers_sm90(p.window_left, p.window_right, p.packed_tokens > 0))) {
     std::string why = sm90_unavailable(p.head_dim, p.device);
     cuda::attn::Sm90TensorMaps maps;
     if (why.empty()) why = make_sm90_tensor_maps(p, &maps);

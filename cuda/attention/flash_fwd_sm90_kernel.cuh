@@ -1,12 +1,12 @@
 // Flash attention forward for sm_90a (Hopper): warpgroup MMA from shared memory (wgmma), bulk
 // tensor copies (TMA) completing on mbarriers, and warp specialization. One block computes
-// kBlockM = 128 query rows of one (sequence, head), or of the packed token stream (kPacked, as the
-// sm80 kernel): warpgroup 0 is the producer (one thread issues every copy: Q once, then K and V
-// tiles into a kStages ring), warpgroups 1 and 2 are consumers of 64 rows each. Per key tile a
+// kBlockM = 64 x kConsumers query rows of one (sequence, head), or of the packed token stream
+// (kPacked, as the sm80 kernel): warpgroup 0 is the producer (one thread issues every copy: Q
+// once, then K and V tiles into a kStages ring), the others are consumers of 64 rows each. Per key tile a
 // consumer runs S = Q K^T (wgmma, both operands in shared memory), the score hook and mask shared
 // with the sm80 kernel (flash_fwd_kernel.cuh: the accumulator layout per warp is mma.sync's), an
 // online softmax, then O += P V with P straight from registers. Setmaxnreg moves registers from
-// the producer (24) to the consumers (240). The consumer loop is software-pipelined: the
+// the producer (24) to the consumers. The consumer loop is software-pipelined: the
 // tensor cores run S(i) = Q K(i)^T and O += P(i-1) V(i-1) back to back while the softmax of
 // tile i overlaps the second.
 //
@@ -39,13 +39,17 @@ struct Sm90TensorMaps {
   CUtensorMap v;
 };
 
-template <int kHeadDim_, int kStages_ = 2>
+template <int kHeadDim_, int kStages_ = 2, int kConsumers_ = 2>
 struct Sm90Traits {
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr int kBlockM = 128;
+  static constexpr int kConsumers = kConsumers_;  // warpgroups of 64 rows
+  static constexpr int kBlockM = 64 * kConsumers;
   static constexpr int kBlockN = 128;
-  static constexpr int kConsumers = 2;  // warpgroups of 64 rows
   static constexpr int kThreads = 128 * (1 + kConsumers);
+  // setmaxnreg: the producer keeps 24 registers, the consumers share the rest of the 64K.
+  static constexpr int kProducerRegs = 24;
+  static constexpr int kConsumerRegs = kConsumers == 2 ? 240 : 160;
+  static_assert(128 * (kProducerRegs + kConsumers * kConsumerRegs) <= 65536, "one block per SM");
   static constexpr int kStages = kStages_;
   static constexpr int kHalves = kHeadDim / 64;  // 128-byte swizzle atoms across a row
   // The fragment shape score_hook / RowBounds index: one m16 tile per warp.
@@ -135,7 +139,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   const int batch_coord = p.cu_seqlens != nullptr ? 0 : b;
 
   if (warp < 4) {  // producer warpgroup
-    warpgroup_reg_dealloc<24>();
+    warpgroup_reg_dealloc<Tr::kProducerRegs>();
     if (tid == 0) {
       prefetch_tensor_map(&maps.q);
       prefetch_tensor_map(&maps.k);
@@ -170,7 +174,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   }
 
   // Consumers.
-  warpgroup_reg_alloc<240>();
+  warpgroup_reg_alloc<Tr::kConsumerRegs>();
   const int consumer = warp / 4 - 1;
   const int ctid = tid - 128;  // 0 .. 128 * kConsumers - 1
   const int g = lane / 4;

@@ -13,10 +13,17 @@
 
 namespace sutra::cuda::attn {
 
-/// d=64 keeps three K/V stages in flight (112 KB), d=128 two (160 KB: a third would not leave
-/// room for the relative-bias table).
+/// 128 query rows (two consumer warpgroups) and 128-key tiles; K/V stages: three at d=64
+/// (112 KB), two at d=128 (160 KB: a third would not leave room for the relative-bias table).
+/// SUTRA_ATTN_SM90_D64_CONSUMERS=3 builds a 192-row d=64 tile for comparison: with 512 threads
+/// ptxas allocates within 128 registers (setmaxnreg raises the limit only at run time) and
+/// spills. The macro exists only to compare configurations in one benchmark session.
+#ifndef SUTRA_ATTN_SM90_D64_CONSUMERS
+#define SUTRA_ATTN_SM90_D64_CONSUMERS 2
+#endif
 template <int kHeadDim>
-using Sm90DefaultTraits = Sm90Traits<kHeadDim, kHeadDim == 64 ? 3 : 2>;
+using Sm90DefaultTraits = Sm90Traits<kHeadDim, kHeadDim == 64 ? 3 : 2,
+                                     kHeadDim == 64 ? SUTRA_ATTN_SM90_D64_CONSUMERS : 2>;
 
 template <typename Tr, typename T, bool kHasBias, bool kPacked>
 void launch_flash_fwd_sm90(const FlashAttnParams& p, const Sm90TensorMaps& maps,
@@ -63,11 +70,15 @@ FlashAttnKernelInfo flash_fwd_sm90_info(bool with_bias) {
   info.threads = Tr::kThreads;
   info.stages = Tr::kStages;
   info.smem_bytes = Tr::kSmemBytes + (with_bias ? Tr::kSmemLutBytes : 0);
-  constexpr const char* kPaths[] = {
-      "sm90a wgmma m64n128k16 + TMA + mbarriers, producer/2 consumer warpgroups (2 stages)",
-      "sm90a wgmma m64n128k16 + TMA + mbarriers, producer/2 consumer warpgroups (3 stages)"};
+  // [consumers - 2][stages - 2]
+  constexpr const char* kPaths[2][2] = {
+      {"sm90a wgmma m64n128k16 + TMA + mbarriers, producer + 2 consumer warpgroups (2 stages)",
+       "sm90a wgmma m64n128k16 + TMA + mbarriers, producer + 2 consumer warpgroups (3 stages)"},
+      {"sm90a wgmma m64n128k16 + TMA + mbarriers, producer + 3 consumer warpgroups (2 stages)",
+       "sm90a wgmma m64n128k16 + TMA + mbarriers, producer + 3 consumer warpgroups (3 stages)"}};
   static_assert(Tr::kStages == 2 || Tr::kStages == 3, "name the pipeline depth in kPaths");
-  info.path = kPaths[Tr::kStages - 2];
+  static_assert(Tr::kConsumers == 2 || Tr::kConsumers == 3, "name the warpgroups in kPaths");
+  info.path = kPaths[Tr::kConsumers - 2][Tr::kStages - 2];
   return info;
 }
 

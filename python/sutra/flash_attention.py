@@ -117,8 +117,9 @@ def flash_attention(q: Any, k: Any, v: Any, cu_seqlens: Any = None, max_seqlen: 
     they belong to, each row masked to its own sequence's keys. Much faster when most sequences
     are far shorter than a tile (sentences); slower for long ones (the GPU engine picks per pass).
     ``path``: ``"auto"`` runs the Hopper kernels (wgmma + TMA, head_dim 64 and 128) on a compute
-    capability 9.0 GPU when this build has sm_90a code, except narrow windows at head_dim 64,
-    and the sm_80 kernels (mma.sync) everywhere else; ``"sm80"`` / ``"sm90"`` force one
+    capability 9.0 GPU when this build has sm_90a code, unless the call has a two-sided window
+    or packed tiles (where sm80 is measured faster), and the sm_80 kernels (mma.sync)
+    everywhere else; ``"sm80"`` / ``"sm90"`` force one
     (``"sm90"`` raises ValueError where it cannot run). Same results either way.
 
     Arrays are read through DLPack when they offer it (torch, CuPy; the producer is asked to order

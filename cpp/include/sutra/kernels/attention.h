@@ -19,9 +19,10 @@ namespace sutra {
 enum class AttnDtype : int { kFloat16 = 0, kBFloat16 = 1 };
 enum class AttnBias : int { kNone = 0, kAlibi = 1, kRelative = 2 };
 /// Which kernel family runs a call. kAuto: the sm_90a (wgmma + TMA) kernels on a compute
-/// capability 9.0 GPU when this build has sm_90a code and the call fits them (head dim 64 or
-/// 128, varlen_rows known for varlen calls, narrow d=64 windows excepted), the sm_80 kernels
-/// otherwise. kSm80 / kSm90 force one (kSm90 throws std::invalid_argument where it cannot run).
+/// capability 9.0 GPU when this build has sm_90a code and the call is one they win (head dim 64
+/// or 128, no two-sided window, no packed row tiles; varlen_rows known for a varlen call), the
+/// sm_80 kernels otherwise. kSm80 / kSm90 force one (kSm90 throws
+/// std::invalid_argument where it cannot run).
 enum class AttnPath : int { kAuto = 0, kSm80 = 1, kSm90 = 2 };
 
 /// Largest |j - i| the relative-bias bucket map can distinguish; farther pairs use the edge bucket.
@@ -90,8 +91,9 @@ struct FlashAttnKernelInfo {
 
 /// Tile configuration of the kernel a call with `head_dim` (32, 64, 128) and this window
 /// (inclusive bounds, -1 unbounded) runs on `device` with `path` (kAuto: as flash_attention_forward
-/// decides for a call whose layout the sm_90 path accepts). Throws std::invalid_argument for
-/// another head dim or a kSm90 that cannot run, sutra::Error in a CPU-only build.
+/// decides for an unpacked call whose layout the sm_90 path accepts). Throws
+/// std::invalid_argument for another head dim or a kSm90 that cannot run, sutra::Error in a
+/// CPU-only build.
 FlashAttnKernelInfo flash_attention_kernel_info(int head_dim, bool with_bias, int window_left = -1,
                                                 int window_right = -1,
                                                 AttnPath path = AttnPath::kAuto, int device = 0);
