@@ -1,7 +1,8 @@
 // Hopper (sm_90a) building blocks of the attention kernels, as inline PTX: mbarriers, bulk tensor
 // copies (TMA) that complete on them, warpgroup MMA (wgmma) with shared-memory descriptors, and
-// register reallocation between warpgroups. Only compiled into sm_90a code: every wrapper's body
-// is empty for other targets, whose kernels never call them (see SUTRA_SM90A below).
+// register reallocation between warpgroups. The kernels that call them compile their bodies only
+// in the sm_90a pass (SUTRA_SM90A below); the wgmma and setmaxnreg wrappers, which no other target
+// can assemble, are empty elsewhere as well.
 #pragma once
 
 #include <cuda.h>  // CUtensorMap (a type only; nothing from the driver library is linked)
