@@ -237,6 +237,30 @@ __device__ __forceinline__ void score_hook(float (&s)[Tr::kMT][Tr::kNT][4],
   }
 }
 
+/// score_hook for key tile nb of the row block starting at m_start (this thread's first row
+/// `row_base`, column pair `tq`). The uniform branch keeps the per-element mask (and its index
+/// arithmetic) out of the interior tiles, the vast majority at long lengths.
+template <typename Tr, bool kHasBias, bool kPacked>
+__device__ __forceinline__ void tile_score_hook(float (&s)[Tr::kMT][Tr::kNT][4],
+                                                const FlashAttnParams& p, int nb, int m_start,
+                                                int row_base, int tq, int seqlen, float scale_log2,
+                                                float slope_log2, const float* sLut,
+                                                const RowBounds<Tr>& rows) {
+  const int n_start = nb * Tr::kBlockN;
+  const bool need_mask =
+      kPacked || n_start + Tr::kBlockN > seqlen ||
+      (p.window_left >= 0 && n_start - (m_start + Tr::kBlockM - 1) < -p.window_left) ||
+      (p.window_right >= 0 && n_start + Tr::kBlockN - 1 - m_start > p.window_right);
+  const int col_base = n_start + tq * 2;
+  if (need_mask) {
+    score_hook<Tr, kHasBias, true, kPacked>(s, p, row_base, col_base, seqlen, scale_log2,
+                                            slope_log2, sLut, rows);
+  } else if constexpr (kHasBias) {
+    score_hook<Tr, kHasBias, false, kPacked>(s, p, row_base, col_base, seqlen, scale_log2,
+                                             slope_log2, sLut, rows);
+  }
+}
+
 /// S = Q K^T for one warp's rows and one key tile (K at sKs, Q from registers or smem).
 template <typename Tr, typename T>
 __device__ __forceinline__ void qk_tile(float (&s)[Tr::kMT][Tr::kNT][4], const T* sQ,
@@ -514,23 +538,10 @@ __global__ void __launch_bounds__(Tr::kThreads)
     row_sum[mt][0] = row_sum[mt][1] = 0.0f;
   }
 
-  // Bias and mask of the scores of key tile nb. The uniform branch keeps the per-element mask
-  // (and its index arithmetic) out of the interior tiles, the vast majority at long lengths.
+  // Bias and mask of the scores of key tile nb.
   const auto hook = [&](float (&s)[Tr::kMT][Tr::kNT][4], int nb) {
-    const int n_start = nb * Tr::kBlockN;
-    const bool need_mask =
-        packed || n_start + Tr::kBlockN > seqlen ||
-        (p.window_left >= 0 && n_start - (m_start + Tr::kBlockM - 1) < -p.window_left) ||
-        (p.window_right >= 0 && n_start + Tr::kBlockN - 1 - m_start > p.window_right);
-    const int row_base = m_start + warp_row0 + g;
-    const int col_base = n_start + tq * 2;
-    if (need_mask) {
-      score_hook<Tr, kHasBias, true, kPacked>(s, p, row_base, col_base, seqlen, scale_log2,
-                                              slope_log2, sLut, rows);
-    } else if constexpr (kHasBias) {
-      score_hook<Tr, kHasBias, false, kPacked>(s, p, row_base, col_base, seqlen, scale_log2,
-                                               slope_log2, sLut, rows);
-    }
+    tile_score_hook<Tr, kHasBias, kPacked>(s, p, nb, m_start, m_start + warp_row0 + g, tq, seqlen,
+                                           scale_log2, slope_log2, sLut, rows);
   };
   const auto load_q_frags = [&]() {
     if constexpr (Tr::kQInRegs) {

@@ -150,24 +150,22 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         tma_load_4d(sQ + h * Tr::kBlockM * 64, &maps.q, full_q, 64 * h, head, row0 + m_start,
                     batch_coord);
       }
+      // Rows [row, row + kBlockN) into `tile` once its stage's previous tile (use - 1) is free.
+      const auto load_kv = [&](T* tile, const CUtensorMap* map, uint64_t* full, uint64_t* empty,
+                               int use, int row) {
+        if (use > 0) mbarrier_wait(empty, (use - 1) & 1);
+        mbarrier_arrive_expect_tx(full, Tr::kKVBytes);
+#pragma unroll
+        for (int h = 0; h < Tr::kHalves; ++h) {
+          tma_load_4d(tile + h * Tr::kBlockN * 64, map, full, 64 * h, head, row, batch_coord);
+        }
+      };
       for (int nb = nb_lo, i = 0; nb < nb_hi; ++nb, ++i) {
         const int s = i % Tr::kStages;
         const int use = i / Tr::kStages;
         const int row = row0 + nb * Tr::kBlockN;
-        if (use > 0) mbarrier_wait(&empty_k[s], (use - 1) & 1);
-        mbarrier_arrive_expect_tx(&full_k[s], Tr::kKVBytes);
-#pragma unroll
-        for (int h = 0; h < Tr::kHalves; ++h) {
-          tma_load_4d(sK + s * kKVElems + h * Tr::kBlockN * 64, &maps.k, &full_k[s], 64 * h, head,
-                      row, batch_coord);
-        }
-        if (use > 0) mbarrier_wait(&empty_v[s], (use - 1) & 1);
-        mbarrier_arrive_expect_tx(&full_v[s], Tr::kKVBytes);
-#pragma unroll
-        for (int h = 0; h < Tr::kHalves; ++h) {
-          tma_load_4d(sV + s * kKVElems + h * Tr::kBlockN * 64, &maps.v, &full_v[s], 64 * h, head,
-                      row, batch_coord);
-        }
+        load_kv(sK + s * kKVElems, &maps.k, &full_k[s], &empty_k[s], use, row);
+        load_kv(sV + s * kKVElems, &maps.v, &full_v[s], &empty_v[s], use, row);
       }
     }
     return;
@@ -253,20 +251,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   // the caller to apply once no wgmma is accumulating into O.
   float alpha[2];
   const auto softmax = [&](int nb) {
-    const int n_start = nb * Tr::kBlockN;
-    const bool need_mask =
-        kPacked || n_start + Tr::kBlockN > seqlen ||
-        (p.window_left >= 0 && n_start - (m_start + Tr::kBlockM - 1) < -p.window_left) ||
-        (p.window_right >= 0 && n_start + Tr::kBlockN - 1 - m_start > p.window_right);
-    const int row_base = m_start + warp_row0 + g;
-    const int col_base = n_start + tq * 2;
-    if (need_mask) {
-      score_hook<Tr, kHasBias, true, kPacked>(sc, p, row_base, col_base, seqlen, scale_log2,
-                                              slope_log2, sLut, rows);
-    } else if constexpr (kHasBias) {
-      score_hook<Tr, kHasBias, false, kPacked>(sc, p, row_base, col_base, seqlen, scale_log2,
-                                               slope_log2, sLut, rows);
-    }
+    tile_score_hook<Tr, kHasBias, kPacked>(sc, p, nb, m_start, m_start + warp_row0 + g, tq,
+                                           seqlen, scale_log2, slope_log2, sLut, rows);
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       float mx = -INFINITY;
