@@ -30,6 +30,10 @@ void flash_attention_packed_bounds(const int32_t*, int, int64_t, int32_t*, int, 
   throw Error("this build of sutra has no CUDA support");
 }
 
+AttnPath flash_attention_pass_path(int, int) {
+  throw Error("this build of sutra has no CUDA support");
+}
+
 bool flash_attention_packing_pays(int, bool, int, int, const int32_t*, int64_t) {
   throw Error("this build of sutra has no CUDA support");
 }

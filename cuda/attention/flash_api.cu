@@ -94,6 +94,13 @@ bool auto_prefers_sm90(int window_left, int window_right, bool packed) {
   return !packed && (window_left < 0 || window_right < 0);
 }
 
+/// Where sm90 starts to lead sm80 on dense calls, from bench/results/attention_h200.md (short
+/// lengths, 65,536 tokens per call): at d=64 sm80 is faster at every L below 512 (L=128: 145 us
+/// against 185; ragged lengths such as 192 or 448, whose partial tiles cost sm90 a whole 128x128
+/// tile, by up to 1.9x) and sm90 from 512 (1.08x) on; at d=128 sm80 leads up to 192 and sm90
+/// from 256 (1.21x).
+int sm90_min_seqlen(int head_dim) { return head_dim == 128 ? 256 : 512; }
+
 using EncodeTiledFn = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*,
                                    const cuuint64_t*, const cuuint64_t*, const cuuint32_t*,
                                    const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle,
@@ -190,13 +197,24 @@ FlashAttnKernelInfo flash_attention_kernel_info(int head_dim, bool with_bias, in
              : flash_fwd_info<DefaultTraits<64>::type>(with_bias);
 }
 
+AttnPath flash_attention_pass_path(int head_dim, int max_seqlen) {
+  check_head_dim(head_dim);
+  return max_seqlen < sm90_min_seqlen(head_dim) ? AttnPath::kSm80 : AttnPath::kAuto;
+}
+
 bool flash_attention_packing_pays(int head_dim, bool with_bias, int window_left, int window_right,
                                   const int32_t* cu_seqlens, int64_t batch) {
   if (batch <= 1) return false;
-  // Per-sequence blocks run the window's tile; packed rows always the head dim's default tile.
-  // Key ranges are counted without the window (an upper bound for both layouts).
+  // Per-sequence blocks run the window's tile on the path the pass takes (by its longest
+  // sequence); packed rows always the head dim's default tile. Key ranges are counted without the
+  // window (an upper bound for both layouts).
+  int32_t max_length = 0;
+  for (int64_t b = 0; b < batch; ++b) {
+    max_length = std::max(max_length, cu_seqlens[b + 1] - cu_seqlens[b]);
+  }
   const FlashAttnKernelInfo own =
-      flash_attention_kernel_info(head_dim, with_bias, window_left, window_right);
+      flash_attention_kernel_info(head_dim, with_bias, window_left, window_right,
+                                  flash_attention_pass_path(head_dim, max_length));
   const FlashAttnKernelInfo shared = flash_attention_kernel_info(head_dim, with_bias);
   int64_t per_sequence = 0;
   for (int64_t b = 0; b < batch; ++b) {

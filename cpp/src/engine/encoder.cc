@@ -506,6 +506,9 @@ void GpuEncoder::Impl::forward(int64_t tokens, int64_t sequences, int max_seqlen
   attn.batch = static_cast<int>(sequences);
   attn.max_seqlen = max_seqlen;
   attn.varlen_rows = tokens;  // the sm_90 kernels' bulk copies stop at the pass's last token
+  // The faster kernel for this pass's lengths (results then depend on the pass, as they do with
+  // packed tiles, within the dtype's rounding).
+  attn.path = flash_attention_pass_path(attn.head_dim, max_seqlen);
   if (pack_attention) {  // once per pass, for every layer
     attn.packed_tokens = tokens;
     attn.packed_bounds = region<int32_t>(device_layout.packed_bounds);

@@ -98,6 +98,13 @@ FlashAttnKernelInfo flash_attention_kernel_info(int head_dim, bool with_bias, in
                                                 int window_right = -1,
                                                 AttnPath path = AttnPath::kAuto, int device = 0);
 
+/// The path a caller that may pick per call (the GPU engine, per pass) should set for an unpacked
+/// dense call whose longest sequence is `max_seqlen`: kSm80 below the length where the sm_90
+/// kernels start to lead on an H200 (512 keys at head dim 64, 256 at 128; their fixed cost per
+/// block is higher), else kAuto. flash_attention_forward's own kAuto stays one path per head dim,
+/// so that a sequence's output there does not depend on what it is batched with.
+AttnPath flash_attention_pass_path(int head_dim, int max_seqlen);
+
 /// Whether packed row tiles (FlashAttnParams::packed_tokens) are modelled to run a varlen batch
 /// faster than one block per sequence: counts the (query tile, key tile) pairs either layout
 /// computes with the tile shape of this head dim and window, a packed pair weighted 1.25 (every
