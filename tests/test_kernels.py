@@ -1,4 +1,4 @@
-"""The encoder engine's LayerNorm kernels (cuda/layernorm/) against torch in float32.
+"""The encoder engine's LayerNorm, activation and pooling kernels against torch in float32.
 
 Outputs are poisoned with NaN first, so an element a kernel never wrote fails. The error bound is
 2x the error of the same computation done by torch in the input dtype, plus a small atol declared
@@ -14,7 +14,7 @@ import pytest
 
 from sutra import _core
 
-ATOL = {"float16": 1e-3, "bfloat16": 8e-3}
+ATOL = {"float16": 1e-3, "bfloat16": 8e-3, "float32": 1e-6}
 HIDDENS = (1, 32, 128, 384, 768, 1000, 1024, 8192)  # warp rows: multiples of 128 to 1024
 
 
@@ -200,3 +200,84 @@ def test_device_pooling_is_the_core_pooling(dtype, mode, hidden):
             np.testing.assert_allclose(out.cpu().numpy(), want, rtol=1e-4, atol=1e-5,
                                        err_msg=f"{what} prompts={prompt_lengths is not None} "
                                        f"normalize={normalize} split={split is not None}")
+
+
+ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "tanh", "sigmoid", "identity")
+
+
+def _activate(name, x):
+    """torch's activation of that name, in x's dtype."""
+    import torch
+    import torch.nn.functional as F
+
+    return {"gelu": F.gelu, "gelu_tanh": lambda v: F.gelu(v, approximate="tanh"),
+            "relu": F.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
+            "identity": lambda v: v}[name](x)
+
+
+@pytest.mark.skipif(not _core.build_info()["cuda"], reason="needs a CUDA build")
+def test_activation_arguments_are_checked_by_name():
+    x = _FakeDeviceArray((4, 8))
+    with pytest.raises(ValueError, match="^activation must be one of 'gelu', 'gelu_tanh'"):
+        _core.bias_activation(x, None, activation="swish")
+    with pytest.raises(ValueError, match=r"^bias must be a contiguous \[cols\] array"):
+        _core.bias_activation(x, _FakeDeviceArray((9,)), activation="gelu")
+    with pytest.raises(ValueError, match="^x must be float16 or bfloat16, got int32"):
+        _core.bias_activation(_FakeDeviceArray((4, 8), "<i4"), None, activation="gelu")
+    with pytest.raises(ValueError, match=r"^x must be \[rows, 2 \* cols\]"):
+        _core.gated_activation(_FakeDeviceArray((4, 7)), x, activation="gelu")
+    with pytest.raises(ValueError, match=r"^out must be a contiguous \[rows, cols\] array"):
+        _core.gated_activation(x, x, activation="gelu")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("shape", [(1, 1), (3001, 1000), (1003, 1001), (4099, 3072)])
+def test_bias_activation_matches_torch(dtype, activation, shape):
+    """Against torch in float64 (float32 rows: the Dense head's) or float32; the shapes take the
+    grid-stride loop over several steps, with 16-byte vectors (cols % 8 == 0) and without."""
+    import torch
+
+    seed = random.randrange(1 << 30)
+    torch.manual_seed(seed)
+    what = f"dtype={dtype} activation={activation} shape={shape} seed={seed}"
+    dt = getattr(torch, dtype)
+    ref_dt = torch.float64 if dtype == "float32" else torch.float32
+    rows, cols = shape
+    x = (torch.randn(rows, cols, device="cuda") * 3).to(dt)
+    for bias in (None, torch.randn(cols, device="cuda").to(dt)):
+        total_ref = x.to(ref_dt) + (0 if bias is None else bias.to(ref_dt))
+        total_lp = x + (0 if bias is None else bias)
+        ref = _activate(activation, total_ref)
+        ref_lp = _activate(activation, total_lp)
+        out = x.clone()
+        _core.bias_activation(out, bias, activation=activation, stream=_stream(),
+                              stream_is_producers=True)
+        torch.cuda.synchronize()
+        _check(out, ref, ref_lp, f"{what} bias={bias is not None}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("activation", ["gelu", "gelu_tanh", "relu"])
+@pytest.mark.parametrize("shape", [(1, 8), (3001, 1152), (1003, 1001)])
+def test_gated_activation_matches_torch(dtype, activation, shape):
+    """out = act(a) * b per row a | b (ModernBERT's GeGLU with gelu), against torch in float32;
+    outputs poisoned with NaN first."""
+    import torch
+
+    seed = random.randrange(1 << 30)
+    torch.manual_seed(seed)
+    what = f"dtype={dtype} activation={activation} shape={shape} seed={seed}"
+    dt = getattr(torch, dtype)
+    rows, cols = shape
+    x = (torch.randn(rows, 2 * cols, device="cuda") * 3).to(dt)
+    a, b = x[:, :cols], x[:, cols:]
+    ref = _activate(activation, a.float()) * b.float()
+    ref_lp = _activate(activation, a) * b
+    out = torch.full((rows, cols), float("nan"), device="cuda", dtype=dt)
+    _core.gated_activation(x, out, activation=activation, stream=_stream(),
+                           stream_is_producers=True)
+    torch.cuda.synchronize()
+    _check(out, ref, ref_lp, what)

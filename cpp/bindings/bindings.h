@@ -2,6 +2,10 @@
 
 #include <pybind11/pybind11.h>
 
+#include <string>
+
+#include "sutra/kernels/activation.h"
+
 namespace sutra::bindings {
 
 void bind_ops(pybind11::module_& m);   // ops_bindings.cc: windows, aggregation, pooling, quantize
@@ -12,5 +16,9 @@ void bind_kernels(pybind11::module_& m);    // kernel_bindings.cc: the engine's 
 void bind_encoder(pybind11::module_& m);    // encoder_bindings.cc: the GPU engine
 void bind_tokenizer(pybind11::module_& m);  // tokenizer_bindings.cc: the WordPiece tokenizer
 void bind_scheduler(pybind11::module_& m);  // scheduler_bindings.cc: the device pool
+
+/// The Activation an activation name ("gelu", "gelu_tanh", "relu", "tanh", "sigmoid",
+/// "identity") means; a ValueError naming `what` and the allowed names otherwise.
+Activation parse_activation(const std::string& name, const char* what);  // encoder_bindings.cc
 
 }  // namespace sutra::bindings

@@ -19,10 +19,6 @@
 #include "sutra/error.h"
 
 namespace sutra::bindings {
-namespace {
-
-using engine::EncoderModel;
-using engine::GpuEncoder;
 
 Activation parse_activation(const std::string& name, const char* what) {
   if (name == "gelu") return Activation::kGelu;
@@ -36,6 +32,11 @@ Activation parse_activation(const std::string& name, const char* what) {
                         "'identity', got '" +
                         name + "'");
 }
+
+namespace {
+
+using engine::EncoderModel;
+using engine::GpuEncoder;
 
 DeviceDtype parse_dtype(const std::string& name) {
   if (name == "float16") return DeviceDtype::kFloat16;

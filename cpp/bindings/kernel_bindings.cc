@@ -1,4 +1,4 @@
-// Bindings of the engine's kernels (sutra/kernels/layernorm.h) on device arrays: what the tests
+// Bindings of the engine's kernels (sutra/kernels/layernorm.h, activation.h, pooling.h) on device arrays: what the tests
 // check against torch, and a way to run one kernel from Python. The engine calls them from C++.
 #include <pybind11/pybind11.h>
 
@@ -11,6 +11,7 @@
 #include "device_tensor.h"
 #include "sutra/cuda_info.h"
 #include "sutra/error.h"
+#include "sutra/kernels/activation.h"
 #include "sutra/kernels/layernorm.h"
 #include "sutra/kernels/pooling.h"
 
@@ -152,6 +153,60 @@ void add_layernorm_py(py::object x_obj, py::object bias_obj, py::object residual
   add_layernorm(p, reinterpret_cast<cudaStream_t>(stream));
 }
 
+void bias_activation_py(py::object x_obj, py::object bias_obj, const std::string& activation,
+                        uintptr_t stream, bool stream_is_producers) {
+  if (!cuda_compiled()) throw Error("this build of sutra has no CUDA support");
+  const Activation act = parse_activation(activation, "activation");
+  const int64_t exported = stream_is_producers ? -1 : dlpack_stream_of(stream);
+  const DeviceTensor x(x_obj, "x", exported);
+  const bool float32 = x.dtype() == DType::kFloat32;
+  const DeviceDtype dtype = float32 ? DeviceDtype::kFloat16 : activation_dtype(x);
+  if (x.ndim() != 2) throw py::value_error("x must be [rows, cols], got shape " + x.shape_text());
+  require(x, {-1, x.shape(1)}, x, "[rows, cols]");
+  std::optional<DeviceTensor> bias;
+  if (!bias_obj.is_none()) {
+    bias.emplace(bias_obj, "bias", exported);
+    require(*bias, {x.shape(1)}, x, "[cols]");
+  }
+  BiasActivationParams p;
+  p.x = reinterpret_cast<void*>(x.data());
+  p.bias = bias ? ptr(*bias) : nullptr;
+  p.rows = x.shape(0);
+  p.cols = x.shape(1);
+  p.activation = act;
+  p.float32 = float32;
+  p.dtype = dtype;
+  p.device = x.device();
+  py::gil_scoped_release release;
+  bias_activation(p, reinterpret_cast<cudaStream_t>(stream));
+}
+
+void gated_activation_py(py::object x_obj, py::object out_obj, const std::string& activation,
+                         uintptr_t stream, bool stream_is_producers) {
+  if (!cuda_compiled()) throw Error("this build of sutra has no CUDA support");
+  const Activation act = parse_activation(activation, "activation");
+  const int64_t exported = stream_is_producers ? -1 : dlpack_stream_of(stream);
+  const DeviceTensor x(x_obj, "x", exported);
+  const DeviceDtype dtype = activation_dtype(x);
+  if (x.ndim() != 2 || x.shape(1) % 2 != 0) {
+    throw py::value_error("x must be [rows, 2 * cols] (the halves a | b), got shape " +
+                          x.shape_text());
+  }
+  require(x, {-1, x.shape(1)}, x, "[rows, 2 * cols]");
+  const DeviceTensor out(out_obj, "out", exported);
+  require(out, {x.shape(0), x.shape(1) / 2}, x, "[rows, cols]");
+  GatedActivationParams p;
+  p.x = ptr(x);
+  p.out = reinterpret_cast<void*>(out.data());
+  p.rows = x.shape(0);
+  p.cols = x.shape(1) / 2;
+  p.activation = act;
+  p.dtype = dtype;
+  p.device = x.device();
+  py::gil_scoped_release release;
+  gated_activation(p, reinterpret_cast<cudaStream_t>(stream));
+}
+
 void pool_tokens_device_py(py::object tokens_obj, py::object cu_obj, py::object out_obj,
                            const std::string& mode, py::object prompts_obj, bool normalize,
                            py::object scratch_obj, uintptr_t stream, bool stream_is_producers) {
@@ -249,6 +304,19 @@ the arrays' library runs its own work on that stream (no DLPack synchronization)
         R"doc(The engine's sublayer-output kernel on device arrays: out[t] = LayerNorm(x[t] + bias +
 residual[t]) * gamma + beta in fp32. x, residual, out: [tokens, hidden] float16 or bfloat16 (out
 may be x or residual); bias, gamma, beta: [hidden]; bias and residual may be None.)doc");
+
+  m.def("bias_activation", &bias_activation_py, py::arg("x"), py::arg("bias").none(true),
+        py::kw_only(), py::arg("activation"), py::arg("stream") = 0,
+        py::arg("stream_is_producers") = false,
+        R"doc(The engine's bias + activation kernel in place on device arrays: x = act(x + bias),
+computed in fp32. x: [rows, cols] float16, bfloat16 or float32 (the Dense head's rows); bias:
+[cols] of x's dtype, or None. activation: 'gelu' (exact), 'gelu_tanh', 'relu', 'tanh',
+'sigmoid' or 'identity'.)doc");
+  m.def("gated_activation", &gated_activation_py, py::arg("x"), py::arg("out"), py::kw_only(),
+        py::arg("activation"), py::arg("stream") = 0, py::arg("stream_is_producers") = false,
+        R"doc(The engine's gated activation (GeGLU with 'gelu') on device arrays: out = act(a) * b
+for each row a | b of x, computed in fp32 and rounded once. x: [rows, 2 * cols] float16 or
+bfloat16; out: [rows, cols] of x's dtype, not overlapping x.)doc");
 }
 
 }  // namespace sutra::bindings

@@ -8,7 +8,7 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['BatchPass', 'DevicePool', 'EncoderSpec', 'GpuEncoder', 'PoolFuture', 'PoolWorker', 'SutraError', 'WeightLayout', 'WeightSlot', 'WordPieceTokenizer', 'add_layernorm', 'aggregate_embeddings', 'aggregate_rows', 'build_info', 'cls_pool', 'cpu_features', 'create_windows', 'cuda_device_count', 'cuda_devices', 'cuda_driver_version', 'cuda_l2_normalize_rows', 'embedding_layernorm', 'fit_sequences', 'flash_attention_forward', 'flash_attention_kernel_info', 'l2_normalize_rows', 'max_pool', 'mean_pool', 'mpnet_relative_buckets', 'packing_pays', 'plan_attention_rows', 'plan_batches', 'plan_weight_layout', 'pool_scratch_floats', 'pool_tokens', 'pool_tokens_device', 'quantize', 'set_cublaslt_path', 'truncate_and_normalize']
+__all__: list[str] = ['BatchPass', 'DevicePool', 'EncoderSpec', 'GpuEncoder', 'PoolFuture', 'PoolWorker', 'SutraError', 'WeightLayout', 'WeightSlot', 'WordPieceTokenizer', 'add_layernorm', 'aggregate_embeddings', 'aggregate_rows', 'bias_activation', 'build_info', 'cls_pool', 'cpu_features', 'create_windows', 'cuda_device_count', 'cuda_devices', 'cuda_driver_version', 'cuda_l2_normalize_rows', 'embedding_layernorm', 'fit_sequences', 'flash_attention_forward', 'flash_attention_kernel_info', 'gated_activation', 'l2_normalize_rows', 'max_pool', 'mean_pool', 'mpnet_relative_buckets', 'packing_pays', 'plan_attention_rows', 'plan_batches', 'plan_weight_layout', 'pool_scratch_floats', 'pool_tokens', 'pool_tokens_device', 'quantize', 'set_cublaslt_path', 'truncate_and_normalize']
 class SutraError(RuntimeError):
     pass
 class EncoderSpec:
@@ -425,6 +425,13 @@ def aggregate_rows(rows: numpy.typing.NDArray[numpy.float32], cu_rows: numpy.typ
     int64 [R, 2], content_lengths int64 [n], see aggregate_embeddings), then L2-normalized when
     normalize. Returns float32 [n, d].
     """
+def bias_activation(x: typing.Any, bias: typing.Any, *, activation: str, stream: typing.SupportsInt | typing.SupportsIndex = 0, stream_is_producers: bool = False) -> None:
+    """
+    The engine's bias + activation kernel in place on device arrays: x = act(x + bias),
+    computed in fp32. x: [rows, cols] float16, bfloat16 or float32 (the Dense head's rows); bias:
+    [cols] of x's dtype, or None. activation: 'gelu' (exact), 'gelu_tanh', 'relu', 'tanh',
+    'sigmoid' or 'identity'.
+    """
 def build_info() -> dict[str, typing.Any]:
     """
     How this core was built: {'version': str, 'cuda': bool, 'cuda_runtime': str | None,
@@ -496,7 +503,7 @@ def fit_sequences(ids: numpy.typing.NDArray[numpy.int32], cu_seqlens: numpy.typi
     cu_rows[s] .. cu_rows[s + 1]), spans int64 [rows, 2] (content spans), content_lengths int64
     [sequences], truncated (how many sequences were cut), longest_truncated (the longest of them)).
     """
-def flash_attention_forward(q: typing.Any, k: typing.Any, v: typing.Any, out: typing.Any, *, cu_seqlens: typing.Any = None, max_seqlen: typing.SupportsInt | typing.SupportsIndex | None = None, softmax_scale: typing.SupportsFloat | typing.SupportsIndex | None = None, causal: bool = False, window_left: typing.SupportsInt | typing.SupportsIndex = -1, window_right: typing.SupportsInt | typing.SupportsIndex = -1, alibi_slopes: typing.Any = None, rel_bias: typing.Any = None, rel_max_distance: typing.SupportsInt | typing.SupportsIndex = 128, lse: typing.Any = None, packed_bounds: typing.Any = None, stream: typing.SupportsInt | typing.SupportsIndex = 0, stream_is_producers: bool = False) -> None:
+def flash_attention_forward(q: typing.Any, k: typing.Any, v: typing.Any, out: typing.Any, *, cu_seqlens: typing.Any = None, max_seqlen: typing.SupportsInt | typing.SupportsIndex | None = None, softmax_scale: typing.SupportsFloat | typing.SupportsIndex | None = None, causal: bool = False, window_left: typing.SupportsInt | typing.SupportsIndex = -1, window_right: typing.SupportsInt | typing.SupportsIndex = -1, alibi_slopes: typing.Any = None, rel_bias: typing.Any = None, rel_max_distance: typing.SupportsInt | typing.SupportsIndex = 128, lse: typing.Any = None, packed_bounds: typing.Any = None, path: str = 'auto', stream: typing.SupportsInt | typing.SupportsIndex = 0, stream_is_producers: bool = False) -> None:
     """
     Flash attention forward on device arrays, zero copy: the launcher behind
     sutra.ops.flash_attention, which finds the caller's stream and allocates out and lse.
@@ -513,19 +520,28 @@ def flash_attention_forward(q: typing.Any, k: typing.Any, v: typing.Any, out: ty
     [heads]. rel_bias: float32 [heads, width >= 32], MPNet's 32 buckets with max_distance =
     rel_max_distance (9..512). packed_bounds: int32 [2, total_tokens] scratch (varlen only): row
     tiles span sequences (sutra.ops.flash_attention's pack_sequences); the binding fills it with
-    each token's sequence range first. stream: the cudaStream_t as an integer, 0 for the legacy default.
+    each token's sequence range first. path: 'auto' (the sm90a wgmma/TMA kernels on a
+    compute capability 9.0 GPU where they apply, else sm80), 'sm80' or 'sm90' (forced; ValueError
+    where it cannot run). stream: the cudaStream_t as an integer, 0 for the legacy default.
     stream_is_producers: the arrays' library runs its own work on `stream` (flash_attention passes
     True for torch and CuPy on their current stream), so DLPack exports need no synchronization.
     Enqueues the kernel and returns; the GIL is released meanwhile.
     
     Raises ValueError naming the argument, SutraError without CUDA support, GPU, or sm_80.
     """
-def flash_attention_kernel_info(head_dim: typing.SupportsInt | typing.SupportsIndex, with_bias: bool = False, window_left: typing.SupportsInt | typing.SupportsIndex = -1, window_right: typing.SupportsInt | typing.SupportsIndex = -1) -> dict:
+def flash_attention_kernel_info(head_dim: typing.SupportsInt | typing.SupportsIndex, with_bias: bool = False, window_left: typing.SupportsInt | typing.SupportsIndex = -1, window_right: typing.SupportsInt | typing.SupportsIndex = -1, path: str = 'auto', device: typing.SupportsInt | typing.SupportsIndex = 0) -> dict:
     """
-    Tile configuration of the flash attention kernel a call with this head dim (32, 64, 128)
-    and window (inclusive bounds, -1 unbounded) runs:
+    Tile configuration of the flash attention kernel an unpacked call with this head dim (32,
+    64, 128) and window (inclusive bounds, -1 unbounded) runs on `device` with `path` ('auto',
+    'sm80', 'sm90'; ValueError where 'sm90' cannot run):
     {'block_m', 'block_n', 'threads', 'stages', 'smem_bytes', 'path'}. Raises SutraError in a
     build without CUDA.
+    """
+def gated_activation(x: typing.Any, out: typing.Any, *, activation: str, stream: typing.SupportsInt | typing.SupportsIndex = 0, stream_is_producers: bool = False) -> None:
+    """
+    The engine's gated activation (GeGLU with 'gelu') on device arrays: out = act(a) * b
+    for each row a | b of x, computed in fp32 and rounded once. x: [rows, 2 * cols] float16 or
+    bfloat16; out: [rows, cols] of x's dtype, not overlapping x.
     """
 def l2_normalize_rows(x: numpy.typing.NDArray[numpy.float32]) -> numpy.typing.NDArray[numpy.float32]:
     """
