@@ -40,8 +40,10 @@ Sections (``--sections``, default all):
     sentence-transformers folder in a temporary directory; tokens/s of sutra ``embed_tokens``
     against ``BertModel`` fp16 sdpa on padded batches, at L=128, B=512 uniform and on a mixed set
     (lengths drawn from the passages' token lengths, about 65k tokens, HF on length-sorted padded
-    batches); the fp16 GEMMs alone of BERT-base over the same tokens (ANCHORS.md's GEMM floor),
-    and sutra's rate as a fraction of it.
+    batches), every configuration timed in rounds (once each per round) so that both sides see
+    the same GPU clocks, and sutra's engine with its GEMM tuning off beside it; the fp16 GEMMs
+    alone of BERT-base over the same tokens (ANCHORS.md's GEMM floor), and sutra's rate as a
+    fraction of it.
 ``latency``
     One short text, ``encode([text])`` 200 times after a warm-up: p50 and p99 for sutra and
     sentence-transformers.
@@ -197,6 +199,22 @@ class Clock:
             seconds, out = self.once(fn)
             times.append(seconds)
         return statistics.median(times), times, out
+
+    def interleaved(self, fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1
+                    ) -> dict[str, tuple[float, list[float], Any]]:
+        """``median`` of several calls measured in rounds (each call once per round), so that
+        every call sees the same state of the GPU: an H200's clocks fall over a few seconds of
+        back-to-back work, which would favour whichever side runs first."""
+        outs: dict[str, Any] = {}
+        for _ in range(warmup):
+            for name, fn in fns.items():
+                _, outs[name] = self.once(fn)
+        times: dict[str, list[float]] = {name: [] for name in fns}
+        for _ in range(repeats):
+            for name, fn in fns.items():
+                seconds, outs[name] = self.once(fn)
+                times[name].append(seconds)
+        return {name: (statistics.median(times[name]), times[name], outs[name]) for name in fns}
 
 
 def _free_torch() -> None:
@@ -519,29 +537,41 @@ def hf_forward(model_dir: Path, device: str, batches: list[tuple[Any, Any]], clo
                repeats: int, pooling: bool, model=None) -> dict[str, Any]:
     """Seconds of the forward passes (``torch.inference_mode``) over ``batches``, already on the
     device; with ``pooling``, the mean pooling of each batch on the device too."""
-    import torch
     from transformers import AutoModel
 
     if model is None:
         model = AutoModel.from_pretrained(str(model_dir), dtype=torch_dtype(device),
                                           attn_implementation="sdpa").to(device).eval()
 
-    def run():
-        with torch.inference_mode():
-            for ids, mask in batches:
-                hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
-                if pooling:
-                    m = mask.unsqueeze(-1).to(hidden.dtype)
-                    (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+    timed = clock.median(partial(hf_run, model, batches, pooling), repeats)
+    result = hf_stats(model, batches, timed)
+    result["pooling"] = pooling
+    return result
 
-    median, times, _ = clock.median(run, repeats)
+
+def hf_run(model, batches: list[tuple[Any, Any]], pooling: bool = False) -> None:
+    """The forward passes of ``model`` over ``batches`` (``torch.inference_mode``); with
+    ``pooling``, the mean pooling of each batch on the device too."""
+    import torch
+
+    with torch.inference_mode():
+        for ids, mask in batches:
+            hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
+            if pooling:
+                m = mask.unsqueeze(-1).to(hidden.dtype)
+                (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+def hf_stats(model, batches: list[tuple[Any, Any]], timed: tuple[float, list[float], Any]
+             ) -> dict[str, Any]:
+    """Rates of ``hf_run`` over ``batches`` from its ``(median, times, _)`` timing."""
+    median, times, _ = timed
     sequences = sum(int(ids.shape[0]) for ids, _ in batches)
     tokens = sum(int(mask.sum()) for _, mask in batches)
     padded = sum(int(ids.numel()) for ids, _ in batches)
     return {"median_s": median, "times_s": times, "texts_per_s": sequences / median,
             "tokens_per_s": tokens / median, "tokens": tokens, "padded_tokens": padded,
-            "batches": len(batches), "pooling": pooling,
-            "attn_implementation": model.config._attn_implementation}
+            "batches": len(batches), "attn_implementation": model.config._attn_implementation}
 
 
 def hf_e2e_forward(model: Path, device: str, texts: list[str], batch: int, clock: Clock,
@@ -682,24 +712,64 @@ def bert_section(args, device: str, clock: Clock, passage_lengths: np.ndarray) -
                            "mean_length": mixed_tokens / len(mixed),
                            "max_length": int(max(map(len, mixed)))}
 
-        # sutra: enough max_batch_tokens for a whole uniform batch in one pass.
+        # sutra: enough max_batch_tokens for a whole uniform batch in one pass. Beside it, the
+        # same engine with GEMM tuning off (the heuristic's first algorithm), on the cuda backend.
         limit = max(65_536, length * batch)
         embedder, precision = make_embedder(folder, args.backend, limit)
         result["sutra_precision"] = precision
-        median, times, out = clock.median(
-            partial(embedder.embed_tokens, uniform, batch_size=batch), args.repeats)
-        result["uniform"]["sutra"] = {
-            "batch_size": batch, "max_batch_tokens": limit, "median_s": median, "times_s": times,
-            "tokens_per_s": uniform_tokens / median, "finite": bool(np.isfinite(out).all())}
-        runs = []
+        untuned = None
+        if getattr(embedder.backend, "name", "") == "cuda":
+            from sutra.backends.cuda import CudaBackend
+
+            untuned, _ = make_embedder(folder, args.backend, limit)
+            untuned.backend = None
+            _free_torch()
+            untuned.backend = CudaBackend(untuned.model, dtype=embedder.backend.dtype,
+                                          max_tokens=embedder.backend.max_tokens,
+                                          gemm_tune_min_rows=0)
+        hf = BertModel.from_pretrained(str(folder), dtype=torch_dtype(device),
+                                       attn_implementation="sdpa").to(device).eval()
+        uniform_batches = padded_batches([list(r) for r in uniform], batch, device, sort=False)
+        hf_batches = {b: padded_batches([list(r) for r in mixed], b, device)
+                      for b in args.bert_hf_batches}
+
+        # Every configuration in rounds: sutra and HF see the same clocks.
+        calls: dict[str, Callable[[], Any]] = {
+            "sutra uniform": partial(embedder.embed_tokens, uniform, batch_size=batch)}
+        if untuned is not None:
+            calls["sutra uniform untuned"] = partial(untuned.embed_tokens, uniform,
+                                                     batch_size=batch)
+        calls["hf uniform"] = partial(hf_run, hf, uniform_batches)
         for b in args.bert_sutra_batches:
-            median, times, out = clock.median(
-                partial(embedder.embed_tokens, mixed, batch_size=b), args.repeats)
-            runs.append({"batch_size": b, "max_batch_tokens": limit, "median_s": median,
-                         "times_s": times, "tokens_per_s": mixed_tokens / median,
-                         "finite": bool(np.isfinite(out).all())})
+            calls[f"sutra mixed {b}"] = partial(embedder.embed_tokens, mixed, batch_size=b)
+        for b, batches in hf_batches.items():
+            calls[f"hf mixed {b}"] = partial(hf_run, hf, batches)
+        timed = clock.interleaved(calls, args.repeats)
+
+        def sutra_run(name: str, b: int, tokens: int) -> dict[str, Any]:
+            median, times, out = timed[name]
+            return {"batch_size": b, "max_batch_tokens": limit, "median_s": median,
+                    "times_s": times, "tokens_per_s": tokens / median,
+                    "finite": bool(np.isfinite(out).all())}
+
+        result["uniform"]["sutra"] = sutra_run("sutra uniform", batch, uniform_tokens)
+        if untuned is not None:
+            result["uniform"]["sutra_untuned"] = sutra_run("sutra uniform untuned", batch,
+                                                           uniform_tokens)
+        result["uniform"]["hf"] = hf_stats(hf, uniform_batches, timed["hf uniform"])
+        runs = [sutra_run(f"sutra mixed {b}", b, mixed_tokens) for b in args.bert_sutra_batches]
         result["mixed"]["sutra_runs"] = runs
         result["mixed"]["sutra"] = min(runs, key=lambda r: r["median_s"])
+        runs = []
+        for b, batches in hf_batches.items():
+            run = hf_stats(hf, batches, timed[f"hf mixed {b}"])
+            run["batch_size"] = b
+            runs.append(run)
+        result["mixed"]["hf_runs"] = runs
+        result["mixed"]["hf"] = min(runs, key=lambda r: r["median_s"])
+        del hf, uniform_batches, hf_batches, untuned
+        _free_torch()
+
         calls = {"uniform": partial(embedder.embed_tokens, uniform, batch_size=batch),
                  "mixed": partial(embedder.embed_tokens, mixed,
                                   batch_size=result["mixed"]["sutra"]["batch_size"])}
@@ -707,22 +777,6 @@ def bert_section(args, device: str, clock: Clock, passage_lengths: np.ndarray) -
         result["sutra_stages"] = {k: stage_breakdown(embedder, fn) for k, fn in calls.items()}
         result["sutra_stages_profiled"] = profiled_stages(embedder, calls)
         embedder = calls = None
-        _free_torch()
-
-        hf = BertModel.from_pretrained(str(folder), dtype=torch_dtype(device),
-                                       attn_implementation="sdpa").to(device).eval()
-        uniform_batches = padded_batches([list(r) for r in uniform], batch, device, sort=False)
-        result["uniform"]["hf"] = hf_forward(folder, device, uniform_batches, clock,
-                                             args.repeats, False, hf)
-        runs = []
-        for b in args.bert_hf_batches:
-            batches = padded_batches([list(r) for r in mixed], b, device)
-            run = hf_forward(folder, device, batches, clock, args.repeats, False, hf)
-            run["batch_size"] = b
-            runs.append(run)
-        result["mixed"]["hf_runs"] = runs
-        result["mixed"]["hf"] = min(runs, key=lambda r: r["median_s"])
-        del hf, uniform_batches
         _free_torch()
 
     result["uniform"]["gemm"] = gemm_floor(uniform_tokens, cfg["hidden_size"], cfg["intermediate"],
@@ -1002,11 +1056,21 @@ def report(args, info: dict[str, Any], results: dict[str, Any], device: str) -> 
                          f"{_k(p['hf']['tokens_per_s'])} | {_k(p['gemm']['tokens_per_s'])} "
                          f"({p['gemm']['tflops']:.1f}) | {p['sutra_over_hf']:.2f}x | "
                          f"{p['sutra_over_gemm']:.2f} | {p['hf_over_gemm']:.2f} |")
-        lines += ["", "| run | median ms | runs ms |", "|---|---|---|",
+        if "sutra_untuned" in u:
+            t = u["sutra_untuned"]
+            lines.append(f"| uniform, sutra with GEMM tuning off | {_k(t['tokens_per_s'])} | "
+                         f"| | {t['tokens_per_s'] / u['hf']['tokens_per_s']:.2f}x | | |")
+        lines += ["", ("Timed in rounds: every configuration once per round, "
+                       f"{len(u['sutra']['times_s'])} rounds after one warm-up round."), "",
+                  "| run | median ms | runs ms |", "|---|---|---|",
                   (f"| uniform sutra | {u['sutra']['median_s'] * 1e3:.2f} | "
                   f"{_times(u['sutra']['times_s'])} |"),
                   (f"| uniform HF | {u['hf']['median_s'] * 1e3:.2f} | "
                    f"{_times(u['hf']['times_s'])} |")]
+        if "sutra_untuned" in u:
+            lines.append(f"| uniform sutra, GEMM tuning off | "
+                         f"{u['sutra_untuned']['median_s'] * 1e3:.2f} | "
+                         f"{_times(u['sutra_untuned']['times_s'])} |")
         for run in m["sutra_runs"]:
             lines.append(f"| mixed sutra B={run['batch_size']} | {run['median_s'] * 1e3:.2f} | "
                          f"{_times(run['times_s'])} |")

@@ -439,6 +439,24 @@ def test_cuda_graph_replays_equal_the_eager_passes(minilm_folder):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_tuned_gemms_match_sentence_transformers(minilm_folder, minilm_reference, dtype):
+    """With every GEMM tuned (gemm_tune_min_rows=1: each size bucket times cuBLASLt's candidates
+    and keeps the fastest), the fixture texts still meet the bars against sentence-transformers,
+    in passes of several sizes (so several buckets)."""
+    from sutra.backends.cuda import CudaBackend
+
+    variant = FP16 if dtype == "float16" else BF16
+    embedder = sutra.Embedder(str(minilm_folder), backend="cuda", dtype=dtype)
+    embedder.backend = CudaBackend(embedder.model, dtype=dtype, gemm_tune_min_rows=1,
+                                   graph_max_tokens=0)  # graphs capture untuned GEMMs
+    for batch_size in (128, 16, 3):
+        ours = _encode(embedder, FIXTURE_TEXTS, batch_size=batch_size)
+        _assert_matches(ours, minilm_reference, variant, f"tuned GEMMs, batch_size={batch_size}",
+                        FIXTURE_TEXTS)
+
+
+@pytest.mark.gpu
 def test_late_chunking_on_the_engine_matches_the_cpu_backend(minilm_folder):
     """encode_chunks pools its chunks on the engine (segment_means), in macro windows past 256
     tokens: the chunks agree with the CPU backend's at the fp16 bar."""

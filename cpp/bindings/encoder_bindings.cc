@@ -91,7 +91,8 @@ std::shared_ptr<GpuEncoder> make_encoder(const engine::EncoderSpec& spec, ArrayA
                                          std::vector<double> rotary_thetas,
                                          std::vector<int> attention_windows, int device,
                                          const std::string& dtype, int64_t max_tokens,
-                                         bool profile, int64_t graph_max_tokens) {
+                                         bool profile, int64_t graph_max_tokens,
+                                         int64_t gemm_tune_min_rows) {
   auto bytes = require_array<uint8_t>(arena.object, "arena", {-1}, "(total_bytes,)");
   EncoderModel model;
   model.spec = spec;
@@ -112,6 +113,9 @@ std::shared_ptr<GpuEncoder> make_encoder(const engine::EncoderSpec& spec, ArrayA
   SUTRA_CHECK(graph_max_tokens >= 0, "graph_max_tokens", ">= 0 (0: no CUDA graphs)",
               graph_max_tokens);
   options.graph_max_tokens = graph_max_tokens;
+  SUTRA_CHECK(gemm_tune_min_rows >= 0, "gemm_tune_min_rows", ">= 0 (0: no GEMM tuning)",
+              gemm_tune_min_rows);
+  options.gemm_tune_min_rows = gemm_tune_min_rows;
   py::gil_scoped_release release;
   return std::make_shared<GpuEncoder>(model, bytes.data(), static_cast<int64_t>(bytes.size()),
                                       options);
@@ -241,6 +245,7 @@ cuBLASLt (naming the nvidia-cublas package).)doc")
            py::arg("attention_windows") = std::vector<int>{}, py::arg("device") = 0, py::arg("dtype") = "float16", py::arg("max_tokens") = 0,
            py::arg("profile") = false,
            py::arg("graph_max_tokens") = engine::EncoderOptions{}.graph_max_tokens,
+           py::arg("gemm_tune_min_rows") = engine::EncoderOptions{}.gemm_tune_min_rows,
            "activation: 'gelu' (erf), 'gelu_tanh' or 'relu' (the feed-forward's). positions:\n"
            "'absolute', 'padding_offset' (RoBERTa/MPNet, counted from padding_idx + 1) or\n"
            "'rotary' (with rotary_thetas, one base per layer). attention_windows: per layer -1\n"
@@ -249,7 +254,10 @@ cuBLASLt (naming the nvidia-cublas package).)doc")
            "[out, in], bias float32 [out] or None, activation) run after pooling. normalize:\n"
            "L2-normalize the output rows. dtype: 'float16' or 'bfloat16'. profile: time the\n"
            "device stages with CUDA events (stage_seconds). graph_max_tokens: passes of at\n"
-           "most this many tokens replay a CUDA graph of their shape (0: never).")
+           "most this many tokens replay a CUDA graph of their shape (0: never).\n"
+           "gemm_tune_min_rows: passes of at least this many tokens time cuBLASLt's first\n"
+           "heuristic GEMM candidates the first time their size (per power of two) is seen\n"
+           "and keep the fastest (0: never; the heuristic's first choice).")
       .def(
           "encode",
           [](GpuEncoder& e, ArrayArg<int32_t> ids, ArrayArg<int32_t> cu, py::object prompts,

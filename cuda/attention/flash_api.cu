@@ -206,8 +206,10 @@ bool flash_attention_packing_pays(int head_dim, bool with_bias, int window_left,
                                   const int32_t* cu_seqlens, int64_t batch) {
   if (batch <= 1) return false;
   // Per-sequence blocks run the window's tile on the path the pass takes (by its longest
-  // sequence); packed rows always the head dim's default tile. Key ranges are counted without the
-  // window (an upper bound for both layouts).
+  // sequence); packed rows always the sm80 kernels' default tile (the only packed kernels). The
+  // two tiles may differ in shape (sm90's 128 x 128 against sm80's 128 x 64 at head dim 64), so
+  // work is counted as tile pairs times their area, in units of the packed tile. Key ranges are
+  // counted without the window (an upper bound for both layouts).
   int32_t max_length = 0;
   for (int64_t b = 0; b < batch; ++b) {
     max_length = std::max(max_length, cu_seqlens[b + 1] - cu_seqlens[b]);
@@ -215,13 +217,16 @@ bool flash_attention_packing_pays(int head_dim, bool with_bias, int window_left,
   const FlashAttnKernelInfo own =
       flash_attention_kernel_info(head_dim, with_bias, window_left, window_right,
                                   flash_attention_pass_path(head_dim, max_length));
-  const FlashAttnKernelInfo shared = flash_attention_kernel_info(head_dim, with_bias);
-  int64_t per_sequence = 0;
+  const FlashAttnKernelInfo shared =
+      flash_attention_kernel_info(head_dim, with_bias, -1, -1, AttnPath::kSm80);
+  int64_t per_sequence_pairs = 0;
   for (int64_t b = 0; b < batch; ++b) {
     const int64_t length = cu_seqlens[b + 1] - cu_seqlens[b];
-    per_sequence += ((length + own.block_m - 1) / own.block_m) *
-                    ((length + own.block_n - 1) / own.block_n);
+    per_sequence_pairs += ((length + own.block_m - 1) / own.block_m) *
+                          ((length + own.block_n - 1) / own.block_n);
   }
+  const double per_sequence = static_cast<double>(per_sequence_pairs) * own.block_m *
+                              own.block_n / (static_cast<double>(shared.block_m) * shared.block_n);
   // A packed tile of rows [r0, r1] sees the keys from its first row's sequence start to its last
   // row's sequence end. `first` / `last` walk the sequences forward with the tiles.
   const int64_t total = cu_seqlens[batch];

@@ -64,6 +64,7 @@ void load(Loader& l) {
   resolve(handle, "cublasLtMatmulPreferenceDestroy", api.MatmulPreferenceDestroy);
   resolve(handle, "cublasLtMatmulPreferenceSetAttribute", api.MatmulPreferenceSetAttribute);
   resolve(handle, "cublasLtMatmulAlgoGetHeuristic", api.MatmulAlgoGetHeuristic);
+  resolve(handle, "cublasLtMatmulAlgoCheck", api.MatmulAlgoCheck);
   l.handle = handle;
   l.api = api;
   l.loaded = true;

@@ -776,7 +776,7 @@ GpuEncoder::GpuEncoder(const EncoderModel& model, const void* arena, int64_t are
                 std::to_string(options.device) + " is sm_" + std::to_string(major) + "x)");
   }
   m.stream = std::make_unique<cuda::Stream>();
-  m.gemm = std::make_unique<Gemm>(kGemmWorkspaceBytes);
+  m.gemm = std::make_unique<Gemm>(kGemmWorkspaceBytes, options.gemm_tune_min_rows);
   m.upload(arena, arena_bytes);
   m.allocate_workspace();
 }

@@ -3,7 +3,9 @@
 // bias epilogue adds bias[n] along what cuBLASLt calls the rows of D.
 #include "engine/gemm.h"
 
+#include <limits>
 #include <string>
+#include <vector>
 
 #include "engine/cublaslt.h"
 #include "sutra/error.h"
@@ -14,6 +16,16 @@ namespace {
 // A new shape evicts the whole cache past this many plans (each holds four small descriptors);
 // an encoder sees a handful of shapes per pass size.
 constexpr size_t kMaxPlans = 512;
+// Tuning: the heuristic's first candidates, each run once to warm up, then timed over a few runs.
+constexpr int kTuneCandidates = 8;
+constexpr int kTuneRuns = 4;
+
+/// The power of two at or above rows: the bucket whose tuned algorithm a GEMM of `rows` uses.
+int64_t rows_bucket(int64_t rows) {
+  int64_t bucket = 1;
+  while (bucket < rows) bucket *= 2;
+  return bucket;
+}
 
 cudaDataType_t data_type(GemmType type) {
   switch (type) {
@@ -47,6 +59,7 @@ struct Gemm::Plan {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo{};
+  bool tuned = false;  // algo is the bucket's tuned one (or tuning found nothing better to try)
 
   void release(const CublasLtApi& api) noexcept {
     if (c != nullptr) api.MatrixLayoutDestroy(c);
@@ -56,7 +69,8 @@ struct Gemm::Plan {
   }
 };
 
-Gemm::Gemm(size_t workspace_bytes) : workspace_(workspace_bytes) {
+Gemm::Gemm(size_t workspace_bytes, int64_t tune_min_rows)
+    : workspace_(workspace_bytes), tune_min_rows_(tune_min_rows) {
   check_cublas(cublaslt().Create(&handle_), "cublasLtCreate");
 }
 
@@ -69,7 +83,7 @@ Gemm::~Gemm() {
   if (handle_ != nullptr) api.Destroy(handle_);
 }
 
-const Gemm::Plan& Gemm::plan_for(const GemmArgs& args) {
+Gemm::Plan& Gemm::plan_for(const GemmArgs& args) {
   const Key key{args.rows, args.n, args.k, static_cast<int>(args.epilogue),
                 static_cast<int>(args.type)};
   auto found = plans_.find(key);
@@ -142,6 +156,64 @@ const Gemm::Plan& Gemm::plan_for(const GemmArgs& args) {
   return *plan;
 }
 
+void Gemm::tune(Plan& plan, const GemmArgs& args, cudaStream_t stream) {
+  plan.tuned = true;  // once per plan, whatever happens below
+  const CublasLtApi& api = cublaslt();
+  const Key bucket{rows_bucket(args.rows), args.n, args.k, static_cast<int>(args.epilogue),
+                   static_cast<int>(args.type)};
+  const auto known = tuned_.find(bucket);
+  if (known != tuned_.end()) {
+    // Tuned on another row count of the bucket: kept when it applies to this one as well.
+    cublasLtMatmulHeuristicResult_t check{};
+    if (api.MatmulAlgoCheck(handle_, plan.desc, plan.a, plan.b, plan.c, plan.c, &known->second,
+                            &check) == CUBLAS_STATUS_SUCCESS &&
+        check.workspaceSize <= workspace_.bytes()) {
+      plan.algo = known->second;
+    }
+    return;
+  }
+  std::vector<cublasLtMatmulHeuristicResult_t> candidates(kTuneCandidates);
+  int found = 0;
+  cublasLtMatmulPreference_t preference = nullptr;
+  check_cublas(api.MatmulPreferenceCreate(&preference), "cublasLtMatmulPreferenceCreate");
+  const uint64_t workspace_bytes = workspace_.bytes();
+  cublasStatus_t status =
+      api.MatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                       &workspace_bytes, sizeof(workspace_bytes));
+  if (status == CUBLAS_STATUS_SUCCESS) {
+    status = api.MatmulAlgoGetHeuristic(handle_, plan.desc, plan.a, plan.b, plan.c, plan.c,
+                                        preference, kTuneCandidates, candidates.data(), &found);
+  }
+  api.MatmulPreferenceDestroy(preference);
+  check_cublas(status, "cublasLtMatmulAlgoGetHeuristic");
+  // The candidates write args.out, which the call itself overwrites next; a candidate that fails
+  // to launch is skipped.
+  const float alpha = 1.0f, beta = 0.0f;
+  auto launch = [&](const cublasLtMatmulAlgo_t& algo) {
+    return api.Matmul(handle_, plan.desc, &alpha, args.w, plan.a, args.x, plan.b, &beta, args.out,
+                      plan.c, args.out, plan.c, &algo, workspace_.data(), workspace_.bytes(),
+                      stream);
+  };
+  float best_ms = std::numeric_limits<float>::infinity();
+  for (int i = 0; i < found; ++i) {
+    if (candidates[i].state != CUBLAS_STATUS_SUCCESS) continue;
+    if (launch(candidates[i].algo) != CUBLAS_STATUS_SUCCESS) continue;
+    tune_start_.record(stream);
+    bool launched = true;
+    for (int run = 0; run < kTuneRuns && launched; ++run) {
+      launched = launch(candidates[i].algo) == CUBLAS_STATUS_SUCCESS;
+    }
+    tune_stop_.record(stream);
+    tune_stop_.synchronize();
+    const float ms = tune_stop_.elapsed_ms(tune_start_);
+    if (launched && ms < best_ms) {
+      best_ms = ms;
+      plan.algo = candidates[i].algo;
+    }
+  }
+  tuned_.emplace(bucket, plan.algo);
+}
+
 void Gemm::run(const GemmArgs& args, cudaStream_t stream) {
   SUTRA_CHECK(args.rows >= 0, "rows", ">= 0", args.rows);
   SUTRA_CHECK(args.n > 0 && args.k > 0, "n and k", "> 0",
@@ -150,12 +222,17 @@ void Gemm::run(const GemmArgs& args, cudaStream_t stream) {
   SUTRA_CHECK(args.epilogue == GemmEpilogue::kNone || args.bias != nullptr, "bias",
               "a device pointer with a bias epilogue", "a null pointer");
   if (args.rows == 0) return;
-  const Plan& plan = plan_for(args);
+  Plan& plan = plan_for(args);
   const CublasLtApi& api = cublaslt();
   if (args.epilogue != GemmEpilogue::kNone) {
     check_cublas(api.MatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                             &args.bias, sizeof(args.bias)),
                  "cublasLtMatmulDescSetAttribute(BIAS_POINTER)");
+  }
+  if (!plan.tuned && tune_min_rows_ > 0 && args.rows >= tune_min_rows_) {
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    cuda::check(cudaStreamIsCapturing(stream, &capture), "cudaStreamIsCapturing");
+    if (capture == cudaStreamCaptureStatusNone) tune(plan, args, stream);
   }
   const float alpha = 1.0f, beta = 0.0f;
   check_cublas(api.Matmul(handle_, plan.desc, &alpha, args.w, plan.a, args.x, plan.b, &beta,

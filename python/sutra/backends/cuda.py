@@ -111,6 +111,10 @@ class CudaBackend(Backend):
         profile: time the device stages with CUDA events (:meth:`stage_seconds`).
         graph_max_tokens: passes of at most this many tokens replay a CUDA graph of their shape
             (captured the first time it is seen); ``0`` never; ``None``: the engine's default.
+        gemm_tune_min_rows: passes of at least this many tokens time cuBLASLt's first
+            heuristic candidates for each GEMM the first time their size (per power of two) is
+            seen and keep the fastest; ``0`` never (the heuristic's first choice); ``None``: the
+            engine's default.
 
     Raises:
         BackendUnavailableError: no CUDA in this build, no GPU, no cuBLASLt, or a model the
@@ -121,7 +125,8 @@ class CudaBackend(Backend):
 
     def __init__(self, model: ModelFolder, dtype: str = "float16", device: int = 0,
                  max_tokens: int | None = None, profile: bool = False,
-                 graph_max_tokens: int | None = None) -> None:
+                 graph_max_tokens: int | None = None,
+                 gemm_tune_min_rows: int | None = None) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(map(repr, DTYPES))} on the cuda "
                              f"backend, got {dtype!r}")
@@ -149,7 +154,9 @@ class CudaBackend(Backend):
                 rotary_thetas=list(arch.rotary_thetas),
                 attention_windows=[-1 if w is None else w for w in arch.attention_windows],
                 device=device, dtype=dtype, max_tokens=max_tokens or 0, profile=profile,
-                **({} if graph_max_tokens is None else {"graph_max_tokens": graph_max_tokens}))
+                **({} if graph_max_tokens is None else {"graph_max_tokens": graph_max_tokens}),
+                **({} if gemm_tune_min_rows is None
+                   else {"gemm_tune_min_rows": gemm_tune_min_rows}))
         except (_core.SutraError, ValueError) as exc:
             raise BackendUnavailableError(f"backend='cuda' cannot run {model.name or model.path}:"
                                           f" {exc}") from exc

@@ -73,6 +73,10 @@ struct EncoderOptions {
   // one launch instead of ~8 per layer, which is most of a small pass's time. 0: never. Not
   // used with profile (its events sit between the stages).
   int64_t graph_max_tokens = 4096;
+  // GEMMs of at least this many rows (tokens) are tuned: the first time a size (per power-of-two
+  // bucket) is seen, cuBLASLt's first heuristic candidates are timed and the fastest is kept
+  // (engine/gemm.h). 0: never, the heuristic's first choice throughout.
+  int64_t gemm_tune_min_rows = 16384;
 };
 
 /// Seconds spent per stage, summed over encode() calls since the last reset. Host stages are

@@ -107,8 +107,10 @@ AttnPath flash_attention_pass_path(int head_dim, int max_seqlen);
 
 /// Whether packed row tiles (FlashAttnParams::packed_tokens) are modelled to run a varlen batch
 /// faster than one block per sequence: counts the (query tile, key tile) pairs either layout
-/// computes with the tile shape of this head dim and window, a packed pair weighted 1.25 (every
-/// packed tile pays the per-element mask). `cu_seqlens` is the host copy, [batch + 1].
+/// computes, per-sequence blocks with the tile of the path flash_attention_pass_path picks for the
+/// batch's longest sequence and the window, packed rows with the sm80 default tile (the packed
+/// kernels are sm80 ones), each pair weighted by its tile's area and a packed pair by a further
+/// 1.25 (every packed tile pays the per-element mask). `cu_seqlens` is the host copy, [batch + 1].
 bool flash_attention_packing_pays(int head_dim, bool with_bias, int window_left, int window_right,
                                   const int32_t* cu_seqlens, int64_t batch);
 
