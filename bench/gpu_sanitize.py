@@ -3,7 +3,9 @@
 of +-64), fp16 and bf16, lengths around the attention tiles' edges, passes capped at 512
 tokens so that several passes (and both staging slots) run, token states copied back too; then
 80 sentence-like sequences of 1 to 12 tokens, whose passes run the packed attention row tiles,
-twice (the second call replays the CUDA graphs the first captured).
+twice (the second call replays the CUDA graphs the first captured); and the first grid again
+with every GEMM tuned (``gemm_tune_min_rows=1``: cuBLASLt's candidates timed on the pass's
+buffers).
 
     compute-sanitizer --tool memcheck --error-exitcode 9 python bench/gpu_sanitize.py MODEL_FOLDER
     compute-sanitizer --tool racecheck --error-exitcode 9 python bench/gpu_sanitize.py MODEL_FOLDER
@@ -21,6 +23,7 @@ import tempfile
 import numpy as np
 import sutra
 import torch
+from sutra.backends.cuda import CudaBackend
 from transformers import (
     BertConfig,
     BertModel,
@@ -67,3 +70,9 @@ for model, hidden in [(m, h) for m, h in cases if only in type(m).__name__]:
                  for n in rng.integers(0, 11, 80)]
         first, again = e.embed_tokens(short), e.embed_tokens(short)
         print("packed + graphs", first.shape, bool(np.array_equal(first, again)), flush=True)
+        # Every GEMM tuned (its candidates timed on the pass's own buffers), graphs off.
+        e.backend = None
+        e.backend = CudaBackend(e.model, dtype=dt, max_tokens=512, gemm_tune_min_rows=1,
+                                graph_max_tokens=0)
+        tuned = e.embed_tokens(seqs)
+        print("tuned GEMMs", tuned.shape, float(np.abs(tuned - out).max()), flush=True)

@@ -30,7 +30,7 @@ void flash_attention_packed_bounds(const int32_t*, int, int64_t, int32_t*, int, 
   throw Error("this build of sutra has no CUDA support");
 }
 
-AttnPath flash_attention_pass_path(int, int) {
+AttnPassChoice flash_attention_pass_choice(int, int) {
   throw Error("this build of sutra has no CUDA support");
 }
 

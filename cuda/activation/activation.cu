@@ -72,7 +72,11 @@ __device__ __forceinline__ float activate(float x) {
   }
 }
 
-// kVec elements of T per step; cols % kVec == 0 (checked by the launcher).
+// Packs per thread per step of the grid-stride loops: their loads are issued together, so that
+// enough bytes are in flight per SM to keep HBM busy once the arithmetic is cheap.
+constexpr int kUnroll = 4;
+
+// kVec elements of T per pack; cols % kVec == 0 (checked by the launcher).
 template <typename T, int kVec, Activation kAct>
 __global__ void __launch_bounds__(kThreads) bias_activation_kernel(BiasActivationParams p) {
   struct alignas(sizeof(T) * kVec) Pack {
@@ -83,24 +87,33 @@ __global__ void __launch_bounds__(kThreads) bias_activation_kernel(BiasActivatio
   const int64_t packs_per_row = p.cols / kVec;
   const int64_t packs = p.rows * packs_per_row;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
-  // The column advances by a constant per step: one 64-bit division per thread, not per step
+  // The column advances by a constant per pack: one 64-bit division per thread, not per pack
   // (the division cost as much as the activation).
   const int64_t col_step = stride % packs_per_row;
   int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x;
   int64_t col = i % packs_per_row;
-  for (; i < packs; i += stride) {
-    Pack pack = x[i];
-    Pack b;
-    if (bias != nullptr) b = bias[col];
+  for (; i < packs; i += kUnroll * stride) {
+    Pack pack[kUnroll], b[kUnroll];
 #pragma unroll
-    for (int j = 0; j < kVec; ++j) {
-      float value = Convert<T>::load(pack.v[j]);
-      if (bias != nullptr) value += Convert<T>::load(b.v[j]);
-      pack.v[j] = Convert<T>::store(activate<kAct>(value));
+    for (int u = 0; u < kUnroll; ++u) {
+      if (i + u * stride < packs) {
+        pack[u] = x[i + u * stride];
+        if (bias != nullptr) b[u] = bias[col];
+      }
+      col += col_step;
+      if (col >= packs_per_row) col -= packs_per_row;
     }
-    x[i] = pack;
-    col += col_step;
-    if (col >= packs_per_row) col -= packs_per_row;
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (i + u * stride >= packs) break;
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) {
+        float value = Convert<T>::load(pack[u].v[j]);
+        if (bias != nullptr) value += Convert<T>::load(b[u].v[j]);
+        pack[u].v[j] = Convert<T>::store(activate<kAct>(value));
+      }
+      x[i + u * stride] = pack[u];
+    }
   }
 }
 
@@ -142,25 +155,35 @@ __global__ void __launch_bounds__(kThreads) gated_activation_kernel(GatedActivat
   const int64_t packs_per_row = p.cols / kVec;
   const int64_t packs = p.rows * packs_per_row;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
-  // Row and column advance by constants per step (divisions once per thread, as above).
+  // Row and column advance by constants per pack (divisions once per thread, as above).
   const int64_t row_step = stride / packs_per_row, col_step = stride % packs_per_row;
   int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x;
   int64_t row = i / packs_per_row, col = i % packs_per_row;
-  for (; i < packs; i += stride) {
-    const Pack a = x[row * 2 * packs_per_row + col];
-    const Pack b = x[row * 2 * packs_per_row + packs_per_row + col];
-    Pack result;
+  for (; i < packs; i += kUnroll * stride) {
+    Pack a[kUnroll], b[kUnroll];
 #pragma unroll
-    for (int j = 0; j < kVec; ++j) {
-      result.v[j] = Convert<T>::store(activate<kAct>(Convert<T>::load(a.v[j])) *
-                                      Convert<T>::load(b.v[j]));
+    for (int u = 0; u < kUnroll; ++u) {
+      if (i + u * stride < packs) {
+        a[u] = x[row * 2 * packs_per_row + col];
+        b[u] = x[row * 2 * packs_per_row + packs_per_row + col];
+      }
+      row += row_step;
+      col += col_step;
+      if (col >= packs_per_row) {
+        col -= packs_per_row;
+        ++row;
+      }
     }
-    out[i] = result;
-    row += row_step;
-    col += col_step;
-    if (col >= packs_per_row) {
-      col -= packs_per_row;
-      ++row;
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (i + u * stride >= packs) break;
+      Pack result;
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) {
+        result.v[j] = Convert<T>::store(activate<kAct>(Convert<T>::load(a[u].v[j])) *
+                                        Convert<T>::load(b[u].v[j]));
+      }
+      out[i + u * stride] = result;
     }
   }
 }

@@ -101,6 +101,13 @@ bool auto_prefers_sm90(int window_left, int window_right, bool packed) {
 /// from 256 (1.21x).
 int sm90_min_seqlen(int head_dim) { return head_dim == 128 ? 256 : 512; }
 
+/// Up to this length a dense d=64 pass runs the window tile (64 x 32) with a window spanning the
+/// pass. The engine's layout (fused QKV, varlen, 65,536 tokens, H200), us, dense 128 x 64 tile
+/// against the window tile: L=64 221 / 115, 128 150 / 145, 192 235 / 187, 256 219 / 255
+/// (bench/results/attention_h200.md). Its smaller blocks keep more copies in flight per SM, and
+/// a 64-row tile wastes less of a short sequence.
+constexpr int kDenseWindowMaxSeqlen = 192;
+
 using EncodeTiledFn = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*,
                                    const cuuint64_t*, const cuuint64_t*, const cuuint32_t*,
                                    const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle,
@@ -197,9 +204,14 @@ FlashAttnKernelInfo flash_attention_kernel_info(int head_dim, bool with_bias, in
              : flash_fwd_info<DefaultTraits<64>::type>(with_bias);
 }
 
-AttnPath flash_attention_pass_path(int head_dim, int max_seqlen) {
+AttnPassChoice flash_attention_pass_choice(int head_dim, int max_seqlen) {
   check_head_dim(head_dim);
-  return max_seqlen < sm90_min_seqlen(head_dim) ? AttnPath::kSm80 : AttnPath::kAuto;
+  AttnPassChoice choice;
+  choice.path = max_seqlen < sm90_min_seqlen(head_dim) ? AttnPath::kSm80 : AttnPath::kAuto;
+  if (head_dim == 64 && max_seqlen >= 1 && max_seqlen <= kDenseWindowMaxSeqlen) {
+    choice.dense_window = max_seqlen - 1;
+  }
+  return choice;
 }
 
 bool flash_attention_packing_pays(int head_dim, bool with_bias, int window_left, int window_right,
@@ -214,9 +226,11 @@ bool flash_attention_packing_pays(int head_dim, bool with_bias, int window_left,
   for (int64_t b = 0; b < batch; ++b) {
     max_length = std::max(max_length, cu_seqlens[b + 1] - cu_seqlens[b]);
   }
-  const FlashAttnKernelInfo own =
-      flash_attention_kernel_info(head_dim, with_bias, window_left, window_right,
-                                  flash_attention_pass_path(head_dim, max_length));
+  const AttnPassChoice choice = flash_attention_pass_choice(head_dim, max_length);
+  const bool dense = window_left < 0 && window_right < 0;
+  const FlashAttnKernelInfo own = flash_attention_kernel_info(
+      head_dim, with_bias, dense ? choice.dense_window : window_left,
+      dense ? choice.dense_window : window_right, choice.path);
   const FlashAttnKernelInfo shared =
       flash_attention_kernel_info(head_dim, with_bias, -1, -1, AttnPath::kSm80);
   int64_t per_sequence_pairs = 0;

@@ -508,7 +508,9 @@ void GpuEncoder::Impl::forward(int64_t tokens, int64_t sequences, int max_seqlen
   attn.varlen_rows = tokens;  // the sm_90 kernels' bulk copies stop at the pass's last token
   // The faster kernel for this pass's lengths (results then depend on the pass, as they do with
   // packed tiles, within the dtype's rounding).
-  attn.path = flash_attention_pass_path(attn.head_dim, max_seqlen);
+  const AttnPassChoice attention_choice = flash_attention_pass_choice(attn.head_dim, max_seqlen);
+  attn.path = attention_choice.path;
+  const int global_window = pack_attention ? -1 : attention_choice.dense_window;
   if (pack_attention) {  // once per pass, for every layer
     attn.packed_tokens = tokens;
     attn.packed_bounds = region<int32_t>(device_layout.packed_bounds);
@@ -570,7 +572,7 @@ void GpuEncoder::Impl::forward(int64_t tokens, int64_t sequences, int max_seqlen
       rotary.cos_sin = w.rotary_cos_sin;
       rotary_embedding(rotary, s);
     }
-    attn.window_left = attn.window_right = w.window;
+    attn.window_left = attn.window_right = w.window >= 0 ? w.window : global_window;
     flash_attention_forward(attn, s);
     gemm->run(
         {context, w.o_weight, nullptr, sublayer, tokens, hidden, hidden, GemmEpilogue::kNone, type},

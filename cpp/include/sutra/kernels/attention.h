@@ -98,16 +98,24 @@ FlashAttnKernelInfo flash_attention_kernel_info(int head_dim, bool with_bias, in
                                                 int window_right = -1,
                                                 AttnPath path = AttnPath::kAuto, int device = 0);
 
-/// The path a caller that may pick per call (the GPU engine, per pass) should set for an unpacked
-/// dense call whose longest sequence is `max_seqlen`: kSm80 below the length where the sm_90
-/// kernels start to lead on an H200 (512 keys at head dim 64, 256 at 128; their fixed cost per
-/// block is higher), else kAuto. flash_attention_forward's own kAuto stays one path per head dim,
-/// so that a sequence's output there does not depend on what it is batched with.
-AttnPath flash_attention_pass_path(int head_dim, int max_seqlen);
+/// How a caller that may choose per call (the GPU engine, per pass) should run an unpacked call
+/// whose longest sequence is `max_seqlen`. flash_attention_forward's own kAuto stays one kernel
+/// per head dim and window, so that a sequence's output there does not depend on what it is
+/// batched with; a per-pass choice changes results within the dtype's rounding.
+struct AttnPassChoice {
+  /// kSm80 below the length where the sm_90 kernels start to lead on an H200 (512 keys at head
+  /// dim 64, 256 at 128; their fixed cost per block is higher), else kAuto.
+  AttnPath path = AttnPath::kAuto;
+  /// For layers without a window: a two-sided window of this many keys each side (max_seqlen -
+  /// 1, so the same attention) where the window kernels' smaller tile is faster (head dim 64,
+  /// passes of at most 192 tokens); -1 otherwise. Not for packed row tiles.
+  int dense_window = -1;
+};
+AttnPassChoice flash_attention_pass_choice(int head_dim, int max_seqlen);
 
 /// Whether packed row tiles (FlashAttnParams::packed_tokens) are modelled to run a varlen batch
 /// faster than one block per sequence: counts the (query tile, key tile) pairs either layout
-/// computes, per-sequence blocks with the tile of the path flash_attention_pass_path picks for the
+/// computes, per-sequence blocks with the tile flash_attention_pass_choice picks for the
 /// batch's longest sequence and the window, packed rows with the sm80 default tile (the packed
 /// kernels are sm80 ones), each pair weighted by its tile's area and a packed pair by a further
 /// 1.25 (every packed tile pays the per-element mask). `cu_seqlens` is the host copy, [batch + 1].
