@@ -76,10 +76,10 @@ __device__ __forceinline__ float activate(float x) {
 // that more bytes are in flight per SM (ModernBERT's [65536, 2 x 1152] GeGLU on the H200: 140 us
 // with one, 132 with four).
 constexpr int kUnroll = 4;
-// The same for bias + activation, where it did not pay with four: 345 us against 253 for the
-// BERT-base [65536, 3072] GELU on the H200, the copy of those bytes 195 (four packs of eight
-// elements in flight take the registers that kept enough threads resident). The macro exists only
-// to compare values in one benchmark session.
+// The same for bias + activation did not pay: the BERT-base [65536, 3072] GELU on the H200, in
+// one session, 260-268 us with one pack per step, 251 with two, 267 with four, against 200-208
+// for a copy of the same bytes (a first four-pack version with per-pack bounds checks: 345). The
+// macro exists only to compare values in one benchmark session.
 #ifndef SUTRA_BIAS_ACTIVATION_UNROLL
 #define SUTRA_BIAS_ACTIVATION_UNROLL 1
 #endif
