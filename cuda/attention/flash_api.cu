@@ -94,18 +94,17 @@ bool auto_prefers_sm90(int window_left, int window_right, bool packed) {
   return !packed && (window_left < 0 || window_right < 0);
 }
 
-/// Where sm90 starts to lead sm80 on dense calls, from bench/results/attention_h200.md (short
-/// lengths, 65,536 tokens per call): at d=64 sm80 is faster at every L below 512 (L=128: 145 us
-/// against 185; ragged lengths such as 192 or 448, whose partial tiles cost sm90 a whole 128x128
-/// tile, by up to 1.9x) and sm90 from 512 (1.08x) on; at d=128 sm80 leads up to 192 and sm90
-/// from 256 (1.21x).
+/// Where sm90 starts to lead sm80 on dense calls, on the engine's layout (fused QKV, varlen,
+/// 65,536 tokens per call, H200; bench/results/attention_short_passes_h200.md), us sm80 / sm90:
+/// d=64 L=128 151 / 199, 192 232 / 479 (ragged lengths cost sm90 a whole 128 x 128 tile), 384
+/// 309 / 311, 512 413 / 371; d=128 L=192 276 / 388, 256 280 / 238. sm90's fixed cost per block
+/// is higher; it leads from 512 keys at d=64 and from 256 at d=128.
 int sm90_min_seqlen(int head_dim) { return head_dim == 128 ? 256 : 512; }
 
 /// Up to this length a dense d=64 pass runs the window tile (64 x 32) with a window spanning the
-/// pass. The engine's layout (fused QKV, varlen, 65,536 tokens, H200), us, dense 128 x 64 tile
-/// against the window tile: L=64 221 / 115, 128 150 / 145, 192 235 / 187, 256 219 / 255
-/// (bench/results/attention_h200.md). Its smaller blocks keep more copies in flight per SM, and
-/// a 64-row tile wastes less of a short sequence.
+/// pass. Same file, us, dense 128 x 64 tile against the window tile: L=64 221 / 114, 128
+/// 151 / 151, 192 232 / 187, 256 220 / 239. Its smaller blocks keep more copies in flight, and a
+/// 64-row tile wastes less of a short sequence.
 constexpr int kDenseWindowMaxSeqlen = 192;
 
 using EncodeTiledFn = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*,
