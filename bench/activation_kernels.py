@@ -10,6 +10,7 @@ tensor (the memory floor, measured in the same run) and what Hugging Face runs i
 """
 from __future__ import annotations
 
+import source_digest
 import torch
 from sutra import _core
 
@@ -34,7 +35,8 @@ def main() -> None:
     x = torch.randn(65536, 3072, device="cuda").half()
     bias = torch.randn(3072, device="cuda").half()
     copy = torch.empty_like(x)
-    print(f"GPU: {torch.cuda.get_device_name()}; torch {torch.__version__}")
+    print(f"GPU: {torch.cuda.get_device_name()}; torch {torch.__version__}; source digest "
+          f"{source_digest.working_tree_digest()} (bench/source_digest.py)")
     print("| kernel | us |\n|---|---|")
     print(f"| copy of the same bytes (torch) | {timed_us(lambda: copy.copy_(x)):.1f} |")
     for act in ("gelu", "gelu_tanh", "relu", "identity"):

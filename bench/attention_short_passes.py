@@ -25,6 +25,8 @@ import platform
 import time
 from pathlib import Path
 
+import source_digest
+
 TOKENS = 65_536
 LENGTHS = (64, 128, 192, 256, 384, 512)
 SHAPES = ((64, 12), (128, 8))  # (head_dim, heads): BERT-base-like and a d=128 model
@@ -94,7 +96,8 @@ def main() -> None:
     columns = ("sm80", "sm80 window tile", "sm80 packed", "sm90", "cudnn")
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [(f"GPU: {torch.cuda.get_device_name()}; torch {torch.__version__}; "
-              f"Python {platform.python_version()}; {when}"),
+              f"Python {platform.python_version()}; {when}; source digest "
+              f"{source_digest.working_tree_digest()} (bench/source_digest.py)"),
              "", f"fp16, {TOKENS:,} tokens per call, us per call (device time):", "",
              "| head dim, heads | L | " + " | ".join(columns) + " | window tile max err |",
              "|---|---|" + "---|" * (len(columns) + 1)]

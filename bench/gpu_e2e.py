@@ -97,6 +97,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 sys.path.insert(0, str(Path(__file__).parent))
 import corpus
+import source_digest
 
 DEFAULT_CORPUS = Path(__file__).parent / "data" / "wordnet"
 MAX_TOKENS = 256  # the corpora are cut here (all-MiniLM-L6-v2's max_seq_length)
@@ -276,6 +277,7 @@ def machine_info(torch_device: str) -> dict[str, Any]:
             info["git"] = head.stdout.strip() + (" (dirty)" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         pass
+    info["source_digest"] = source_digest.working_tree_digest()
     return info
 
 
@@ -975,7 +977,10 @@ def machine_lines(info: dict[str, Any]) -> list[str]:
          f"{info['platform']}"),
         "- versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
         + f"; torch CUDA {info.get('torch_cuda')}",
-        f"- sutra tree: {info.get('git', 'unknown')}; date {info['date']}",
+        (f"- sutra tree: {info.get('git', 'unknown')} per the copy's .git (stale on the device "
+         f"machine); source digest {info.get('source_digest', 'unknown')} (`python "
+         f"bench/source_digest.py --find {info.get('source_digest', 'DIGEST')}` names the "
+         f"commit); date {info['date']}"),
     ]
 
 
