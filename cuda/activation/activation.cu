@@ -72,20 +72,7 @@ __device__ __forceinline__ float activate(float x) {
   }
 }
 
-// Packs per thread per step of the gated grid-stride loop: their loads are issued together, so
-// that more bytes are in flight per SM (ModernBERT's [65536, 2 x 1152] GeGLU on the H200: 140 us
-// with one, 132 with four).
-constexpr int kUnroll = 4;
-// The same for bias + activation did not pay: the BERT-base [65536, 3072] GELU on the H200, in
-// one session, 260-268 us with one pack per step, 251 with two, 267 with four, against 200-208
-// for a copy of the same bytes (a first four-pack version with per-pack bounds checks: 345). The
-// macro exists only to compare values in one benchmark session.
-#ifndef SUTRA_BIAS_ACTIVATION_UNROLL
-#define SUTRA_BIAS_ACTIVATION_UNROLL 1
-#endif
-constexpr int kBiasUnroll = SUTRA_BIAS_ACTIVATION_UNROLL;
-
-// kVec elements of T per pack; cols % kVec == 0 (checked by the launcher).
+// kVec elements of T per step; cols % kVec == 0 (checked by the launcher).
 template <typename T, int kVec, Activation kAct>
 __global__ void __launch_bounds__(kThreads) bias_activation_kernel(BiasActivationParams p) {
   struct alignas(sizeof(T) * kVec) Pack {
@@ -96,39 +83,21 @@ __global__ void __launch_bounds__(kThreads) bias_activation_kernel(BiasActivatio
   const int64_t packs_per_row = p.cols / kVec;
   const int64_t packs = p.rows * packs_per_row;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
-  // The column advances by a constant per pack: one 64-bit division per thread, not per pack
+  // The column advances by a constant per step: one 64-bit division per thread, not per step
   // (the division cost as much as the activation).
   const int64_t col_step = stride % packs_per_row;
   int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x;
   int64_t col = i % packs_per_row;
-  auto apply = [&](Pack& pack, const Pack& b) {
+  for (; i < packs; i += stride) {
+    Pack pack = x[i];
+    Pack b;
+    if (bias != nullptr) b = bias[col];
 #pragma unroll
     for (int j = 0; j < kVec; ++j) {
       float value = Convert<T>::load(pack.v[j]);
       if (bias != nullptr) value += Convert<T>::load(b.v[j]);
       pack.v[j] = Convert<T>::store(activate<kAct>(value));
     }
-  };
-  // Whole groups of kBiasUnroll packs, loads first; then the rest one pack at a time.
-  for (; i + (kBiasUnroll - 1) * stride < packs; i += kBiasUnroll * stride) {
-    Pack pack[kBiasUnroll], b[kBiasUnroll];
-#pragma unroll
-    for (int u = 0; u < kBiasUnroll; ++u) {
-      pack[u] = x[i + u * stride];
-      if (bias != nullptr) b[u] = bias[col];
-      col += col_step;
-      if (col >= packs_per_row) col -= packs_per_row;
-    }
-#pragma unroll
-    for (int u = 0; u < kBiasUnroll; ++u) {
-      apply(pack[u], b[u]);
-      x[i + u * stride] = pack[u];
-    }
-  }
-  for (; i < packs; i += stride) {
-    Pack pack = x[i], b;
-    if (bias != nullptr) b = bias[col];
-    apply(pack, b);
     x[i] = pack;
     col += col_step;
     if (col >= packs_per_row) col -= packs_per_row;
@@ -173,35 +142,25 @@ __global__ void __launch_bounds__(kThreads) gated_activation_kernel(GatedActivat
   const int64_t packs_per_row = p.cols / kVec;
   const int64_t packs = p.rows * packs_per_row;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
-  // Row and column advance by constants per pack (divisions once per thread, as above).
+  // Row and column advance by constants per step (divisions once per thread, as above).
   const int64_t row_step = stride / packs_per_row, col_step = stride % packs_per_row;
   int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x;
   int64_t row = i / packs_per_row, col = i % packs_per_row;
-  for (; i < packs; i += kUnroll * stride) {
-    Pack a[kUnroll], b[kUnroll];
+  for (; i < packs; i += stride) {
+    const Pack a = x[row * 2 * packs_per_row + col];
+    const Pack b = x[row * 2 * packs_per_row + packs_per_row + col];
+    Pack result;
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      if (i + u * stride < packs) {
-        a[u] = x[row * 2 * packs_per_row + col];
-        b[u] = x[row * 2 * packs_per_row + packs_per_row + col];
-      }
-      row += row_step;
-      col += col_step;
-      if (col >= packs_per_row) {
-        col -= packs_per_row;
-        ++row;
-      }
+    for (int j = 0; j < kVec; ++j) {
+      result.v[j] = Convert<T>::store(activate<kAct>(Convert<T>::load(a.v[j])) *
+                                      Convert<T>::load(b.v[j]));
     }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      if (i + u * stride >= packs) break;
-      Pack result;
-#pragma unroll
-      for (int j = 0; j < kVec; ++j) {
-        result.v[j] = Convert<T>::store(activate<kAct>(Convert<T>::load(a[u].v[j])) *
-                                        Convert<T>::load(b[u].v[j]));
-      }
-      out[i + u * stride] = result;
+    out[i] = result;
+    row += row_step;
+    col += col_step;
+    if (col >= packs_per_row) {
+      col -= packs_per_row;
+      ++row;
     }
   }
 }

@@ -3,9 +3,9 @@
 // bias epilogue adds bias[n] along what cuBLASLt calls the rows of D.
 #include "engine/gemm.h"
 
+#include <array>
 #include <limits>
 #include <string>
-#include <vector>
 
 #include "engine/cublaslt.h"
 #include "sutra/error.h"
@@ -172,7 +172,7 @@ void Gemm::tune(Plan& plan, const GemmArgs& args, cudaStream_t stream) {
     }
     return;
   }
-  std::vector<cublasLtMatmulHeuristicResult_t> candidates(kTuneCandidates);
+  std::array<cublasLtMatmulHeuristicResult_t, kTuneCandidates> candidates{};
   int found = 0;
   cublasLtMatmulPreference_t preference = nullptr;
   check_cublas(api.MatmulPreferenceCreate(&preference), "cublasLtMatmulPreferenceCreate");
