@@ -12,7 +12,8 @@ uniform sequence length L and 65,536 tokens per call (B = 65536 / L sequences), 
 - ``cudnn``: PyTorch SDPA with the cuDNN backend on padded ``[B, H, L, d]`` views of the same
   buffers.
 
-Each figure is the median over 20 replays of a CUDA graph of 10 calls (device time per call, us).
+Each figure is the median over 20 replays of a CUDA graph of 10 calls (device time per call, us;
+bench/attention.py's ``time_ms_graph``).
 The engine's per-pass choices in cuda/attention/flash_api.cu (``sm90_min_seqlen``,
 ``kDenseWindowMaxSeqlen``) come from this table.
 
@@ -33,26 +34,10 @@ SHAPES = ((64, 12), (128, 8))  # (head_dim, heads): BERT-base-like and a d=128 m
 
 
 def timed_us(fn, replays: int = 20) -> float:
-    import torch
+    """us per call: bench/attention.py's CUDA-graph timing with 10 calls per graph."""
+    from attention import time_ms_graph
 
-    for _ in range(3):
-        fn()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(10):
-            fn()
-    graph.replay()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(replays):
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop) / 10 * 1e3)
-    times.sort()
-    return times[len(times) // 2]
+    return time_ms_graph(fn, [()] * 10, replays) * 1e3
 
 
 def measure(head_dim: int, heads: int, length: int) -> dict[str, float]:

@@ -83,6 +83,24 @@ Gemm::~Gemm() {
   if (handle_ != nullptr) api.Destroy(handle_);
 }
 
+int Gemm::heuristic(const Plan& plan, int count, cublasLtMatmulHeuristicResult_t* results) {
+  const CublasLtApi& api = cublaslt();
+  cublasLtMatmulPreference_t preference = nullptr;
+  check_cublas(api.MatmulPreferenceCreate(&preference), "cublasLtMatmulPreferenceCreate");
+  const uint64_t workspace_bytes = workspace_.bytes();
+  int found = 0;
+  cublasStatus_t status =
+      api.MatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                       &workspace_bytes, sizeof(workspace_bytes));
+  if (status == CUBLAS_STATUS_SUCCESS) {
+    status = api.MatmulAlgoGetHeuristic(handle_, plan.desc, plan.a, plan.b, plan.c, plan.c,
+                                        preference, count, results, &found);
+  }
+  api.MatmulPreferenceDestroy(preference);
+  check_cublas(status, "cublasLtMatmulAlgoGetHeuristic");
+  return found;
+}
+
 Gemm::Plan& Gemm::plan_for(const GemmArgs& args) {
   const Key key{args.rows, args.n, args.k, static_cast<int>(args.epilogue),
                 static_cast<int>(args.type)};
@@ -127,21 +145,8 @@ Gemm::Plan& Gemm::plan_for(const GemmArgs& args) {
     check_cublas(api.MatrixLayoutCreate(&plan->c, type, args.n, args.rows, args.n),
                  "cublasLtMatrixLayoutCreate(out)");
 
-    cublasLtMatmulPreference_t preference = nullptr;
-    check_cublas(api.MatmulPreferenceCreate(&preference), "cublasLtMatmulPreferenceCreate");
-    const uint64_t workspace_bytes = workspace_.bytes();
     cublasLtMatmulHeuristicResult_t result{};
-    int found_count = 0;
-    cublasStatus_t status =
-        api.MatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                         &workspace_bytes, sizeof(workspace_bytes));
-    if (status == CUBLAS_STATUS_SUCCESS) {
-      status = api.MatmulAlgoGetHeuristic(handle_, plan->desc, plan->a, plan->b, plan->c, plan->c,
-                                          preference, 1, &result, &found_count);
-    }
-    api.MatmulPreferenceDestroy(preference);
-    check_cublas(status, "cublasLtMatmulAlgoGetHeuristic");
-    if (found_count == 0) {
+    if (heuristic(*plan, 1, &result) == 0) {
       throw Error("cuBLASLt has no algorithm for the GEMM [" + std::to_string(args.rows) + ", " +
                   std::to_string(args.k) + "] x [" + std::to_string(args.n) + ", " +
                   std::to_string(args.k) + "]^T on this GPU");
@@ -173,19 +178,7 @@ void Gemm::tune(Plan& plan, const GemmArgs& args, cudaStream_t stream) {
     return;
   }
   std::array<cublasLtMatmulHeuristicResult_t, kTuneCandidates> candidates{};
-  int found = 0;
-  cublasLtMatmulPreference_t preference = nullptr;
-  check_cublas(api.MatmulPreferenceCreate(&preference), "cublasLtMatmulPreferenceCreate");
-  const uint64_t workspace_bytes = workspace_.bytes();
-  cublasStatus_t status =
-      api.MatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                       &workspace_bytes, sizeof(workspace_bytes));
-  if (status == CUBLAS_STATUS_SUCCESS) {
-    status = api.MatmulAlgoGetHeuristic(handle_, plan.desc, plan.a, plan.b, plan.c, plan.c,
-                                        preference, kTuneCandidates, candidates.data(), &found);
-  }
-  api.MatmulPreferenceDestroy(preference);
-  check_cublas(status, "cublasLtMatmulAlgoGetHeuristic");
+  const int found = heuristic(plan, kTuneCandidates, candidates.data());
   // The candidates write args.out, which the call itself overwrites next; a candidate that fails
   // to launch is skipped.
   const float alpha = 1.0f, beta = 0.0f;

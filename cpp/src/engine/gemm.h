@@ -63,6 +63,9 @@ class Gemm {
   struct Plan;
   using Key = std::tuple<int64_t, int64_t, int64_t, int, int>;  // rows, n, k, epilogue, type
   Plan& plan_for(const GemmArgs& args);
+  /// cuBLASLt's first `count` algorithms for the plan within the workspace, into `results`;
+  /// returns how many it found.
+  int heuristic(const Plan& plan, int count, cublasLtMatmulHeuristicResult_t* results);
   /// Sets plan.algo to the bucket's tuned algorithm, timing the candidates first when the
   /// bucket has none yet.
   void tune(Plan& plan, const GemmArgs& args, cudaStream_t stream);
