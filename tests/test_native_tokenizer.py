@@ -461,3 +461,49 @@ def test_text_tokenizer_offsets_native_and_tokenizers():
         assert all(type(o) is tuple and type(o[0]) is int for o in got[1])
     with pytest.raises(ValueError, match="lone surrogate U\\+D800 at position 1"):
         native.encode_with_offsets("a\ud800b")
+
+
+def test_text_tokenizer_arrays_with_tokenizers_match_its_truncation():
+    """TextTokenizer(native=False).encode_arrays (the path of RoBERTa, XLM-R: the tokenizers
+    batch call flattened by _core.flatten_token_ids, texts too long to tokenize whole cut from
+    a prefix) equals tokenizers' own truncation, one text at a time, and counts the cut texts."""
+    from sutra.tokenization import PREFIX_CHARS_PER_TOKEN, TextTokenizer
+
+    path = PRESETS[0].values[0]
+    if path is None:
+        pytest.skip("the efficient preset's tokenizer.json is not available")
+    plain = TextTokenizer(path, native=False)
+    texts = _fuzz_texts(11, 300)
+    whole = _hf(path)
+    for max_tokens in (None, MAX_TOKENS, 16, 2):
+        reference = _hf(path)
+        if max_tokens is not None:
+            reference.enable_truncation(max_tokens)
+        batches = [texts, texts[5:6], []]
+        if max_tokens is not None:  # one text over the prefix threshold: the list path
+            batches.append(texts[:40] + ["word " * (max_tokens * PREFIX_CHARS_PER_TOKEN)])
+        for batch in batches:
+            want = [reference.encode(t).ids for t in batch]
+            tokens, cut = plain.encode_arrays(batch, max_tokens)
+            ids, cu = tokens.ids, tokens.cu_seqlens
+            assert ids.dtype == np.int32 and cu.dtype == np.int32 and len(cu) == len(batch) + 1
+            got = [ids[cu[i]:cu[i + 1]].tolist() for i in range(len(batch))]
+            assert got == want, max_tokens
+            full = [len(whole.encode(t).ids) for t in batch]
+            assert cut == sum(max_tokens is not None and n > max_tokens for n in full)
+
+
+def test_flatten_token_ids_refuses_what_is_not_token_ids():
+    ids, cu, cut = _core.flatten_token_ids([[101, 7, 8, 102], [], [101, 102]], 3, 1)
+    assert ids.tolist() == [101, 7, 102, 101, 102] and cu.tolist() == [0, 3, 3, 5]
+    assert cut.tolist() == [True, False, False]
+    with pytest.raises(ValueError, match=r"sequences\[1\]\[0\] is not a token id"):
+        _core.flatten_token_ids([[1], [-1]])
+    with pytest.raises(ValueError, match=r"sequences\[0\]\[1\] is not a token id"):
+        _core.flatten_token_ids([[1, "2"]])
+    with pytest.raises(ValueError, match=r"sequences\[0\]\[0\] is not a token id"):
+        _core.flatten_token_ids([[2 ** 40]])
+    with pytest.raises(TypeError, match=r"sequences\[0\] must be a list of token ids"):
+        _core.flatten_token_ids([(1, 2)])
+    with pytest.raises(ValueError, match="max_tokens must be"):
+        _core.flatten_token_ids([[1, 2]], 0, 1)

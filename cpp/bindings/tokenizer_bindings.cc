@@ -1,10 +1,12 @@
-// Bindings of the native WordPiece tokenizer (sutra/tokenizer/wordpiece.h). Translation only:
-// the texts' UTF-8 is copied out while the GIL is held, the tokenization runs without it.
+// Bindings of the native WordPiece tokenizer (sutra/tokenizer/wordpiece.h), and the translation
+// of Hugging Face tokenizers' output (Encoding objects) into the same flat arrays. Translation
+// only: the texts' UTF-8 is copied out while the GIL is held, the tokenization runs without it.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -59,6 +61,83 @@ TextBuffer copy_texts(const py::sequence& texts) {
     buffer.offsets.push_back(buffer.bytes.size());
   }
   return buffer;
+}
+
+
+/// The `ids` list of one item of flatten_token_ids's input: the item itself when it is a list,
+/// else its `ids` attribute (a tokenizers.Encoding's), which must be a list.
+py::object id_list(const py::handle& item, py::ssize_t index) {
+  if (PyList_Check(item.ptr())) return py::reinterpret_borrow<py::object>(item);
+  PyObject* ids = PyObject_GetAttrString(item.ptr(), "ids");
+  if (ids == nullptr || !PyList_Check(ids)) {
+    Py_XDECREF(ids);
+    PyErr_Clear();
+    throw py::type_error("sequences[" + std::to_string(index) +
+                         "] must be a list of token ids or have an 'ids' list "
+                         "(a tokenizers.Encoding), got " +
+                         std::string(py::str(py::type::handle_of(item).attr("__name__"))));
+  }
+  return py::reinterpret_steal<py::object>(ids);
+}
+
+/// Every sequence's ids in one int32 array, cut as TextTokenizer.truncate cuts (the first
+/// max_tokens - num_suffix_special ids and the last num_suffix_special). One C loop in place of
+/// a Python step per token: on the pipelined path (tokenizers one chunk ahead of the GPU) this
+/// runs on a worker thread holding the GIL, and every microsecond of it is one the tokenizer's
+/// next batch call may wait for.
+py::tuple flatten_token_ids(const py::sequence& sequences, std::optional<int64_t> max_tokens,
+                            int64_t num_suffix_special) {
+  if (max_tokens && (*max_tokens < num_suffix_special || *max_tokens < 1)) {
+    throw py::value_error("max_tokens must be >= 1 and >= num_suffix_special (" +
+                          std::to_string(num_suffix_special) + "), got " +
+                          std::to_string(*max_tokens));
+  }
+  if (num_suffix_special < 0) {
+    throw py::value_error("num_suffix_special must be >= 0, got " +
+                          std::to_string(num_suffix_special));
+  }
+  const py::ssize_t count = py::len(sequences);
+  std::vector<py::object> lists;
+  lists.reserve(static_cast<size_t>(count));
+  std::vector<int32_t> cu(static_cast<size_t>(count) + 1, 0);
+  auto* cut = new std::vector<uint8_t>(static_cast<size_t>(count), 0);
+  py::capsule cut_owner(cut, [](void* p) { delete static_cast<std::vector<uint8_t>*>(p); });
+  int64_t total = 0;
+  for (py::ssize_t i = 0; i < count; ++i) {
+    lists.push_back(id_list(sequences[i], i));
+    int64_t length = PyList_GET_SIZE(lists.back().ptr());
+    if (max_tokens && length > *max_tokens) {
+      length = *max_tokens;
+      (*cut)[static_cast<size_t>(i)] = 1;
+    }
+    total += length;
+    if (total > std::numeric_limits<int32_t>::max()) {
+      throw py::value_error("the sequences hold more than 2^31 - 1 tokens in all");
+    }
+    cu[static_cast<size_t>(i) + 1] = static_cast<int32_t>(total);
+  }
+  std::vector<int32_t> ids(static_cast<size_t>(total));
+  for (py::ssize_t i = 0; i < count; ++i) {
+    PyObject* list = lists[static_cast<size_t>(i)].ptr();
+    const py::ssize_t length = PyList_GET_SIZE(list);
+    const py::ssize_t kept = cu[static_cast<size_t>(i) + 1] - cu[static_cast<size_t>(i)];
+    const py::ssize_t suffix = (*cut)[static_cast<size_t>(i)] ? num_suffix_special : 0;
+    int32_t* out = ids.data() + cu[static_cast<size_t>(i)];
+    for (py::ssize_t k = 0; k < kept; ++k) {
+      // The head of the list, then (when cut) its last `suffix` ids.
+      const py::ssize_t source = k < kept - suffix ? k : length - (kept - k);
+      const long value = PyLong_AsLong(PyList_GET_ITEM(list, source));
+      if (value < 0 || value > std::numeric_limits<int32_t>::max()) {
+        if (PyErr_Occurred()) PyErr_Clear();
+        throw py::value_error("sequences[" + std::to_string(i) + "][" + std::to_string(source) +
+                              "] is not a token id (an int in [0, 2^31 - 1])");
+      }
+      out[k] = static_cast<int32_t>(value);
+    }
+  }
+  py::array cut_array(py::dtype::of<bool>(), {count}, {}, cut->data(), cut_owner);
+  return py::make_tuple(to_numpy(std::move(ids), {static_cast<py::ssize_t>(total)}),
+                        to_numpy(std::move(cu), {count + 1}), cut_array);
 }
 
 }  // namespace
@@ -160,6 +239,13 @@ void bind_tokenizer(py::module_& m) {
       .def_property_readonly_static(
           "unicode_version", [](py::handle) { return WordPieceTokenizer::unicode_version(); },
           "Unicode version of the character tables (Python unicodedata's when generated).");
+
+  m.def("flatten_token_ids", &flatten_token_ids, py::arg("sequences"),
+        py::arg("max_tokens") = py::none(), py::arg("num_suffix_special") = 1,
+        "sequences: list of token-id lists or of tokenizers.Encoding -> (ids int32 [T],\n"
+        "cu_seqlens int32 [B + 1], cut bool [B]), the layout of WordPieceTokenizer.encode_batch.\n"
+        "With max_tokens a longer sequence keeps its first max_tokens - num_suffix_special ids\n"
+        "and its last num_suffix_special (its special tokens), and cut[i] is True.");
 }
 
 }  // namespace sutra::bindings

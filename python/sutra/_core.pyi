@@ -8,7 +8,7 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['BatchPass', 'DevicePool', 'EncoderSpec', 'GpuEncoder', 'PoolFuture', 'PoolWorker', 'SutraError', 'WeightLayout', 'WeightSlot', 'WordPieceTokenizer', 'add_layernorm', 'aggregate_embeddings', 'aggregate_rows', 'bias_activation', 'build_info', 'cls_pool', 'cpu_features', 'create_windows', 'cuda_device_count', 'cuda_devices', 'cuda_driver_version', 'cuda_l2_normalize_rows', 'embedding_layernorm', 'fit_sequences', 'flash_attention_forward', 'flash_attention_kernel_info', 'gated_activation', 'l2_normalize_rows', 'max_pool', 'mean_pool', 'mpnet_relative_buckets', 'packing_pays', 'plan_attention_rows', 'plan_batches', 'plan_weight_layout', 'pool_scratch_floats', 'pool_tokens', 'pool_tokens_device', 'quantize', 'set_cublaslt_path', 'truncate_and_normalize']
+__all__: list[str] = ['BatchPass', 'DevicePool', 'EncoderSpec', 'GpuEncoder', 'PoolFuture', 'PoolWorker', 'SutraError', 'WeightLayout', 'WeightSlot', 'WordPieceTokenizer', 'add_layernorm', 'aggregate_embeddings', 'aggregate_rows', 'bias_activation', 'build_info', 'cls_pool', 'cpu_features', 'create_windows', 'cuda_device_count', 'cuda_devices', 'cuda_driver_version', 'cuda_l2_normalize_rows', 'embedding_layernorm', 'fit_sequences', 'flash_attention_forward', 'flash_attention_kernel_info', 'flatten_token_ids', 'gated_activation', 'l2_normalize_rows', 'max_pool', 'mean_pool', 'mpnet_relative_buckets', 'packing_pays', 'plan_attention_rows', 'plan_batches', 'plan_weight_layout', 'pool_scratch_floats', 'pool_tokens', 'pool_tokens_device', 'quantize', 'set_cublaslt_path', 'truncate_and_normalize']
 class SutraError(RuntimeError):
     pass
 class EncoderSpec:
@@ -197,7 +197,7 @@ class GpuEncoder:
     from the free memory). Raises SutraError in a build without CUDA, without a GPU or without
     cuBLASLt (naming the nvidia-cublas package).
     """
-    def __init__(self, spec: EncoderSpec, arena: numpy.typing.NDArray[numpy.uint8], *, activation: str, positions: str, padding_idx: typing.SupportsInt | typing.SupportsIndex, layer_norm_eps: typing.SupportsFloat | typing.SupportsIndex, pooling: str, dense: list, normalize: bool, rotary_thetas: collections.abc.Sequence[typing.SupportsFloat | typing.SupportsIndex] = [], attention_windows: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex] = [], device: typing.SupportsInt | typing.SupportsIndex = 0, dtype: str = 'float16', max_tokens: typing.SupportsInt | typing.SupportsIndex = 0, profile: bool = False, graph_max_tokens: typing.SupportsInt | typing.SupportsIndex = 4096) -> None:
+    def __init__(self, spec: EncoderSpec, arena: numpy.typing.NDArray[numpy.uint8], *, activation: str, positions: str, padding_idx: typing.SupportsInt | typing.SupportsIndex, layer_norm_eps: typing.SupportsFloat | typing.SupportsIndex, pooling: str, dense: list, normalize: bool, rotary_thetas: collections.abc.Sequence[typing.SupportsFloat | typing.SupportsIndex] = [], attention_windows: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex] = [], device: typing.SupportsInt | typing.SupportsIndex = 0, dtype: str = 'float16', max_tokens: typing.SupportsInt | typing.SupportsIndex = 0, profile: bool = False, graph_max_tokens: typing.SupportsInt | typing.SupportsIndex = 4096, gemm_tune_min_rows: typing.SupportsInt | typing.SupportsIndex = 16384) -> None:
         """
         activation: 'gelu' (erf), 'gelu_tanh' or 'relu' (the feed-forward's). positions:
         'absolute', 'padding_offset' (RoBERTa/MPNet, counted from padding_idx + 1) or
@@ -208,6 +208,9 @@ class GpuEncoder:
         L2-normalize the output rows. dtype: 'float16' or 'bfloat16'. profile: time the
         device stages with CUDA events (stage_seconds). graph_max_tokens: passes of at
         most this many tokens replay a CUDA graph of their shape (0: never).
+        gemm_tune_min_rows: passes of at least this many tokens time cuBLASLt's first
+        heuristic GEMM candidates the first time their size (per power of two) is seen
+        and keep the fastest (0: never; the heuristic's first choice).
         """
     def encode(self, ids: numpy.typing.NDArray[numpy.int32], cu_seqlens: numpy.typing.NDArray[numpy.int32], prompt_lengths: typing.Any = None, max_sequences: typing.SupportsInt | typing.SupportsIndex = 0, want_tokens: bool = False, on_pass: typing.Any = None) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.float32] | None]:
         """
@@ -536,6 +539,13 @@ def flash_attention_kernel_info(head_dim: typing.SupportsInt | typing.SupportsIn
     'sm80', 'sm90'; ValueError where 'sm90' cannot run):
     {'block_m', 'block_n', 'threads', 'stages', 'smem_bytes', 'path'}. Raises SutraError in a
     build without CUDA.
+    """
+def flatten_token_ids(sequences: collections.abc.Sequence, max_tokens: typing.SupportsInt | typing.SupportsIndex | None = None, num_suffix_special: typing.SupportsInt | typing.SupportsIndex = 1) -> tuple:
+    """
+    sequences: list of token-id lists or of tokenizers.Encoding -> (ids int32 [T],
+    cu_seqlens int32 [B + 1], cut bool [B]), the layout of WordPieceTokenizer.encode_batch.
+    With max_tokens a longer sequence keeps its first max_tokens - num_suffix_special ids
+    and its last num_suffix_special (its special tokens), and cut[i] is True.
     """
 def gated_activation(x: typing.Any, out: typing.Any, *, activation: str, stream: typing.SupportsInt | typing.SupportsIndex = 0, stream_is_producers: bool = False) -> None:
     """

@@ -28,7 +28,7 @@ PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
 # about 13,000 windows of 256 tokens: minutes on 2 cores).
 _LONG_WINDOW_RUN = 1000
 # On a backend faster than the tokenizer, a call is tokenized in chunks of at most this many texts
-# and characters, one chunk ahead of the backend (Embedder._embed_pipelined). These suit the
+# and characters, ahead of the backend (Embedder._embed_pipelined). These suit the
 # `tokenizers` batch call (bench/gpu_pipeline_probe.py on the H200). The native tokenizer is
 # 16-29x faster, so its chunks are sized to fill one engine pass instead (about 4 characters and
 # at least 8 tokens per English text): more, smaller passes cost the engine more than the
@@ -36,6 +36,8 @@ _LONG_WINDOW_RUN = 1000
 # the same tokens in one pass at 413k).
 _PIPELINE_TEXTS = 4096
 _PIPELINE_CHARS = 1 << 18
+# Chunks in flight with `tokenizers` (see Embedder._embed_pipelined).
+_PIPELINE_AHEAD_TOKENIZERS = 2
 _CHARS_PER_TOKEN = 4
 _TOKENS_PER_TEXT = 8
 OUTPUT_VALUES = ("sentence_embedding", "token_embeddings")
@@ -478,32 +480,46 @@ class Embedder:
                          truncate_dim: int | None, precision: str, normalize: bool, *,
                          batch_size: int | None, long_text: str, progress: bool | None,
                          prompt_length: int) -> np.ndarray:
-        """:meth:`_embed` of texts in chunks with the tokenizer running one chunk ahead of
-        the backend, for a backend faster than the tokenizer (the GPU engine): the batch call of
-        chunk i + 1 runs on a worker thread (Rust, every core, the GIL released) while this
-        thread turns chunk i into token arrays and the backend runs it (the GIL released too).
-        The result equals one :meth:`_embed` call: every step up to the output precision is per
-        text, and the precision is applied to all rows at once. Texts are cut while tokenized
-        at ``max_length`` tokens with ``long_text="truncate"``, windowed at it otherwise."""
+        """:meth:`_embed` of texts in chunks with the tokenizer running ahead of the backend,
+        for a backend faster than the tokenizer (the GPU engine): the batch calls of the next
+        chunks run on worker threads (Rust, every core, the GIL released) while this thread
+        turns the current chunk into token arrays and runs the backend on it (the GIL released
+        too). The result equals one :meth:`_embed` call: every step up to the output precision
+        is per text, and the precision is applied to all rows at once. Texts are cut while
+        tokenized at ``max_length`` tokens with ``long_text="truncate"``, windowed at it
+        otherwise.
+
+        With ``tokenizers`` several batch calls are in flight. Turning a chunk's Encoding
+        objects into arrays holds the GIL (on the H200's host about a quarter of the batch
+        call's time), and a batch call needs the GIL to start and to finish: with one call in
+        flight, the cores would idle while it waits. The native tokenizer's arrays come out of
+        its batch call, which needs no GIL: one chunk ahead is enough."""
         max_tokens = max_length if long_text == "truncate" else None
+        ahead = 1 if self.tokenizer.is_native else _PIPELINE_AHEAD_TOKENIZERS
         parts = []
-        with ThreadPoolExecutor(1, thread_name_prefix="sutra-tokenize") as pool, \
+        with ThreadPoolExecutor(ahead, thread_name_prefix="sutra-tokenize") as pool, \
                 _progress_bar(bool(progress)) as on_chunk:
-            pending = pool.submit(self.tokenizer.tokenize_batch, chunks[0], max_tokens)
-            for index, texts in enumerate(chunks):
-                encodings = pending.result()
-                if index + 1 < len(chunks):
-                    pending = pool.submit(self.tokenizer.tokenize_batch, chunks[index + 1],
-                                          max_tokens)
-                batch, cut = self.tokenizer.encode_arrays(texts, max_tokens, encodings=encodings)
-                if cut:
-                    self._warn_truncation(None, max_length, stacklevel=4)
-                parts.append(self._embed(batch, truncate_dim, False, "float32", normalize,
-                                         batch_size=batch_size, long_text=long_text,
-                                         progress=False, prompt_length=prompt_length,
-                                         max_length=max_length))
-                if on_chunk is not None:
-                    on_chunk(index + 1, len(chunks))
+            pending = [pool.submit(self.tokenizer.tokenize_batch, chunk, max_tokens)
+                       for chunk in chunks[:ahead]]
+            try:
+                for index, texts in enumerate(chunks):
+                    batch, cut = self.tokenizer.encode_arrays(
+                        texts, max_tokens, encodings=pending.pop(0).result())
+                    # Submitted after the GIL-held flattening, so that the call starts at once.
+                    if index + ahead < len(chunks):
+                        pending.append(pool.submit(self.tokenizer.tokenize_batch,
+                                                   chunks[index + ahead], max_tokens))
+                    if cut:
+                        self._warn_truncation(None, max_length, stacklevel=4)
+                    parts.append(self._embed(batch, truncate_dim, False, "float32", normalize,
+                                             batch_size=batch_size, long_text=long_text,
+                                             progress=False, prompt_length=prompt_length,
+                                             max_length=max_length))
+                    if on_chunk is not None:
+                        on_chunk(index + 1, len(chunks))
+            finally:  # an error or Ctrl-C: chunks not yet started are dropped, not tokenized
+                for future in pending:
+                    future.cancel()
         return _apply_precision(np.concatenate(parts), precision)
 
     def _warn_truncation(self, length: int | None, max_length: int, stacklevel: int) -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
 
+from . import _core
 from .backends.base import TokenBatch
 
 
@@ -51,7 +51,7 @@ class TextTokenizer:
     Truncation and windowing happen afterwards (see :meth:`truncate`), so the caller knows which
     texts were cut and long texts can be split into windows instead.
 
-    The batch path (:meth:`tokenize_batch`, :meth:`encode_arrays`: what ``encode()`` runs) uses
+    The batch path (:meth:`encode_arrays`: what ``encode()`` runs) uses
     sutra's native WordPiece tokenizer when the model's tokenizer.json is one it reproduces
     exactly (:mod:`sutra.native_tokenizer`: BERT normalizer and pre-tokenizer, WordPiece;
     all-MiniLM-L6-v2, all-mpnet-base-v2, BERT, BGE, E5, GTE): the same ids as Hugging Face
@@ -104,7 +104,7 @@ class TextTokenizer:
         if encodings is None:
             sequences = self.encode([t if len(t) <= short else "" for t in texts],
                                     release_gil=release_gil)
-        else:  # tokenize_batch ran already, on a pipeline's worker thread
+        else:  # tokenize_batch ran already (long texts left empty), on a pipeline's worker
             sequences = [e.ids for e in encodings]
         cut = [False] * len(texts)
         for index, text in enumerate(texts):
@@ -146,11 +146,11 @@ class TextTokenizer:
         return self._native is not None
 
     def tokenize_batch(self, texts: list[str], max_tokens: int | None = None) -> Any:
-        """The tokenizer's batch call alone (every core, the GIL released), for
-        :meth:`encode_arrays` to finish. With the native tokenizer: its finished arrays
-        ``(ids, cu_seqlens, cut)``; otherwise ``tokenizers.Encoding`` objects, with a text too
-        long to matter whole (see :meth:`encode_cut`) left empty. A pipeline runs this on a
-        worker thread, so that the per-text work of the previous chunk overlaps it."""
+        """The tokenizer's batch call alone (every core, the GIL released). With the native
+        tokenizer: its finished arrays ``(ids, cu_seqlens, cut)``; otherwise
+        ``tokenizers.Encoding`` objects (uncut), with a text too long to matter whole (see
+        :meth:`encode_cut`) left empty, for :meth:`encode_arrays` to finish. A pipeline runs
+        this on worker threads."""
         if self._native is not None:
             return self._native_batch(texts, max_tokens)
         if max_tokens is not None:
@@ -203,24 +203,31 @@ class TextTokenizer:
                       encodings: Any = None) -> tuple[TokenBatch, int]:
         """The token ids of ``texts`` (special tokens included) as flat arrays: ``ids int32
         [T]``, ``cu_seqlens int32 [len(texts) + 1]``, and how many texts were cut to
-        ``max_tokens`` (:meth:`encode_cut`; ``None``: no cut, 0). One loop per text, none per
-        token; the tokenizer's batch call runs in parallel with the GIL released. ``encodings``:
-        what :meth:`tokenize_batch` gave for the same texts and max_tokens, if it ran already."""
+        ``max_tokens`` (:meth:`encode_cut`; ``None``: no cut, 0). The tokenizer's batch call
+        runs in parallel with the GIL released; its output is flattened in one C loop
+        (``tokenizers``) or is the arrays already (the native tokenizer). ``encodings``: what
+        :meth:`tokenize_batch` gave for the same texts and ``max_tokens``, if it ran already
+        (on a pipeline's worker thread)."""
         if self._native is not None:
             ids, cu, flags = (self._native_batch(texts, max_tokens) if encodings is None
                               else encodings)
             return TokenBatch(ids, cu), int(np.count_nonzero(flags))
-        cut = 0
+        short = None if max_tokens is None else max_tokens * PREFIX_CHARS_PER_TOKEN
+        if (encodings is not None or len(texts) > 1) and (
+                short is None or all(len(t) <= short for t in texts)):
+            # The common case: no text to cut from a prefix (see encode_cut), and not one text,
+            # which encode() tokenizes holding the GIL.
+            if encodings is None:
+                encodings = self.tokenize_batch(texts, max_tokens)
+            ids, cu, flags = _core.flatten_token_ids(encodings, max_tokens,
+                                                     self.num_suffix_special)
+            return TokenBatch(ids, cu), int(np.count_nonzero(flags))
         if max_tokens is None:
-            sequences = (self.encode(texts) if encodings is None
-                         else [e.ids for e in encodings])
+            sequences, cut = self.encode(texts), 0
         else:
             sequences, flags = self.encode_cut(texts, max_tokens, encodings=encodings)
             cut = sum(flags)
-        cu = np.zeros(len(sequences) + 1, dtype=np.int32)
-        np.cumsum(np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences)),
-                  out=cu[1:])
-        ids = np.fromiter(chain.from_iterable(sequences), dtype=np.int32, count=int(cu[-1]))
+        ids, cu, _ = _core.flatten_token_ids(sequences)
         return TokenBatch(ids, cu), cut
 
     def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:

@@ -8,6 +8,7 @@
 
 #include <cuda_runtime.h>
 
+#include <chrono>
 #include <cstddef>
 #include <limits>
 #include <string>
@@ -97,6 +98,17 @@ class Event {
   }
   /// Blocks the host until the captured work is done.
   void synchronize() const { check(cudaEventSynchronize(event_), "cudaEventSynchronize"); }
+  /// Blocks the host until the captured work is done, polling for at most `spin` first: work
+  /// that ends within it pays no wake-up, and longer work is waited for in synchronize(),
+  /// which for an event made with cudaEventBlockingSync sleeps instead of spinning on a core
+  /// (the default with fewer CUDA contexts than cores), leaving it to threads that tokenize.
+  void wait(std::chrono::microseconds spin) const {
+    const auto until = std::chrono::steady_clock::now() + spin;
+    while (std::chrono::steady_clock::now() < until) {
+      if (query()) return;
+    }
+    synchronize();
+  }
   /// True when the captured work is done (or nothing was recorded); never blocks.
   bool query() const {
     const cudaError_t status = cudaEventQuery(event_);
