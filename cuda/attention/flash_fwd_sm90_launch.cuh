@@ -15,9 +15,12 @@ namespace sutra::cuda::attn {
 
 /// 128 query rows (two consumer warpgroups) and 128-key tiles; K/V stages: three at d=64
 /// (112 KB), two at d=128 (160 KB: a third would not leave room for the relative-bias table).
-/// SUTRA_ATTN_SM90_D64_CONSUMERS=3 builds a 192-row d=64 tile for comparison: with 512 threads
-/// ptxas allocates within 128 registers (setmaxnreg raises the limit only at run time) and
-/// spills. The macro exists only to compare configurations in one benchmark session.
+/// SUTRA_ATTN_SM90_D64_CONSUMERS=3 builds a 192-row d=64 tile for comparison. ptxas allocates
+/// the consumers within their setmaxnreg count (160 with 512 threads; at 152 it serializes the
+/// wgmma, warning C7512), and at 160 the no-bias variants spill 44 bytes, in the masked-tile
+/// branch only (CUDA 13.0 SASS: the interior-tile loop reloads one value per tile), the bias
+/// variants 88-420 bytes. Not yet timed. The macro exists only to compare configurations in one
+/// benchmark session.
 #ifndef SUTRA_ATTN_SM90_D64_CONSUMERS
 #define SUTRA_ATTN_SM90_D64_CONSUMERS 2
 #endif
