@@ -39,9 +39,12 @@ struct Sm90TensorMaps {
   CUtensorMap v;
 };
 
-template <int kHeadDim_, int kStages_ = 2, int kConsumers_ = 2>
+template <int kHeadDim_, int kStages_ = 2, int kConsumers_ = 2, int kFmaExp2Every_ = 0>
 struct Sm90Traits {
   static constexpr int kHeadDim = kHeadDim_;
+  // Every kFmaExp2Every-th n8 column tile of the scores takes its exponentials on the FMA pipe
+  // (fma_exp2), the others on the MUFU unit (fast_exp2); 0: all on the MUFU.
+  static constexpr int kFmaExp2Every = kFmaExp2Every_;
   static constexpr int kConsumers = kConsumers_;  // warpgroups of 64 rows
   static constexpr int kBlockM = 64 * kConsumers;
   static constexpr int kBlockN = 128;
@@ -272,8 +275,15 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       float sum = 0.0f;
 #pragma unroll
       for (int nt = 0; nt < Tr::kNT; ++nt) {
-        sc[0][nt][2 * h] = fast_exp2(fmaf(sc[0][nt][2 * h], sm_scale, -m_use));
-        sc[0][nt][2 * h + 1] = fast_exp2(fmaf(sc[0][nt][2 * h + 1], sm_scale, -m_use));
+        const float x0 = fmaf(sc[0][nt][2 * h], sm_scale, -m_use);
+        const float x1 = fmaf(sc[0][nt][2 * h + 1], sm_scale, -m_use);
+        if (Tr::kFmaExp2Every > 0 && nt % Tr::kFmaExp2Every == Tr::kFmaExp2Every - 1) {
+          sc[0][nt][2 * h] = fma_exp2(x0);
+          sc[0][nt][2 * h + 1] = fma_exp2(x1);
+        } else {
+          sc[0][nt][2 * h] = fast_exp2(x0);
+          sc[0][nt][2 * h + 1] = fast_exp2(x1);
+        }
         sum += sc[0][nt][2 * h] + sc[0][nt][2 * h + 1];
       }
       row_sum[h] += sum;

@@ -21,12 +21,18 @@ namespace sutra::cuda::attn {
 /// branch only (CUDA 13.0 SASS: the interior-tile loop reloads one value per tile), the bias
 /// variants 88-420 bytes. Not yet timed. The macro exists only to compare configurations in one
 /// benchmark session.
+/// SUTRA_ATTN_SM90_D64_FMA_EXP2_EVERY=N (2, 4, 8) moves the exponentials of every Nth score
+/// column tile at d=64 onto the FMA pipe (Sm90Traits::kFmaExp2Every); not yet timed either.
 #ifndef SUTRA_ATTN_SM90_D64_CONSUMERS
 #define SUTRA_ATTN_SM90_D64_CONSUMERS 2
 #endif
+#ifndef SUTRA_ATTN_SM90_D64_FMA_EXP2_EVERY
+#define SUTRA_ATTN_SM90_D64_FMA_EXP2_EVERY 0
+#endif
 template <int kHeadDim>
 using Sm90DefaultTraits = Sm90Traits<kHeadDim, kHeadDim == 64 ? 3 : 2,
-                                     kHeadDim == 64 ? SUTRA_ATTN_SM90_D64_CONSUMERS : 2>;
+                                     kHeadDim == 64 ? SUTRA_ATTN_SM90_D64_CONSUMERS : 2,
+                                     kHeadDim == 64 ? SUTRA_ATTN_SM90_D64_FMA_EXP2_EVERY : 0>;
 
 template <typename Tr, typename T, bool kHasBias, bool kPacked>
 void launch_flash_fwd_sm90(const FlashAttnParams& p, const Sm90TensorMaps& maps,

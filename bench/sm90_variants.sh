@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The sm90a head-dim-64 attention variants that flash_fwd_sm90_launch.cuh builds on request, one
+# build after another on a GPU machine: for each, the sm90 attention tests (against the float32
+# reference) and bench/attention.py at d=64 (sutra beside SDPA's FlashAttention-2 and cuDNN, in
+# the same process, so every variant carries its own cuDNN baseline). Reports go to $OUT (or
+# bench/results/sm90_variants): NAME.tests.log and NAME.md per variant.
+#
+#   bash bench/sm90_variants.sh                      # every variant below
+#   bash bench/sm90_variants.sh default fma_exp2_4   # some of them
+#
+# Each variant costs a build (about 40 s on the H200 machine's 16 cores) plus the tests and the
+# benchmark; split a long list over several device calls. The last variant stays installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+declare -A FLAGS=(
+  [default]=""
+  [fma_exp2_4]="-DSUTRA_ATTN_SM90_D64_FMA_EXP2_EVERY=4"
+  [fma_exp2_8]="-DSUTRA_ATTN_SM90_D64_FMA_EXP2_EVERY=8"
+  [consumers_3]="-DSUTRA_ATTN_SM90_D64_CONSUMERS=3"
+  [consumers_3_fma_exp2_8]="-DSUTRA_ATTN_SM90_D64_CONSUMERS=3 -DSUTRA_ATTN_SM90_D64_FMA_EXP2_EVERY=8"
+)
+ORDER=(default fma_exp2_4 fma_exp2_8 consumers_3 consumers_3_fma_exp2_8)
+names=("$@")
+[ ${#names[@]} -eq 0 ] && names=("${ORDER[@]}")
+out="${OUT:-bench/results/sm90_variants}"
+mkdir -p "$out"
+export HF_HUB_OFFLINE=1 SUTRA_CUDA_ARCHITECTURES="${SUTRA_CUDA_ARCHITECTURES:-90a-real}"
+
+for name in "${names[@]}"; do
+  if [ -z "${FLAGS[$name]+set}" ]; then
+    echo "unknown variant '$name'; known: ${ORDER[*]}" >&2
+    exit 2
+  fi
+  flags="${FLAGS[$name]}"
+  start=$(date +%s)
+  # A build folder per variant: the flags stay in its CMake cache, not in the one a plain
+  # `pip install .` reuses.
+  python3 -m pip install --no-build-isolation --no-deps -q . -C "build-dir=build/sm90-$name" \
+    -C "cmake.define.CMAKE_CUDA_FLAGS=$flags" > "$out/$name.build.log" 2>&1
+  python3 -c "import sutra._core as c; print(c.flash_attention_kernel_info(64, path='sm90'))" \
+    > "$out/$name.kernel.txt"
+  status=passed
+  python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_attention.py -k sm90 \
+    > "$out/$name.tests.log" 2>&1 || status=FAILED
+  python3 bench/attention.py --lengths 512 2048 4096 8192 --head-dims 64 \
+    --dtypes float16 bfloat16 --repeats 10 --markdown "$out/$name.md" > "$out/$name.bench.log" 2>&1
+  echo "$name ($flags): tests $status, $(( $(date +%s) - start )) s; $(tail -1 "$out/$name.tests.log")"
+done
