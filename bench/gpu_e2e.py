@@ -394,7 +394,7 @@ def sutra_with_tokenizers(model: Path, backend: str, texts: list[str], best: dic
                           repeats: int) -> dict[str, Any]:
     """encode() at the best e2e configuration with sutra's native tokenizer turned off: the path
     of every model whose tokenizer it does not reproduce (RoBERTa, XLM-R: Hugging Face
-    ``tokenizers``, one chunk ahead of the engine), for the issue's bar on it (end to end at
+    ``tokenizers``, two batch calls ahead of the engine), for the issue's bar on it (end to end at
     least 0.9x what ``tokenizers`` alone does)."""
     from sutra.tokenization import TextTokenizer
 
