@@ -412,6 +412,26 @@ def test_a_lone_surrogate_names_the_text_and_position(minilm):
         minilm.encode(["fine", "ab\udc00cd"])
 
 
+def test_a_lone_surrogate_is_named_by_its_index_in_the_call_when_pipelined(efficient_folder,
+                                                                          monkeypatch):
+    """On the pipelined path (the GPU engine: chunks tokenized ahead) the bad text is named by
+    its index in the call, not in its chunk; with either tokenizer."""
+    for native in (True, False):
+        embedder = sutra.Embedder(efficient_folder, backend="cpu")
+        if not native:
+            from sutra.tokenization import TextTokenizer
+
+            embedder.tokenizer = TextTokenizer(embedder.model.tokenizer_path, native=False)
+        monkeypatch.setattr(type(embedder.backend), "pipelines_tokenization",
+                            property(lambda _: True))
+        monkeypatch.setattr(type(embedder), "_pipeline_chunk_limits", lambda self: (10, 1000))
+        texts = [f"text {i}" for i in range(35)]
+        texts[23] = "ab\udc00cd"
+        with pytest.raises(ValueError, match=r"sentences\[23\] holds a lone surrogate U\+DC00 at "
+                                             r"position 2"):
+            embedder.encode(texts)
+
+
 def test_sentence_transformers_arguments(minilm):
     """numpy integers where sentence-transformers takes them; its other arguments accepted
     when they ask for what sutra does, refused with what to use otherwise."""

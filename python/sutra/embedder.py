@@ -19,7 +19,7 @@ from .backends.base import TokenBatch
 from .config import EmbedderConfig
 from .models.folder import resolve
 from .models.spec import ModelFolder
-from .tokenization import TextTokenizer
+from .tokenization import TextTokenizer, check_unicode
 
 logger = logging.getLogger("sutra")
 
@@ -502,9 +502,18 @@ class Embedder:
             pending = [pool.submit(self.tokenizer.tokenize_batch, chunk, max_tokens)
                        for chunk in chunks[:ahead]]
             try:
+                first = 0  # the call's index of the chunk's first text
                 for index, texts in enumerate(chunks):
-                    batch, cut = self.tokenizer.encode_arrays(
-                        texts, max_tokens, encodings=pending.pop(0).result())
+                    try:
+                        batch, cut = self.tokenizer.encode_arrays(
+                            texts, max_tokens, encodings=pending.pop(0).result())
+                    except ValueError:
+                        # The tokenizer names a bad text by its index in the chunk: name it by
+                        # its index in the call instead.
+                        for offset, text in enumerate(texts):
+                            check_unicode(text, f"sentences[{first + offset}]")
+                        raise
+                    first += len(texts)
                     # Submitted after the GIL-held flattening, so that the call starts at once.
                     if index + ahead < len(chunks):
                         pending.append(pool.submit(self.tokenizer.tokenize_batch,
