@@ -507,3 +507,17 @@ def test_flatten_token_ids_refuses_what_is_not_token_ids():
         _core.flatten_token_ids([(1, 2)])
     with pytest.raises(ValueError, match="max_tokens must be"):
         _core.flatten_token_ids([[1, 2]], 0, 1)
+
+
+def test_prefix_path_cjk_ranges_are_tokenizers_own():
+    """The prefix cut of the tokenizers path (TextTokenizer.encode_cut) takes a CJK ideograph
+    for a word boundary: exactly the code points that tokenizers' BertNormalizer isolates."""
+    from sutra.tokenization import _CJK_IDEOGRAPH
+
+    normalizer = tokenizers.normalizers.BertNormalizer(
+        clean_text=False, handle_chinese_chars=True, strip_accents=False, lowercase=False)
+    points = [*range(0x2E80, 0xA000), *range(0xF900, 0xFB00), *range(0x20000, 0x30000)]
+    differ = [hex(cp) for cp in points
+              if (normalizer.normalize_str(chr(cp)) == f" {chr(cp)} ")
+              != (_CJK_IDEOGRAPH.match(chr(cp)) is not None)]
+    assert differ == []

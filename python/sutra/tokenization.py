@@ -36,9 +36,10 @@ def raise_if_not_unicode(texts: list[str], what: str = "sentences") -> None:
         check_unicode(text, f"{what}[{index}]")
 
 
-# What BERT's normalizer treats as a CJK ideograph (BertNormalizer's handle_chinese_chars).
+# What BERT's normalizer treats as a CJK ideograph (BertNormalizer's handle_chinese_chars),
+# U+2B820-U+2B91F left out as tokenizers leaves them out (its ranges resume at U+2B920).
 _CJK_IDEOGRAPH = re.compile("[\u4e00-\u9fff\u3400-\u4dbf\uf900-\ufaff\U00020000-\U0002a6df"
-                            "\U0002a700-\U0002ceaf\U0002f800-\U0002fa1f]")
+                            "\U0002a700-\U0002b81f\U0002b920-\U0002ceaf\U0002f800-\U0002fa1f]")
 
 # A first guess of how many characters hold one token (BERT's WordPiece on English runs at about
 # 4-5): texts longer than max_tokens times this are cut from a prefix (TextTokenizer.encode_cut).
