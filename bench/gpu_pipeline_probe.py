@@ -10,7 +10,6 @@ Results: bench/results/gpu_e2e/pipeline_probe*.log.
 """
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import sutra
 from sutra import embedder as embedder_module
 from sutra.tokenization import TextTokenizer
+from tokenizer import median_seconds  # bench/tokenizer.py
 from tokenizers import Tokenizer
 
 MODEL = sys.argv[1] if len(sys.argv) > 1 else "carry/minilm-fp16"
@@ -54,18 +54,8 @@ for tok in (native, plain):
 timed(embedder.backend, "encode_rows", "main engine encode_rows")
 
 
-def median_wall(fn) -> float:
-    fn()
-    walls = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        fn()
-        walls.append(time.perf_counter() - start)
-    return statistics.median(walls)
-
-
 for name, texts in corpora.items():
-    whole = median_wall(lambda texts=texts: raw.encode_batch_fast(texts))
+    whole = median_seconds(lambda texts=texts: raw.encode_batch_fast(texts), REPEATS)
     print(f"{name}: tokenizers encode_batch_fast over all {len(texts)} (truncation 256): "
           f"{whole * 1e3:.1f} ms ({len(texts) / whole:,.0f}/s)", flush=True)
     for tok, label in ((native, "native"), (plain, "tokenizers")):
@@ -85,7 +75,7 @@ for name, texts in corpora.items():
                     if embedder.backend.pipelines_tokenization else 1)
             embedder.encode(texts)
             seconds.clear()
-            wall = median_wall(lambda texts=texts: embedder.encode(texts))
+            wall = median_seconds(lambda texts=texts: embedder.encode(texts), REPEATS)
             parts = ", ".join(f"{k} {v / (REPEATS + 1) * 1e3:.1f}" for k, v in seconds.items())
             print(f"  {label:10s} chunks {chunks:3d} (<= {texts_cap} texts, {chars_cap} chars), "
                   f"{ahead} ahead: e2e median {wall * 1e3:.1f} ms ({len(texts) / wall:,.0f}/s, "

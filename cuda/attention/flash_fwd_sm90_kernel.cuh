@@ -45,6 +45,9 @@ struct Sm90Traits {
   // Every kFmaExp2Every-th n8 column tile of the scores takes its exponentials on the FMA pipe
   // (fma_exp2), the others on the MUFU unit (fast_exp2); 0: all on the MUFU.
   static constexpr int kFmaExp2Every = kFmaExp2Every_;
+  static constexpr bool exp2_on_fma(int nt) {
+    return kFmaExp2Every > 0 && nt % (kFmaExp2Every > 0 ? kFmaExp2Every : 1) == kFmaExp2Every - 1;
+  }
   static constexpr int kConsumers = kConsumers_;  // warpgroups of 64 rows
   static constexpr int kBlockM = 64 * kConsumers;
   static constexpr int kBlockN = 128;
@@ -277,7 +280,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       for (int nt = 0; nt < Tr::kNT; ++nt) {
         const float x0 = fmaf(sc[0][nt][2 * h], sm_scale, -m_use);
         const float x1 = fmaf(sc[0][nt][2 * h + 1], sm_scale, -m_use);
-        if (Tr::kFmaExp2Every > 0 && nt % Tr::kFmaExp2Every == Tr::kFmaExp2Every - 1) {
+        if (Tr::exp2_on_fma(nt)) {
           sc[0][nt][2 * h] = fma_exp2(x0);
           sc[0][nt][2 * h + 1] = fma_exp2(x1);
         } else {
