@@ -6,7 +6,7 @@ rotated over --sets buffers (larger than L2) so every call starts cold. The dens
 interleaves the three implementations call by call (rotating which goes first), so clock and
 thermal drift during the run hit every column alike.
 
-    python bench/attention.py [--lengths 512 1024 ...] [--window] [--markdown out.md]
+    python bench/attention.py [--lengths 512 1024 ...] [--window] [--bias] [--markdown out.md]
 """
 
 from __future__ import annotations
@@ -188,6 +188,37 @@ def windowed(args, lines):
             print(line, flush=True)
 
 
+BIAS_HEADER = ("| d | L | B | H | no bias TFLOP/s | ALiBi | relative (MPNet, 32 buckets) | "
+               "ALiBi vs none | relative vs none |\n|---|---|---|---|---|---|---|---|---|")
+
+
+def biased(args, lines):
+    """sutra's score biases (fp16, path auto), each against the unbiased call in the same run:
+    ALiBi slopes (jina-embeddings-v2) and MPNet's bucketed relative-position table."""
+    for d in args.head_dims:
+        heads = 2048 // d
+        slopes = torch.tensor([2.0 ** (-8.0 * (h + 1) / heads) for h in range(heads)],
+                              dtype=torch.float32, device="cuda")
+        table = torch.randn(heads, 32, dtype=torch.float32, device="cuda")
+        for length in args.lengths:
+            batch = max(1, args.tokens // length)
+            sets = [tuple(torch.randn(batch, length, heads, d, dtype=torch.float16, device="cuda")
+                          for _ in range(3)) for _ in range(args.sets)]
+            flops = 4 * batch * heads * length * length * d
+            ms = time_ms_interleaved(
+                [lambda q, k, v: flash_attention(q, k, v),
+                 lambda q, k, v, s=slopes: flash_attention(q, k, v, alibi_slopes=s),
+                 lambda q, k, v, t=table: flash_attention(q, k, v, rel_bias=t)],
+                sets, args.repeats)
+            tf = [flops / t / 1e9 for t in ms]
+            line = (f"| {d} | {length} | {batch} | {heads} | {tf[0]:.0f} | {tf[1]:.0f} | "
+                    f"{tf[2]:.0f} | {tf[1] / tf[0]:.2f}x | {tf[2] / tf[0]:.2f}x |")
+            lines.append(line)
+            print(line, flush=True)
+            del sets
+            torch.cuda.empty_cache()
+
+
 def memory(args, lines):
     """Peak device memory of one call beyond its inputs and output: must not grow like L^2."""
     d, heads = 64, 16
@@ -217,6 +248,7 @@ def main():
     ap.add_argument("--sets", type=int, default=3)
     ap.add_argument("--window", action="store_true", help="also sliding window vs flex_attention")
     ap.add_argument("--memory", action="store_true", help="also peak extra memory vs L")
+    ap.add_argument("--bias", action="store_true", help="also ALiBi and relative bias vs none")
     ap.add_argument("--skip-dense", action="store_true", help="only the optional sections")
     ap.add_argument("--markdown", help="write the tables to this file")
     ap.add_argument("--plot", help="write a PNG of TFLOP/s against L (fp16; needs matplotlib)")
@@ -240,6 +272,10 @@ def main():
     if args.window:
         print(WINDOW_HEADER)
         windowed(args, wlines)
+    blines = []
+    if args.bias:
+        print(BIAS_HEADER)
+        biased(args, blines)
     mlines = []
     if args.memory:
         print("| L (B=1, H=16, d=64, fp16) | q+k+v+o MiB | extra peak MiB |\n|---|---|---|")
@@ -256,6 +292,9 @@ def main():
                 f.write("\nSliding window, fp16, d=64, H=12, 32768 tokens (ms per call, CUDA graph "
                         "replay; eager = one Python call at a time):\n\n" + WINDOW_HEADER + "\n")
                 f.write("\n".join(wlines) + "\n")
+            if blines:
+                f.write("\nScore biases, fp16, path auto (TFLOP/s of the same calls, same run):"
+                        "\n\n" + BIAS_HEADER + "\n" + "\n".join(blines) + "\n")
             if mlines:
                 f.write("\nPeak device memory beyond q, k, v, o (B=1, H=16, d=64, fp16):\n\n"
                         "| L | q+k+v+o MiB | extra peak MiB |\n|---|---|---|\n")
