@@ -8,7 +8,7 @@
 # the tests (a variant already tested in an earlier call).
 #
 #   bash bench/sm90_variants.sh                      # every variant below
-#   bash bench/sm90_variants.sh default fma_exp2_4   # some of them
+#   bash bench/sm90_variants.sh default consumers_2  # some of them
 #
 # Each variant costs a build (about 40 s on the H200 machine's 16 cores) plus the tests and the
 # benchmark; split a long list over several device calls. The last variant stays installed.
@@ -17,13 +17,10 @@ cd "$(dirname "$0")/.."
 
 declare -A FLAGS=(
   [default]=""
-  [fma_exp2_4]="-DSUTRA_ATTN_SM90_D64_FMA_EXP2_EVERY=4"
-  [fma_exp2_8]="-DSUTRA_ATTN_SM90_D64_FMA_EXP2_EVERY=8"
-  [consumers_3]="-DSUTRA_ATTN_SM90_D64_CONSUMERS=3"
-  [consumers_3_fma_exp2_4]="-DSUTRA_ATTN_SM90_D64_CONSUMERS=3 -DSUTRA_ATTN_SM90_D64_FMA_EXP2_EVERY=4"
-  [consumers_3_fma_exp2_8]="-DSUTRA_ATTN_SM90_D64_CONSUMERS=3 -DSUTRA_ATTN_SM90_D64_FMA_EXP2_EVERY=8"
+  [consumers_2]="-DSUTRA_ATTN_SM90_D64_CONSUMERS=2"
+  [d64_block_per_tile]="-DSUTRA_ATTN_SM90_D64_PERSISTENT=0"
 )
-ORDER=(default fma_exp2_4 fma_exp2_8 consumers_3 consumers_3_fma_exp2_4 consumers_3_fma_exp2_8)
+ORDER=(default consumers_2 d64_block_per_tile)
 names=("$@")
 [ ${#names[@]} -eq 0 ] && names=("${ORDER[@]}")
 out="${OUT:-bench/results/sm90_variants}"

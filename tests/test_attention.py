@@ -348,6 +348,19 @@ def test_uniform_4097(dtype, d):
 
 @gpu
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", (64, 128))
+@pytest.mark.parametrize("bias", (None, "alibi", "rel"))
+def test_padded_batch_with_more_tiles_than_sms(dtype, d, bias):
+    """A padded batch without a window runs on sm90 as one block per SM that walks many work
+    tiles (sm90_grid_blocks): the barriers' phases run on across tiles, the row statistics start
+    afresh per tile and the relative-bias table is reloaded when the head changes. 8 sequences
+    of 1000 tokens, 24 heads: 1,152 or more tiles for at most 144 SMs, each sequence's last rows
+    in a partial tile."""
+    _run_case(dtype, d, [1000] * 8, varlen=False, bias=bias, heads=24)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("d", HEAD_DIMS)
 @pytest.mark.parametrize("causal", (False, True))
 def test_growing_scores(dtype, d, causal):

@@ -5,7 +5,7 @@ namespace sutra::cuda::attn {
 
 void run_flash_fwd_sm90_hdim128(const FlashAttnParams& p, const Sm90TensorMaps& maps,
                                cudaStream_t stream) {
-  run_flash_fwd_sm90<Sm90DefaultTraits<128>>(p, maps, stream);
+  run_flash_fwd_sm90<128>(p, maps, stream);
 }
 
 }  // namespace sutra::cuda::attn

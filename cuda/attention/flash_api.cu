@@ -166,8 +166,7 @@ std::string make_sm90_tensor_maps(const FlashAttnParams& p, cuda::attn::Sm90Tens
   const int64_t batch = varlen ? 1 : p.batch;
   // Boxes: Q tiles of block_m rows, K and V tiles of block_n.
   const FlashAttnKernelInfo tile =
-      p.head_dim == 64 ? cuda::attn::flash_fwd_sm90_info<cuda::attn::Sm90DefaultTraits<64>>(false)
-                       : cuda::attn::flash_fwd_sm90_info<cuda::attn::Sm90DefaultTraits<128>>(false);
+      cuda::attn::flash_fwd_sm90_info(p.head_dim, p.bias != AttnBias::kNone);
   const bool ok =
       encode_map(&maps->q, p.q, p.dtype, p.head_dim, p.heads, rows, batch, p.q_row_stride,
                  p.q_head_stride, p.q_batch_stride, tile.block_m) &&
@@ -192,8 +191,7 @@ FlashAttnKernelInfo flash_attention_kernel_info(int head_dim, bool with_bias, in
     if (why.empty() &&
         (path == AttnPath::kSm90 ||
          auto_prefers_sm90(window_left, window_right, false))) {
-      return head_dim == 64 ? flash_fwd_sm90_info<Sm90DefaultTraits<64>>(with_bias)
-                            : flash_fwd_sm90_info<Sm90DefaultTraits<128>>(with_bias);
+      return flash_fwd_sm90_info(head_dim, with_bias);
     }
   }
   if (head_dim == 32) return flash_fwd_info<DefaultTraits<32>::type>(with_bias);
@@ -218,7 +216,7 @@ bool flash_attention_packing_pays(int head_dim, bool with_bias, int window_left,
   if (batch <= 1) return false;
   // Per-sequence blocks run the window's tile on the path the pass takes (by its longest
   // sequence); packed rows always the sm80 kernels' default tile (the only packed kernels). The
-  // two tiles may differ in shape (sm90's 128 x 128 against sm80's 128 x 64 at head dim 64), so
+  // two tiles may differ in shape (sm90's 192 x 128 against sm80's 128 x 64 at head dim 64), so
   // work is counted as tile pairs times their area, in units of the packed tile. Key ranges are
   // counted without the window (an upper bound for both layouts).
   int32_t max_length = 0;

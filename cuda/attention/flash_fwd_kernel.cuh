@@ -177,24 +177,6 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
-/// 2^x on the FMA pipe instead of the MUFU unit, for the softmax to spread its exponentials over
-/// both (at head dim 64 the MUFU's 16 ex2 per clock per SM take as long as the tile's MMAs):
-/// x = j + f with j = round(x) (the 1.5 * 2^23 trick) and f in [-0.5, 0.5], 2^f from a degree-4
-/// polynomial (relative-error fit; at most 2.7e-6 from 2^x in float32, against fp16's 4.9e-4
-/// rounding of P), j added to the exponent bits. Results below 2^-126 are 0, as
-/// ex2.approx.ftz's are; x = -inf (a masked score) gives 0.
-__device__ __forceinline__ float fma_exp2(float x) {
-  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: x + kRound keeps round(x) in its low bits
-  const float xc = fmaxf(x, -127.0f);
-  const float t = __fadd_rn(xc, kRound);
-  const float f = __fsub_rn(xc, __fsub_rn(t, kRound));
-  const float p = fmaf(fmaf(fmaf(fmaf(0.00957009569f, f, 0.0559178665f), f, 0.240247443f), f,
-                            0.693121791f), f, 0.999999285f);
-  // The low bits of t are round(x) + 2^22; shifted into the exponent field, the 2^22 falls off.
-  const int bits = __float_as_int(p) + (__float_as_int(t) << 23);
-  return x < -126.0f ? 0.0f : __int_as_float(bits);
-}
-
 __device__ __forceinline__ float quad_max(float v) {
   v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
   return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
