@@ -9,6 +9,13 @@
 #
 #   bash bench/sm90_variants.sh                      # every variant below
 #   bash bench/sm90_variants.sh default consumers_2  # some of them
+#   bash bench/sm90_variants.sh "mine=-DFOO=1"       # NAME=FLAGS: a variant of your own
+#
+# SM90_VARIANT_SRC=DIR builds the variants from another source tree (its outputs are named
+# NAME_src_BASENAME), e.g. an earlier commit's kernels beside today's in one device call:
+#   mkdir -p carry/s14 && git archive e65bef8 | tar -x -C carry/s14   # here; carry it along
+#   SM90_VARIANT_SRC=carry/s14 bash bench/sm90_variants.sh "consumers_3=-DSUTRA_ATTN_SM90_D64_CONSUMERS=3"
+#   bash bench/sm90_variants.sh default
 #
 # Each variant costs a build (about 40 s on the H200 machine's 16 cores) plus the tests and the
 # benchmark; split a long list over several device calls. The last variant stays installed.
@@ -27,16 +34,22 @@ out="${OUT:-bench/results/sm90_variants}"
 mkdir -p "$out"
 export HF_HUB_OFFLINE=1 SUTRA_CUDA_ARCHITECTURES="${SUTRA_CUDA_ARCHITECTURES:-90a-real}"
 
+src="${SM90_VARIANT_SRC:-.}"
 for name in "${names[@]}"; do
-  if [ -z "${FLAGS[$name]+set}" ]; then
-    echo "unknown variant '$name'; known: ${ORDER[*]}" >&2
+  if [[ "$name" == *=* ]]; then
+    flags="${name#*=}"
+    name="${name%%=*}"
+  elif [ -n "${FLAGS[$name]+set}" ]; then
+    flags="${FLAGS[$name]}"
+  else
+    echo "unknown variant '$name'; known: ${ORDER[*]}, or NAME=FLAGS" >&2
     exit 2
   fi
-  flags="${FLAGS[$name]}"
+  [ "$src" != . ] && name="${name}_src_$(basename "$src")"
   start=$(date +%s)
   # A build folder per variant: the flags stay in its CMake cache, not in the one a plain
   # `pip install .` reuses.
-  python3 -m pip install --no-build-isolation --no-deps -q . -C "build-dir=build/sm90-$name" \
+  python3 -m pip install --no-build-isolation --no-deps -q "$src" -C "build-dir=$PWD/build/sm90-$name" \
     -C "cmake.define.CMAKE_CUDA_FLAGS=$flags" > "$out/$name.build.log" 2>&1
   python3 -c "import sutra._core as c; print(c.flash_attention_kernel_info(64, path='sm90'))" \
     > "$out/$name.kernel.txt"
