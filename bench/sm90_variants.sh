@@ -26,8 +26,10 @@ declare -A FLAGS=(
   [default]=""
   [consumers_2]="-DSUTRA_ATTN_SM90_D64_CONSUMERS=2"
   [d64_block_per_tile]="-DSUTRA_ATTN_SM90_D64_PERSISTENT=0"
+  [shared_base]="-DSUTRA_ATTN_SM90_SHARED_BASE=1"
+  [bias_rework]="-DSUTRA_ATTN_SM90_SHARED_BASE=1 -DSUTRA_ATTN_ALIBI_FLOAT_DISTANCE=1"
 )
-ORDER=(default consumers_2 d64_block_per_tile)
+ORDER=(default consumers_2 d64_block_per_tile shared_base bias_rework)
 names=("$@")
 [ ${#names[@]} -eq 0 ] && names=("${ORDER[@]}")
 out="${OUT:-bench/results/sm90_variants}"

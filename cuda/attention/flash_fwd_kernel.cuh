@@ -198,11 +198,17 @@ struct RowBounds {
 /// the sequence end with -inf (kMask). Element r of n8 tile nt of m16 tile mt sits at query row
 /// row_base + mt * 16 + (r / 2) * 8 and key col_base + nt * 8 + (r % 2). Packed rows (kPacked)
 /// see only the keys of their own sequence, `rows`.
+#ifndef SUTRA_ATTN_ALIBI_FLOAT_DISTANCE
+#define SUTRA_ATTN_ALIBI_FLOAT_DISTANCE 0  // see flash_fwd_sm90_launch.cuh; not yet run
+#endif
 template <typename Tr, bool kHasBias, bool kMask, bool kPacked>
 __device__ __forceinline__ void score_hook(float (&s)[Tr::kMT][Tr::kNT][4],
                                            const FlashAttnParams& p, int row_base, int col_base,
                                            int seqlen, float scale_log2, float slope_log2,
                                            const float* sLut, const RowBounds<Tr>& rows) {
+  // j - i of this thread's first element as a float; every other element adds a compile-time
+  // offset, exact in float32 (|j - i| < 2^24), so ALiBi needs no int-to-float convert each.
+  [[maybe_unused]] const float rel0 = static_cast<float>(col_base - row_base);
 #pragma unroll
   for (int mt = 0; mt < Tr::kMT; ++mt) {
 #pragma unroll
@@ -216,7 +222,12 @@ __device__ __forceinline__ void score_hook(float (&s)[Tr::kMT][Tr::kNT][4],
         if constexpr (kHasBias) {
           x *= scale_log2;
           if (p.bias == AttnBias::kAlibi) {
+#if SUTRA_ATTN_ALIBI_FLOAT_DISTANCE
+            const float relf = rel0 + static_cast<float>(nt * 8 + (r % 2) - mt * 16 - (r / 2) * 8);
+            x = fmaf(-slope_log2, fabsf(relf), x);
+#else
             x -= slope_log2 * static_cast<float>(abs(rel));
+#endif
           } else {
             const int d = min(max(rel, -p.rel_max_distance), p.rel_max_distance);
             x += sLut[d + p.rel_max_distance];

@@ -35,6 +35,10 @@
 #include "hopper.cuh"
 #include "sutra/kernels/attention.h"
 
+#ifndef SUTRA_ATTN_SM90_SHARED_BASE
+#define SUTRA_ATTN_SM90_SHARED_BASE 0  // see flash_fwd_sm90_launch.cuh; not yet run
+#endif
+
 namespace sutra::cuda::attn {
 
 /// The bulk-copy descriptors of q, k and v: 4-D tensors (head_dim, heads, rows, batch), boxes of
@@ -158,8 +162,15 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
 
   extern __shared__ unsigned char smem_raw[];
   // The 128-byte swizzle repeats every 1024 bytes: tiles start on such a boundary.
+#if SUTRA_ATTN_SM90_SHARED_BASE
+  // The offset goes onto the shared array itself, not onto an integer address, so the compiler
+  // still knows the pointers below are shared memory: the LUT reads and O's staging stores
+  // become LDS / STS instead of generic loads and stores with 64-bit address arithmetic.
+  unsigned char* base = smem_raw + ((1024u - (smem_u32(smem_raw) & 1023u)) & 1023u);
+#else
   unsigned char* base = reinterpret_cast<unsigned char*>(
       (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~static_cast<uintptr_t>(1023));
+#endif
   T* sQ = reinterpret_cast<T*>(base);                    // [kHalves][kBlockM][64]
   unsigned char* sO_all = base + (Tr::kPersistent ? Tr::kQBytes : 0);  // [kHalves][kBlockM][64]
   T* sK = reinterpret_cast<T*>(base + Tr::kQBytes + Tr::kOBytes);  // [kStages][kHalves][kBlockN][64]

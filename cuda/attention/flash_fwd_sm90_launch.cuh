@@ -27,6 +27,14 @@ namespace sutra::cuda::attn {
 /// cross-tile state costs the 160-register consumers; not yet understood.)
 /// SUTRA_ATTN_SM90_D64_CONSUMERS=2 and SUTRA_ATTN_SM90_D64_PERSISTENT=0 build the other d=64
 /// choices for comparison (bench/sm90_variants.sh).
+/// Prepared in session 15, not yet run on a GPU (bench/sm90_variants.sh `shared_base`,
+/// `bias_rework`): SUTRA_ATTN_SM90_SHARED_BASE=1 keeps the shared-memory pointers in the shared
+/// space (flash_fwd_sm90_kernel.cuh), so the relative-bias LUT reads are LDS instead of generic
+/// loads with 64-bit address arithmetic and the 64-bit pointers stop costing registers: CUDA
+/// 13.0 ptxas spills 32-40 bytes instead of 188-204 in the three-consumer kernels, none in the
+/// biased ones, and a biased d=64 kernel shrinks from 7,168 to 6,384 instructions.
+/// SUTRA_ATTN_ALIBI_FLOAT_DISTANCE=1 takes ALiBi's |j - i| without a per-element
+/// int-to-float convert (flash_fwd_kernel.cuh's score_hook; I2FP 258 -> 4 in that kernel).
 #ifndef SUTRA_ATTN_SM90_D64_CONSUMERS
 #define SUTRA_ATTN_SM90_D64_CONSUMERS 3
 #endif
