@@ -173,7 +173,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
 #endif
   T* sQ = reinterpret_cast<T*>(base);                    // [kHalves][kBlockM][64]
   unsigned char* sO_all = base + (Tr::kPersistent ? Tr::kQBytes : 0);  // [kHalves][kBlockM][64]
-  T* sK = reinterpret_cast<T*>(base + Tr::kQBytes + Tr::kOBytes);  // [kStages][kHalves][kBlockN][64]
+  // [kStages][kHalves][kBlockN][64]
+  T* sK = reinterpret_cast<T*>(base + Tr::kQBytes + Tr::kOBytes);
   T* sV = sK + Tr::kStages * (Tr::kKVBytes / 2);
   uint64_t* bars = reinterpret_cast<uint64_t*>(base + Tr::kQBytes + Tr::kOBytes +
                                                2 * Tr::kStages * Tr::kKVBytes);

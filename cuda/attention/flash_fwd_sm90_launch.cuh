@@ -7,6 +7,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <string>
+
 #include "common/check.cuh"
 #include "flash_fwd_sm90_kernel.cuh"
 #include "sutra/kernels/attention.h"
@@ -22,9 +24,9 @@ namespace sutra::cuda::attn {
 /// Persistent blocks (kPersistent, on padded calls: sm90_grid_blocks), H200,
 /// bench/results/attention_h200.md (session 15): at d=128 1.23x session 14's block-per-tile
 /// kernel at L = 512, 1.05x at 2048, 1.0x from 8192 (other runs); at d=64 with three consumers
-/// 1.26x this kernel's one-tile build at 512 and 1.01-1.04x from 2048 (same run). (That build runs 4-8% under session 14's one-tile kernel with three
-/// consumers at d=64 from L = 2048, 0.94 / 0.98 / 1.02x cuDNN at 2048 / 4096 / 8192: the
-/// cross-tile state costs the 160-register consumers; not yet understood.)
+/// 1.26x this kernel's one-tile build at 512 and 1.01-1.04x from 2048 (same run). That build
+/// runs 4-8% under session 14's one-tile kernel with three consumers at d=64 from L = 2048
+/// (0.94 / 0.98 / 1.02x cuDNN at 2048 / 4096 / 8192), not yet understood.
 /// SUTRA_ATTN_SM90_D64_CONSUMERS=2 and SUTRA_ATTN_SM90_D64_PERSISTENT=0 build the other d=64
 /// choices for comparison (bench/sm90_variants.sh).
 /// Prepared in session 15, not yet run on a GPU (bench/sm90_variants.sh `shared_base`,
@@ -110,23 +112,12 @@ FlashAttnKernelInfo sm90_info_of(bool with_bias) {
   info.threads = Tr::kThreads;
   info.stages = Tr::kStages;
   info.smem_bytes = Tr::kSmemBytes + (with_bias ? Tr::kSmemLutBytes : 0);
-  // [consumers - 2][stages - 2][persistent]
-  constexpr const char* kPaths[2][2][2] = {
-      {{"sm90a wgmma m64n128k16 + TMA + mbarriers, producer + 2 consumer warpgroups (2 stages)",
-        "sm90a wgmma m64n128k16 + TMA + mbarriers, producer + 2 consumer warpgroups (2 stages), "
-        "a block per SM on padded calls"},
-       {"sm90a wgmma m64n128k16 + TMA + mbarriers, producer + 2 consumer warpgroups (3 stages)",
-        "sm90a wgmma m64n128k16 + TMA + mbarriers, producer + 2 consumer warpgroups (3 stages), "
-        "a block per SM on padded calls"}},
-      {{"sm90a wgmma m64n128k16 + TMA + mbarriers, producer + 3 consumer warpgroups (2 stages)",
-        "sm90a wgmma m64n128k16 + TMA + mbarriers, producer + 3 consumer warpgroups (2 stages), "
-        "a block per SM on padded calls"},
-       {"sm90a wgmma m64n128k16 + TMA + mbarriers, producer + 3 consumer warpgroups (3 stages)",
-        "sm90a wgmma m64n128k16 + TMA + mbarriers, producer + 3 consumer warpgroups (3 stages), "
-        "a block per SM on padded calls"}}};
-  static_assert(Tr::kStages == 2 || Tr::kStages == 3, "name the pipeline depth in kPaths");
-  static_assert(Tr::kConsumers == 2 || Tr::kConsumers == 3, "name the warpgroups in kPaths");
-  info.path = kPaths[Tr::kConsumers - 2][Tr::kStages - 2][Tr::kPersistent ? 1 : 0];
+  // One string per traits, built once; FlashAttnKernelInfo holds a pointer to it.
+  static const std::string path =
+      "sm90a wgmma m64n128k16 + TMA + mbarriers, producer + " + std::to_string(Tr::kConsumers) +
+      " consumer warpgroups (" + std::to_string(Tr::kStages) + " stages)" +
+      (Tr::kPersistent ? ", a block per SM on padded calls" : "");
+  info.path = path.c_str();
   return info;
 }
 
